@@ -40,3 +40,11 @@ def call_path_str(path: tuple[str, ...], method: str | None = None) -> str:
     """Formats a call path as ``a/b/c.method`` for error messages."""
     text = "/".join(path) if path else "<root>"
     return f"{text}.{method}" if method else text
+
+
+class CallStructureError(FlaxmockError, ValueError):
+    """A converted tree made a submodule call that was not seen at conversion time."""
+
+
+class InvalidSelectorError(FlaxmockError, TypeError):
+    """A ``where`` selector is of a kind flaxmock does not understand."""

@@ -1,0 +1,95 @@
+"""Calling a converted or patched tree as ``module.apply`` is called."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from flax.core import scope as flax_scope
+from penzai import pz
+from penzai.toolshed.unflaxify import ArgsAndKwargs
+
+from flaxmock import _layer, _specs
+
+
+def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs: Any) -> Any:
+    """Calls a converted tree as ``module.apply(variables, *args, **kwargs)`` would be called.
+
+    Un-mocked layers run their Flax code with their own variables; mocked layers emit random
+    values; the result has exactly the structure ``module.apply`` returns.
+
+    Args:
+      tree: A tree from :func:`flaxmock.unflaxify`, possibly patched (mocks, any penzai layer).
+      *args: Positional arguments of the call.
+      mutable: As for ``module.apply``: the collections to return (``["intermediates"]``),
+        ``True`` for all, ``False`` for none.
+      rngs: As for ``module.apply``. When omitted, a fixed key serves every stream.
+      **kwargs: Keyword arguments of the call.
+
+    Returns:
+      The output, or ``(output, collections)`` when ``mutable`` is not ``False``, exactly as
+      ``module.apply`` returns them.
+
+    Raises:
+      AbstractParameterError: an un-mocked layer still has abstract parameters.
+      CallStructureError: the model made a submodule call not seen at conversion time.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
+      >>> model = nn.Dense(3)
+      >>> x = jnp.ones((2, 4))
+      >>> variables = model.init(jax.random.key(0), x)
+      >>> tree = flaxmock.unflaxify(model, x, variables=variables)
+      >>> bool((flaxmock.call(tree, x) == model.apply(variables, x)).all())
+      True
+    """
+    if isinstance(tree, _layer.FlaxCallLayer):
+        return _layer.run(tree, args, kwargs, mutable=mutable, rngs=rngs)
+    call_args = ArgsAndKwargs(args=args, kwargs=kwargs)
+    emit = getattr(tree, "emit", None)
+    if emit is None:
+        return tree(call_args)
+    out, sown = emit(call_args)
+    if mutable is False:
+        return out
+    collections: dict[str, Any] = {}
+    for entry, value in sown:
+        if not flax_scope.in_filter(mutable, entry.collection):
+            continue
+        node = collections.setdefault(entry.collection, {})
+        for k in entry.path[:-1]:
+            node = node.setdefault(k, {})
+        node[entry.path[-1]] = tuple(value) if entry.append else value
+    return out, collections
+
+
+def eval_shape(fun: Any, *args: Any, **kwargs: Any) -> Any:
+    """``jax.eval_shape`` for functions of converted trees, mocks included.
+
+    Like ``jax.eval_shape``, but penzai state (the mocks' call counters) may appear in the
+    arguments, and Python values in the arguments stay static. State is not advanced.
+
+    Args:
+      fun: The function to evaluate.
+      *args: Its positional arguments (trees, arrays, ``jax.ShapeDtypeStruct``s, Python values).
+      **kwargs: Its keyword arguments.
+
+    Returns:
+      ``fun``'s output with every array leaf replaced by its ``jax.ShapeDtypeStruct``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
+      >>> tree = flaxmock.unflaxify(nn.Dense(3), jax.ShapeDtypeStruct((2, 4), jnp.float32))
+      >>> flaxmock.eval_shape(flaxmock.call, tree, jax.ShapeDtypeStruct((5, 4), jnp.float32))
+      ShapeDtypeStruct(shape=(5, 3), dtype=float32)
+    """
+    (args, kwargs), state = pz.unbind_state_vars((args, kwargs), freeze=True)
+    arrays, rebuild = _specs.partition((args, kwargs))
+
+    def run(arrays: list[Any], state: list[Any]) -> Any:
+        a, kw = rebuild(arrays)
+        live = [s.unfreeze_as_copy() for s in state]
+        a, kw = pz.bind_variables((a, kw), live)
+        return fun(*a, **kw)
+
+    return jax.eval_shape(run, arrays, list(state))

@@ -1,0 +1,178 @@
+"""``unflaxify``: a Flax linen call converted into a penzai tree, with no parameters needed.
+
+The conversion is one abstract trace (``jax.eval_shape``) of the call under a recording
+interceptor (``_record``): of ``module.init`` when no variables are given, which yields the
+abstract variables and the call records together, or of ``module.apply`` otherwise. Each
+submodule call becomes a :class:`~flaxmock._layer.FlaxCallLayer` holding the variables its
+module owns; nothing is computed and, with abstract variables, nothing is allocated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+from penzai import pz
+from penzai.toolshed.unflaxify import InterceptedFlaxScopeData
+
+from flaxmock import _errors, _layer, _record
+
+Path = tuple[str, ...]
+
+
+def _normalize_rngs(rngs: Any) -> dict[str, Any]:
+    if rngs is None:
+        return _layer.default_rngs()
+    if isinstance(rngs, Mapping):
+        return dict(rngs)
+    return {"params": rngs}
+
+
+def _flatten_variables(variables: Any) -> dict[tuple[str, Path], Any]:
+    out = {}
+    for col, tree in variables.items():
+        for path, leaf in _record._flatten(tree).items():
+            out[(col, path)] = leaf
+    return out
+
+
+def _check_module(module: Any) -> None:
+    if not isinstance(module, nn.Module):
+        raise _errors.ConvertError(
+            f"unflaxify expects a flax.linen.Module, but got {type(module).__name__}: "
+            f"{module!r:.80}. For a Flax NNX model use flaxmock.nnx; for a function, wrap it "
+            "in a linen Module."
+        )
+    if module.scope is not None:
+        raise _errors.ConvertError(
+            f"unflaxify expects an unbound module, but {type(module).__name__} is bound to a "
+            "scope (it was taken from inside a running apply or `module.bind`). Fix: pass the "
+            "unbound module, e.g. `module.clone(parent=None)` or the object you built."
+        )
+
+
+def unflaxify(
+    module: nn.Module,
+    *args: Any,
+    variables: Any = None,
+    rngs: Any = None,
+    method: Any = None,
+    mutable: Any = False,
+    **kwargs: Any,
+) -> _layer.FlaxCallLayer:
+    """Converts a Flax linen call into a penzai tree, one layer per submodule call.
+
+    Args:
+      module: The (unbound) Flax linen module.
+      *args: Positional arguments of the call: arrays or ``jax.ShapeDtypeStruct``s (nothing is
+        computed), or Python values, which stay static.
+      variables: The module's variables. ``None`` (the default) makes every variable abstract
+        (a ``jax.ShapeDtypeStruct`` from ``jax.eval_shape`` of ``module.init``): nothing is
+        allocated, at any model size. Real variables give a tree bound to those arrays.
+      rngs: Keys for the trace, as for ``module.apply``. When omitted, a fixed key is used for
+        every stream (Flax falls back to ``params`` for any stream it lacks).
+      method: The method to call, a name or a function, as for ``module.apply``.
+      mutable: The collections ``tree(ArgsAndKwargs(...))`` treats as mutable, as for
+        ``module.apply``; ``flaxmock.call`` takes its own ``mutable``.
+      **kwargs: Keyword arguments of the call (arrays, specs or static Python values).
+
+    Returns:
+      The root layer, a penzai ``InterceptedFlaxModuleMethod`` (a
+      :class:`~flaxmock.FlaxCallLayer`), whose ``submodule_calls`` hold one layer per
+      submodule call, keyed ``(index, "name.method")``.
+
+    Raises:
+      ConvertError: ``module`` is not an unbound Flax linen module. Errors raised by the model
+        itself propagate with a note naming the module path and method they came from.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
+      >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
+      >>> tree = flaxmock.unflaxify(model, jax.ShapeDtypeStruct((4, 3), jnp.float32))
+      >>> sorted(tree.submodule_calls)
+      [(0, 'layers_0.__call__'), (1, 'layers_2.__call__')]
+      >>> tree.submodule_calls[(0, 'layers_0.__call__')].scope_data.parameters['kernel'].value
+      ShapeDtypeStruct(shape=(3, 8), dtype=float32)
+    """
+    _check_module(module)
+    root_record, variables = _record.record(
+        module, variables, args, kwargs, method=method, rngs=_normalize_rngs(rngs)
+    )
+    return build(root_record, variables, method=method, mutable=mutable)
+
+
+def build(
+    root: _record.CallRecord, variables: Any, *, method: Any, mutable: Any
+) -> _layer.FlaxCallLayer:
+    """Builds the layer tree from call records, giving each layer the variables it owns.
+
+    A variable belongs to the called module whose scope path is the longest prefix of the
+    variable's path: its own variables, and those of modules it runs inline (lifted bodies,
+    uncalled submodules). Every call of a module shares its variables (the same labels).
+    """
+    records: list[tuple[tuple, _record.CallRecord]] = []
+
+    def collect(rec: _record.CallRecord, call_path: tuple) -> None:
+        records.append((call_path, rec))
+        for key, child in rec.children.items():
+            collect(child, call_path + (key,))
+
+    collect(root, ())
+    called = {rec.scope_path for _, rec in records}
+    owned: dict[Path, dict[str, dict[str, Any]]] = {}
+    for (col, path), value in _flatten_variables(variables).items():
+        owner = max(
+            (p for p in called if path[: len(p)] == p and len(p) < len(path)),
+            key=len,
+        )
+        name = "/".join(path[len(owner) :])
+        owned.setdefault(owner, {}).setdefault(col, {})[name] = value
+
+    def make(rec: _record.CallRecord, call_path: tuple) -> _layer.FlaxCallLayer:
+        mine = owned.get(rec.scope_path, {})
+        params = {
+            name: pz.ParameterValue(
+                value=v, label="/".join(("params",) + rec.scope_path) + "/" + name
+            )
+            for name, v in mine.get("params", {}).items()
+        }
+        others = {col: dict(entries) for col, entries in mine.items() if col != "params"}
+        scope_data = None
+        if params or others or rec.rng_names:
+            scope_data = InterceptedFlaxScopeData(
+                parameters=params,
+                variables={},
+                immutable_variables=others,
+                rng_names=rec.rng_names,
+            )
+        info = _layer.CallInfo(
+            scope_path=rec.scope_path,
+            call_path=call_path,
+            in_spec=rec.in_spec,
+            out_spec=rec.out_spec,
+            sown=rec.sown,
+            rng_names=rec.rng_names,
+            method=method if rec.key is None and method is not None else rec.method_name,
+            mutable=mutable,
+        )
+        return _layer.FlaxCallLayer(
+            module=rec.module,
+            method_name=rec.method_name,
+            scope_data=scope_data,
+            submodule_calls={
+                key: make(child, call_path + (key,)) for key, child in rec.children.items()
+            },
+            info=info,
+        )
+
+    return make(root, ())
+
+
+def abstract_variables(variables: Any) -> Any:
+    """Maps every array leaf of ``variables`` to its ``jax.ShapeDtypeStruct``."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") else x,
+        variables,
+    )

@@ -1,0 +1,325 @@
+"""The converted layer and how a converted (possibly patched) tree runs.
+
+A converted tree is a tree of :class:`FlaxCallLayer`, penzai's ``InterceptedFlaxModuleMethod``
+with a record of the call attached. It runs *natively*: calling a layer applies its Flax module
+once, with the variables of every un-mocked layer below it assembled into one dict, under an
+interceptor that follows the same walk as the converter (``_walk``). Calls whose layer is still a
+converted layer run as Flax runs them; calls whose layer was replaced (a ``MockLayer``, or any
+penzai layer) are redirected to it. Running natively is what keeps the converted tree exactly
+equal to ``module.apply``: weight tying, shared modules, ``sow``, BatchNorm state and Dropout's
+rng splitting are Flax's own, not a re-implementation of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+from penzai import pz
+from penzai.toolshed.unflaxify import (
+    ArgsAndKwargs,
+    InterceptedFlaxModuleMethod,
+    InterceptedFlaxScopeData,
+)
+
+from flaxmock import _errors, _record, _walk
+
+Path = tuple[str, ...]
+CallKey = tuple[int, str]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CallInfo:
+    """What the converter recorded about one call (static metadata of a layer).
+
+    Compared by identity, so that ``jax.jit`` can hash the treedef of a tree holding it.
+
+    Attributes:
+      scope_path: The Flax scope path of the called module (``("blocks_0", "attn")``).
+      call_path: The ``submodule_calls`` keys leading from the root to this call.
+      in_spec: Specs of the recorded call's ``(args, kwargs)``.
+      out_spec: Specs of its output (non-array leaves as they were).
+      sown: What the call sowed, relative to its module's scope.
+      rng_names: The rng streams the call drew from.
+      method: The ``method`` to apply (a name, or the function given to ``unflaxify``).
+      mutable: The default ``mutable`` of ``layer(ArgsAndKwargs(...))``.
+    """
+
+    scope_path: Path
+    call_path: tuple[CallKey, ...]
+    in_spec: Any
+    out_spec: Any
+    sown: tuple[_record.SownEntry, ...]
+    rng_names: frozenset[str]
+    method: Any
+    mutable: Any = False
+
+    @property
+    def path_str(self) -> str:
+        return "/".join(self.scope_path) if self.scope_path else "<root>"
+
+
+def default_rngs() -> dict[str, jax.Array]:
+    """Fixed keys for calls that draw random numbers when the user gives none.
+
+    Flax's ``make_rng`` falls back to the ``params`` stream for any stream it lacks, so one key
+    serves Dropout and every other rng user.
+    """
+    return {"params": jax.random.key(0)}
+
+
+@pz.pytree_dataclass(has_implicitly_inherited_fields=True)  # type: ignore[call-arg]
+class FlaxCallLayer(InterceptedFlaxModuleMethod):
+    """One Flax module method call, converted into a penzai layer.
+
+    A subclass of penzai's ``InterceptedFlaxModuleMethod`` (so ``pz.select``, treescope and
+    penzai's tooling treat it as one) that runs natively: see the module docstring of
+    ``flaxmock._layer``. Its parameters are frozen ``pz.ParameterValue`` leaves holding arrays,
+    or ``jax.ShapeDtypeStruct`` for an abstract tree, so the tree is a plain pytree.
+
+    Attributes:
+      module: The unbound Flax module.
+      method_name: The name of the called method.
+      scope_data: The parameters and other variables this call's module owns (not those of its
+        submodule calls' layers), or None.
+      submodule_calls: One layer per submodule call, keyed ``(index, "name.method")``.
+      info: The recorded :class:`CallInfo`.
+    """
+
+    info: CallInfo = dataclasses.field(metadata={"pytree_node": False})
+
+    def __call__(
+        self,
+        args_and_kwargs: ArgsAndKwargs,
+        random_streams: dict[str, pz.RandomStream] | None = None,
+        **side_inputs: Any,
+    ) -> Any:
+        """Runs the call, returning what ``module.apply`` returns for it.
+
+        Args:
+          args_and_kwargs: The method's arguments.
+          random_streams: Optional penzai random streams, one per rng name.
+          **side_inputs: Ignored (penzai's layer convention).
+
+        Returns:
+          The output, or ``(output, collections)`` if the tree was converted with ``mutable``.
+        """
+        rngs = None
+        if random_streams:
+            rngs = {k: s.next_key() for k, s in random_streams.items()}
+        return run(
+            self,
+            args_and_kwargs.args,
+            args_and_kwargs.kwargs,
+            mutable=self.info.mutable,
+            rngs=rngs,
+        )
+
+    @property
+    def path_str(self) -> str:
+        return self.info.path_str
+
+
+def _set_in(tree: dict, path: Path, value: Any) -> None:
+    for k in path[:-1]:
+        tree = tree.setdefault(k, {})
+    tree[path[-1]] = value
+
+
+def own_variables(layer: FlaxCallLayer) -> Iterator[tuple[str, Path, Any, str | None]]:
+    """Yields ``(collection, relative path, value, label)`` for each variable ``layer`` owns."""
+    data = layer.scope_data
+    if data is None:
+        return
+    for name, param in data.parameters.items():
+        yield "params", tuple(name.split("/")), param.value, getattr(param, "label", None)
+    for col, entries in data.immutable_variables.items():
+        for name, value in entries.items():
+            yield col, tuple(name.split("/")), value, None
+
+
+@dataclasses.dataclass
+class Assembled:
+    """The variables of the un-mocked layers under a root, in the root's coordinates."""
+
+    variables: dict[str, Any]
+    abstract: dict[str, list[str]]  # Layer path -> its variables that are still abstract.
+    skip_setup: set[Path]  # Module paths with only replaced calls: their setup must not run.
+
+
+def assemble(root: FlaxCallLayer, *, include_replaced: bool = False) -> Assembled:
+    """Collects the variables of every converted layer reachable from ``root``.
+
+    With ``include_replaced``, mocks below ``root`` contribute the abstract variables they kept
+    of the layer they replaced (to infer shapes through the original code).
+
+    Paths are made relative to ``root``'s scope. A module from outside ``root``'s subtree (a
+    shared module passed in as an attribute) is adopted by Flax under its own name when ``root``
+    is applied on its own, so it is placed there.
+    """
+    variables: dict[str, Any] = {}
+    abstract: dict[str, list[str]] = {}
+    plain_paths: set[Path] = set()
+    replaced_paths: set[Path] = set()
+    remaps: list[tuple[Path, Path]] = [(root.info.scope_path, ())]
+
+    def rel(path: Path) -> Path | None:
+        best = None
+        for src, dst in remaps:
+            if path[: len(src)] == src and (best is None or len(src) > len(best[0])):
+                best = (src, dst)
+        return None if best is None else best[1] + path[len(best[0]) :]
+
+    def visit(layer: FlaxCallLayer) -> None:
+        here = rel(layer.info.scope_path)
+        if here is None:
+            remaps.append((layer.info.scope_path, layer.info.scope_path[-1:]))
+            here = layer.info.scope_path[-1:]
+        plain_paths.add(here)
+        for col, path, value, _ in own_variables(layer):
+            _set_in(variables.setdefault(col, {}), here + path, value)
+            if isinstance(_unbox(value), jax.ShapeDtypeStruct):
+                abstract.setdefault(layer.path_str, []).append("/".join((col,) + path))
+        for child in layer.submodule_calls.values():
+            if isinstance(child, FlaxCallLayer):
+                visit(child)
+            else:
+                info = getattr(child, "info", None)
+                if info is not None and getattr(info, "scope_path", None) is not None:
+                    p = rel(info.scope_path)
+                    p = p if p is not None else info.scope_path[-1:]
+                    replaced_paths.add(p)
+                    kept = getattr(info, "variables", None)
+                    if include_replaced and kept:
+                        for col, tree in kept.items():
+                            for path, value in _record._flatten(tree).items():
+                                _set_in(variables.setdefault(col, {}), p + path, value)
+
+    visit(root)
+    return Assembled(variables, abstract, replaced_paths - plain_paths)
+
+
+def _unbox(value: Any) -> Any:
+    return value.unbox() if isinstance(value, nn.meta.AxisMetadata) else value
+
+
+class Dispatcher:
+    """The runtime interceptor: native for converted layers, redirected for replaced ones."""
+
+    def __init__(self, root: FlaxCallLayer, skip_setup: set[Path]):
+        self.walk = _walk.Walk(root)
+        self.skip_setup = skip_setup
+
+    def __call__(self, next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
+        kind = self.walk.classify(context)
+        if kind == _walk.SETUP:
+            scope = context.module.scope
+            if scope is not None and tuple(scope.path) in self.skip_setup:
+                # Every call of this module was replaced and its variables are gone: its setup
+                # (which would look them up) must not run. Nothing reads what it would define.
+                return None
+            return next_fun(*args, **kwargs)
+        if kind == _walk.INLINE:
+            return self.walk.call_inline(next_fun, args, kwargs, context)
+        parent: FlaxCallLayer = self.walk.top.payload
+        key = self.walk.next_key(context)
+        node = parent.submodule_calls.get(key)
+        if node is None:
+            raise _errors.CallStructureError(
+                f"{parent.path_str}.{parent.method_name} made the submodule call {key!r}, which "
+                "was not seen when the tree was converted (seen: "
+                f"{sorted(parent.submodule_calls)!r}). The model took another Python path for "
+                "these arguments (a different flag, mode or input structure). Fix: convert the "
+                "model again with arguments that take this path: flaxmock.unflaxify(model, "
+                "*args, **kwargs)."
+            )
+        if isinstance(node, FlaxCallLayer):
+            return self.walk.call_child(context.module, node, next_fun, args, kwargs)
+        emit = getattr(node, "emit", None)
+        call_args = ArgsAndKwargs(args=tuple(args), kwargs=dict(kwargs))
+        if emit is None:
+            return node(call_args)
+        out, sown = emit(call_args)
+        write_sown(context.module, sown)
+        return out
+
+
+def write_sown(module: nn.Module, sown: list[tuple[_record.SownEntry, Any]]) -> None:
+    """Writes a replaced call's sown values into its module's scope, as ``sow`` would."""
+    scope = module.scope
+    if scope is None:
+        return
+    for entry, value in sown:
+        if not scope.is_mutable_collection(entry.collection):
+            continue
+        existing: Any = scope.variables().get(entry.collection, {})
+        for k in entry.path:
+            existing = existing.get(k) if isinstance(existing, dict) else None
+        if entry.append:
+            new = (existing if isinstance(existing, tuple) else ()) + tuple(value)
+        elif existing is not None:
+            # State that already exists (BatchNorm statistics) keeps its value under a mock.
+            continue
+        else:
+            new = value
+        nested: Any = new
+        for k in reversed(entry.path[1:]):
+            nested = {k: nested}
+        scope.put_variable(entry.collection, entry.path[0], nested)
+
+
+def check_concrete(root: FlaxCallLayer, assembled: Assembled) -> None:
+    if not assembled.abstract:
+        return
+    lines = [
+        f"  {path}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+        for path, names in assembled.abstract.items()
+    ]
+    raise _errors.AbstractParameterError(
+        f"Cannot run {root.path_str}.{root.method_name}: these un-mocked layers still have "
+        "abstract parameters (jax.ShapeDtypeStruct), which hold no values:\n"
+        + "\n".join(lines)
+        + "\nFix, for each: 1. mock it: flaxmock.mock(tree, where=...); 2. give it values: "
+        "flaxmock.materialize(tree, key) or flaxmock.bind(tree, variables); or 3. only trace "
+        "shapes: jax.eval_shape(lambda t, *a: flaxmock.call(t, *a), tree, *args)."
+    )
+
+
+def run(
+    layer: FlaxCallLayer,
+    args: tuple,
+    kwargs: dict,
+    *,
+    mutable: Any = False,
+    rngs: Any = None,
+) -> Any:
+    """Applies ``layer``'s module natively, redirecting replaced submodule calls."""
+    assembled = assemble(layer)
+    check_concrete(layer, assembled)
+    dispatcher = Dispatcher(layer, assembled.skip_setup)
+    with nn.intercept_methods(dispatcher):
+        return layer.module.apply(
+            assembled.variables,
+            *args,
+            rngs=default_rngs() if rngs is None else rngs,
+            method=layer.info.method,
+            mutable=mutable,
+            **kwargs,
+        )
+
+
+def iter_layers(tree: Any) -> Iterator[tuple[tuple[CallKey, ...], Any]]:
+    """Yields ``(call_path, layer)`` for the root and every nested submodule call layer."""
+
+    def go(layer: Any, path: tuple[CallKey, ...]) -> Iterator[tuple[tuple[CallKey, ...], Any]]:
+        yield path, layer
+        for key, child in getattr(layer, "submodule_calls", {}).items():
+            yield from go(child, path + (key,))
+
+    yield from go(tree, ())
+
+
+__all__ = ["ArgsAndKwargs", "FlaxCallLayer", "InterceptedFlaxScopeData"]

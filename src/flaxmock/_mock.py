@@ -1,0 +1,307 @@
+"""``MockLayer``: a stand-in for a submodule call that emits random arrays of the real shapes.
+
+A mock keeps what the converter recorded about the call it replaces (output specs, sown specs)
+and, on each call, fills them randomly with the fill rules of ``_fill``: the common path runs no
+``jax.eval_shape`` at all. A call with a new input signature is inferred once, by recording the
+original module's call on abstract variables (the converter's own recorder), and cached.
+
+Randomness: ``jax.random.key(seed)``, folded with a hash of the call path (each mock draws its
+own numbers), folded with a call counter kept as penzai state (each call draws new numbers, also
+under ``pz.variable_jit``). With ``vmap_axis_name`` set, the lane index of that ``jax.vmap`` axis
+is folded in as well, so each lane gets its own values while parameters stay shared.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import zlib
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from penzai import pz
+from penzai.toolshed.unflaxify import ArgsAndKwargs
+from treescope import formatting_util
+
+from flaxmock import _errors, _fill, _layer, _record, _select, _specs
+
+#: How many input signatures a mock remembers besides the recorded one (least recently used
+#: ones are dropped). Bounds memory when a mock is called with ever new shapes.
+SPEC_CACHE_SIZE = 64
+
+#: How many calls ``call_args_list`` remembers (the oldest are dropped).
+CALL_HISTORY_SIZE = 1024
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MockInfo:
+    """Static data of a :class:`MockLayer` (compared by identity).
+
+    Attributes:
+      scope_path: The Flax scope path of the replaced call's module.
+      call_path: The ``submodule_calls`` keys leading from the root to the call.
+      method: The method to apply for shape inference.
+      in_signature: The signature of the recorded input.
+      out_spec: The recorded output specs.
+      sown: The recorded sown values.
+      variables: Abstract variables of the replaced call's subtree, relative to its module.
+      seed: The seed of this mock's random stream.
+      fill: The fill policy (see ``flaxmock.fill_tree``).
+      out: An explicit output spec given to ``mock(..., out=...)``, or None.
+      vmap_axis_name: A ``jax.vmap`` axis whose lane index is folded into the key, or None.
+      original: The layer this mock replaced (for ``unmock``).
+    """
+
+    scope_path: tuple[str, ...]
+    call_path: tuple[Any, ...]
+    method: Any
+    in_signature: Any
+    out_spec: Any
+    sown: tuple[_record.SownEntry, ...]
+    variables: Any
+    seed: int
+    fill: Any
+    out: Any
+    vmap_axis_name: str | None
+    original: Any
+    cache: collections.OrderedDict = dataclasses.field(default_factory=collections.OrderedDict)
+    call_args_list: collections.deque = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=CALL_HISTORY_SIZE)
+    )
+
+    @property
+    def path_str(self) -> str:
+        return "/".join(self.scope_path) if self.scope_path else "<root>"
+
+
+def _path_hash(call_path: tuple[Any, ...]) -> int:
+    # zlib.crc32 is stable across processes (unlike hash()), so seeds reproduce everywhere.
+    return zlib.crc32(repr(call_path).encode()) & 0x7FFFFFFF
+
+
+@pz.pytree_dataclass
+class MockLayer(pz.nn.Layer):
+    """A penzai layer that returns random arrays shaped like a Flax call's real output.
+
+    It has the call signature of ``InterceptedFlaxModuleMethod`` (one ``ArgsAndKwargs``), so it
+    drops into ``submodule_calls`` in place of the layer it replaces. Build it with
+    :func:`flaxmock.mock`.
+
+    Attributes:
+      module: The unbound Flax module whose call this mock replaces.
+      method_name: The name of the replaced method.
+      counter: The number of calls so far, a ``pz.StateVariable`` (penzai state).
+      info: The static :class:`MockInfo`.
+    """
+
+    module: nn.Module = dataclasses.field(metadata={"pytree_node": False})
+    method_name: str = dataclasses.field(metadata={"pytree_node": False})
+    counter: Any
+    info: MockInfo = dataclasses.field(metadata={"pytree_node": False})
+
+    def __call__(self, args_and_kwargs: ArgsAndKwargs, /, **side_inputs: Any) -> Any:
+        """Returns random arrays with the real output's structure, shapes and dtypes."""
+        out, _ = self.emit(args_and_kwargs)
+        return out
+
+    @property
+    def path_str(self) -> str:
+        return self.info.path_str
+
+    @property
+    def call_count(self) -> int:
+        """How many times this mock was called (its counter's value)."""
+        value = self.counter.value
+        return int(value)
+
+    @property
+    def call_args_list(self) -> list[Any]:
+        """The input specs ``(args, kwargs)`` of the latest calls (eager calls, and traces)."""
+        return list(self.info.call_args_list)
+
+    def output_spec(self, args_and_kwargs: ArgsAndKwargs) -> tuple[Any, tuple]:
+        """The output and sown specs for these arguments, inferred at most once per signature.
+
+        Raises:
+          ShapeInferenceError: the output shape depends on values (``jnp.nonzero`` without
+            ``size=``), so ``jax.eval_shape`` cannot infer it.
+        """
+        info = self.info
+        if info.out is not None:
+            return info.out, info.sown
+        spec_in = _specs.specs_of((args_and_kwargs.args, args_and_kwargs.kwargs))
+        sig = _specs.signature_of(spec_in)
+        if sig is not None and sig == info.in_signature:
+            return info.out_spec, info.sown
+        if sig is not None and sig in info.cache:
+            info.cache.move_to_end(sig)
+            return info.cache[sig]
+        result = self._infer(spec_in)
+        if sig is not None:
+            info.cache[sig] = result
+            while len(info.cache) > SPEC_CACHE_SIZE:
+                info.cache.popitem(last=False)
+        return result
+
+    def _infer(self, spec_in: Any) -> tuple[Any, tuple]:
+        args, kwargs = spec_in
+        try:
+            root, _ = _record.record(
+                self.module,
+                self.info.variables,
+                tuple(args),
+                dict(kwargs),
+                method=self.info.method,
+                rngs=_layer.default_rngs(),
+            )
+        except jax.errors.ConcretizationTypeError as e:
+            raise _errors.ShapeInferenceError(
+                f"{self.path_str}.{self.method_name}: cannot infer the output shape for inputs "
+                f"{spec_in!r:.200}: it depends on input values ({type(e).__name__}), which "
+                "jax.eval_shape cannot see. Fix: give the output spec explicitly, "
+                "flaxmock.mock(tree, where, out=jax.ShapeDtypeStruct(shape, dtype))."
+            ) from e
+        except Exception as e:
+            e.add_note(
+                f"flaxmock: the real {self.path_str}.{self.method_name} fails on these inputs, "
+                "so the mock cannot give their output shape."
+            )
+            raise
+        return root.out_spec, root.sown
+
+    def emit(self, args_and_kwargs: ArgsAndKwargs) -> tuple[Any, list[tuple[Any, Any]]]:
+        """Returns the random output and the random sown values ``[(SownEntry, value)]``."""
+        out_spec, sown = self.output_spec(args_and_kwargs)
+        self.info.call_args_list.append(
+            _specs.specs_of((args_and_kwargs.args, args_and_kwargs.kwargs))
+        )
+        count = self.counter.value
+        if isinstance(self.counter, pz.StateVariable):
+            self.counter.value = count + 1
+        key = jax.random.fold_in(jax.random.key(self.info.seed), _path_hash(self.info.call_path))
+        key = jax.random.fold_in(key, count)
+        if self.info.vmap_axis_name is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(self.info.vmap_axis_name))
+        out_key, sown_key = jax.random.split(key)
+        where = f"{self.path_str}.{self.method_name}"
+        out = _fill.fill_tree(out_key, out_spec, self.info.fill, where=where)
+        values = [
+            (
+                entry,
+                _fill.fill_tree(
+                    jax.random.fold_in(sown_key, i), entry.spec, self.info.fill, where=where
+                ),
+            )
+            for i, entry in enumerate(sown)
+        ]
+        return out, values
+
+    def treescope_color(self) -> str:
+        return formatting_util.color_from_string("MockLayer")
+
+
+def mock_layer(
+    layer: Any,
+    *,
+    seed: int = 0,
+    fill: Any = None,
+    out: Any = None,
+    vmap_axis_name: str | None = None,
+) -> MockLayer:
+    """Builds the :class:`MockLayer` that replaces one converted layer."""
+    info = layer.info
+    assembled = _layer.assemble(layer, include_replaced=True)
+    variables = _specs.specs_of(assembled.variables)
+    where = f"{info.path_str}.{layer.method_name}"
+    out_spec = _specs.specs_of(out) if out is not None else info.out_spec
+    _fill.check_fillable(out_spec, fill, where=where)
+    for entry in info.sown:
+        _fill.check_fillable(entry.spec, fill, where=f"{where} (sown {entry.collection})")
+    mock_info = MockInfo(
+        scope_path=info.scope_path,
+        call_path=info.call_path,
+        method=info.method,
+        in_signature=_specs.signature_of(info.in_spec),
+        out_spec=info.out_spec,
+        sown=info.sown,
+        variables=variables,
+        seed=seed,
+        fill=fill,
+        out=out_spec if out is not None else None,
+        vmap_axis_name=vmap_axis_name,
+        original=layer,
+    )
+    counter = pz.StateVariable(
+        value=jnp.zeros((), jnp.uint32), label=f"flaxmock.counter:{where}:{id(mock_info)}"
+    )
+    return MockLayer(
+        module=layer.module, method_name=layer.method_name, counter=counter, info=mock_info
+    )
+
+
+def mock(
+    tree: Any,
+    where: _select.Where,
+    *,
+    seed: int = 0,
+    fill: Any = None,
+    out: Any = None,
+    vmap_axis_name: str | None = None,
+) -> Any:
+    """Replaces the layers ``where`` selects by :class:`MockLayer`\\ s.
+
+    Each mock returns random arrays with exactly the structure, shapes and dtypes of the real
+    call's output (non-array leaves as the real call returns them), and writes random values
+    wherever the real call would ``sow``. Selections never overlap: where a layer and one of its
+    descendants both match, the outer one is mocked.
+
+    Args:
+      tree: A converted tree (from :func:`flaxmock.unflaxify`), possibly already patched.
+      where: A Flax module class, a glob over layer paths (``"blocks_*/attn"``,
+        ``"embed.attend"``), a predicate ``layer -> bool``, or a list of these.
+      seed: Seed of the mocks' random numbers (each mock also folds in its call path).
+      fill: How to fill: None or ``"normal"`` (the default rules), ``"zeros"``, ``"ones"``,
+        ``"uniform"``, or a callable ``(key, ShapeDtypeStruct) -> array``.
+      out: An explicit output spec (a pytree of ``jax.ShapeDtypeStruct``), for calls whose
+        output shape depends on values and cannot be inferred.
+      vmap_axis_name: Fold the lane index of this ``jax.vmap`` axis into the key, so that each
+        lane gets its own values.
+
+    Returns:
+      A new tree; ``tree`` itself is unchanged.
+
+    Raises:
+      SelectNothingError: ``where`` matched no layer.
+      InvalidSelectorError: ``where`` is not a selector.
+      UnsupportedDtypeError: a recorded output has a dtype the fill rules cannot produce.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
+      >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
+      >>> tree = flaxmock.unflaxify(model, jax.ShapeDtypeStruct((4, 3), jnp.float32))
+      >>> mocked = flaxmock.mock(tree, nn.Dense)
+      >>> flaxmock.call(mocked, jnp.ones((4, 3))).shape
+      (4, 2)
+    """
+    selection = _select.select_layers(tree, where, (_layer.FlaxCallLayer,))
+    return selection.apply(
+        lambda layer: mock_layer(
+            layer, seed=seed, fill=fill, out=out, vmap_axis_name=vmap_axis_name
+        )
+    )
+
+
+def unmock(tree: Any, where: _select.Where = "*") -> Any:
+    """Puts back the original layers of the mocks ``where`` selects (all by default).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
+      >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
+      >>> tree = flaxmock.unflaxify(model, jax.ShapeDtypeStruct((4, 3), jnp.float32))
+      >>> flaxmock.unmock(flaxmock.mock(tree, nn.Dense)) == tree
+      True
+    """
+    selection = _select.select_layers(tree, where, (MockLayer,))
+    return selection.apply(lambda m: m.info.original)

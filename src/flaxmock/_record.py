@@ -1,0 +1,217 @@
+"""Recording a Flax call: one record per submodule call, with specs and sown values.
+
+The recorder is a Flax method interceptor run inside one abstract trace (``jax.eval_shape``). For
+every submodule call (see ``_walk``) it keeps the call's module, method, scope path, input and
+output specs, and what the call *sowed*: values it created or appended in collections other
+than ``params``. The converter builds layers from these records; a mock re-runs the recorder on
+its original module to infer the output of a new input signature. One engine for both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from flaxmock import _specs, _walk
+
+Path = tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SownEntry:
+    """A value a call writes into a non-``params`` collection.
+
+    Attributes:
+      collection: The collection name (``"intermediates"``, ``"plots"``, ``"batch_stats"``).
+      path: The variable's path relative to the called module's scope.
+      append: True when the call appended to a tuple (``sow``'s default ``reduce_fn``); then
+        ``spec`` is the tuple of appended elements' specs. False when it wrote a whole value
+        (a custom ``reduce_fn``, or a new state variable); then ``spec`` is that value's spec.
+      spec: Specs of what was written.
+    """
+
+    collection: str
+    path: Path
+    append: bool
+    spec: Any
+
+
+@dataclasses.dataclass
+class CallRecord:
+    """What one call did during the recording trace."""
+
+    module: nn.Module  # An unbound clone of the called module.
+    method_name: str
+    scope_path: Path
+    key: tuple[int, str] | None  # None for the root call.
+    children: dict[tuple[int, str], CallRecord] = dataclasses.field(default_factory=dict)
+    in_spec: Any = None
+    out_spec: Any = None
+    sown: tuple[SownEntry, ...] = ()
+    rng_names: frozenset[str] = frozenset()
+
+    @property
+    def path_str(self) -> str:
+        return "/".join(self.scope_path)
+
+
+def _flatten(tree: Any, prefix: Path = ()) -> dict[Path, Any]:
+    """Flattens nested mappings into ``{path: leaf}``; tuples and boxes are leaves."""
+    out: dict[Path, Any] = {}
+    if isinstance(tree, Mapping):
+        for k, v in tree.items():
+            out.update(_flatten(v, prefix + (str(k),)))
+    else:
+        out[prefix] = tree
+    return out
+
+
+def _snapshot(module: nn.Module) -> dict[tuple[str, Path], Any]:
+    scope = module.scope
+    if scope is None:
+        return {}
+    out = {}
+    for col, tree in scope.variables().items():
+        if col == "params":
+            continue
+        for path, leaf in _flatten(tree).items():
+            out[(col, path)] = leaf
+    return out
+
+
+def _sown_between(before: dict, after: dict) -> tuple[SownEntry, ...]:
+    entries = []
+    for (col, path), new in after.items():
+        old = before.get((col, path), None)
+        if (col, path) in before and old is new:
+            continue
+        # Compare by identity: the values are tracers, whose ``==`` is elementwise.
+        if isinstance(new, tuple) and (
+            old is None
+            or (
+                isinstance(old, tuple)
+                and len(new) >= len(old)
+                and all(a is b for a, b in zip(new, old, strict=False))
+            )
+        ):
+            appended = new[len(old) if isinstance(old, tuple) else 0 :]
+            entries.append(SownEntry(col, path, True, _specs.specs_of(appended)))
+        else:
+            entries.append(SownEntry(col, path, False, _specs.specs_of(new)))
+    return tuple(entries)
+
+
+def _rng_names(module: nn.Module) -> frozenset[str]:
+    scope = module.scope
+    counters = getattr(scope, "rng_counters", None) or {}
+    return frozenset(k for k, v in counters.items() if isinstance(v, int) and v > 0)
+
+
+class Recorder:
+    """A Flax interceptor that builds a :class:`CallRecord` tree during one trace."""
+
+    def __init__(self, module: nn.Module, method_name: str):
+        self.root = CallRecord(module=module, method_name=method_name, scope_path=(), key=None)
+        self.walk = _walk.Walk(self.root)
+
+    def __call__(self, next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
+        kind = self.walk.classify(context)
+        if kind != _walk.CHILD:
+            return self.walk.call_inline(next_fun, args, kwargs, context)
+        module = context.module
+        parent: CallRecord = self.walk.top.payload
+        key = self.walk.next_key(context)
+        record = CallRecord(
+            module=module.clone(),
+            method_name=context.method_name,
+            scope_path=tuple(module.scope.path),
+            key=key,
+            in_spec=_specs.specs_of((args, kwargs)),
+        )
+        parent.children[key] = record
+        before = _snapshot(module)
+        try:
+            out = self.walk.call_child(module, record, next_fun, args, kwargs)
+        except Exception as e:
+            note = f"flaxmock: raised in {record.path_str or '<root>'}.{record.method_name}"
+            if note not in getattr(e, "__notes__", ()):
+                e.add_note(note)
+            raise
+        record.out_spec = _specs.specs_of(out)
+        record.sown = _sown_between(before, _snapshot(module))
+        record.rng_names = _rng_names(module)
+        return out
+
+
+def method_name_of(method: Any) -> str:
+    """The name under which Flax intercepts ``method`` (a string, a function, or None)."""
+    if method is None:
+        return "__call__"
+    if isinstance(method, str):
+        return method
+    return getattr(method, "__name__", repr(method))
+
+
+def record(
+    module: nn.Module,
+    variables: Any,
+    args: tuple,
+    kwargs: dict,
+    *,
+    method: Any,
+    rngs: dict[str, Any],
+) -> tuple[CallRecord, Any]:
+    """Records every submodule call of one abstract call.
+
+    Args:
+      module: The Flax module to apply.
+      variables: Its variables (arrays or specs), or None to trace ``module.init`` instead (one
+        trace gives both the abstract variables and the records).
+      args: Positional arguments (arrays, specs or Python values).
+      kwargs: Keyword arguments (likewise).
+      method: As for ``module.apply``.
+      rngs: Keys for the trace.
+
+    Returns:
+      The root :class:`CallRecord` and the variables: the given ones, or the abstract ones from
+      ``module.init`` (without ``intermediates``, as ``module.init`` returns them by default).
+    """
+    arrays, rebuild = _specs.partition((args, kwargs))
+    recorder = Recorder(module, method_name_of(method))
+    flat_vars, rebuild_vars = _specs.partition(variables)
+
+    def run(var_arrays: list[Any], arg_arrays: list[Any]) -> Any:
+        a, kw = rebuild(arg_arrays)
+        with nn.intercept_methods(recorder):
+            if variables is None:
+                out, new_vars = module.init_with_output(rngs, *a, method=method, mutable=True, **kw)
+            else:
+                out, new_vars = module.apply(
+                    rebuild_vars(var_arrays), *a, rngs=rngs, method=method, mutable=True, **kw
+                )
+        root = recorder.root
+        root.in_spec = _specs.specs_of((a, kw))
+        root.out_spec = _specs.specs_of(out)
+        # Everything sown anywhere is the root call's sown output.
+        before = _flatten_collections(rebuild_vars(var_arrays) if variables is not None else {})
+        root.sown = _sown_between(before, _flatten_collections(new_vars))
+        return new_vars if variables is None else None
+
+    abstract_vars = jax.eval_shape(run, flat_vars, arrays)
+    if variables is None:
+        variables = {k: v for k, v in abstract_vars.items() if k != "intermediates"}
+    return recorder.root, variables
+
+
+def _flatten_collections(variables: Any) -> dict[tuple[str, Path], Any]:
+    out = {}
+    for col, tree in (variables or {}).items():
+        if col == "params":
+            continue
+        for path, leaf in _flatten(tree).items():
+            out[(col, path)] = leaf
+    return out

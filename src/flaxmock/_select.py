@@ -1,0 +1,96 @@
+"""Selectors: which layers of a converted tree a ``where`` names.
+
+``where`` is a Flax module class, a glob over the layer's path, a predicate, or a list of these
+(any of them). Paths are Flax scope paths joined by ``/`` (``"blocks_0/attn"``); a glob is also
+matched against ``path.method`` (``"embed.attend"``), so one method of a module can be named.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+from penzai import pz
+
+from flaxmock import _errors
+
+Where = type | str | Callable[[Any], bool] | Sequence[Any]
+
+
+def predicate(where: Where) -> Callable[[Any], bool]:
+    """Turns ``where`` into a predicate over layers (see the module docstring).
+
+    Raises:
+      InvalidSelectorError: ``where`` is a class that is not a Flax module, or of another type.
+    """
+    if isinstance(where, type):
+        if not issubclass(where, nn.Module):
+            raise _errors.InvalidSelectorError(
+                f"where={where.__name__} is a class but not a flax.linen.Module subclass. Fix: "
+                "pass a Flax module class (nn.Dense), a glob over layer paths "
+                "('blocks_*/attn'), or a predicate `lambda layer: ...`."
+            )
+        cls = where
+        return lambda layer: isinstance(getattr(layer, "module", None), cls)
+    if isinstance(where, str):
+        pattern = where
+
+        def by_glob(layer: Any) -> bool:
+            path = layer_path(layer)
+            method = getattr(layer, "method_name", "")
+            return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(
+                f"{path}.{method}", pattern
+            )
+
+        return by_glob
+    if isinstance(where, Sequence):
+        preds = [predicate(w) for w in where]
+        return lambda layer: any(p(layer) for p in preds)
+    if callable(where):
+        return lambda layer: bool(where(layer))
+    raise _errors.InvalidSelectorError(
+        f"where must be a Flax module class, a glob string, a predicate or a list of these; got "
+        f"{type(where).__name__}: {where!r:.80}."
+    )
+
+
+def layer_path(layer: Any) -> str:
+    """The ``/``-joined scope path of a layer (``""`` for the root)."""
+    info = getattr(layer, "info", None)
+    path = getattr(info, "scope_path", ())
+    return "/".join(path)
+
+
+def select_layers(tree: Any, where: Where, kinds: tuple[type, ...]) -> pz.Selection:
+    """Selects the outermost layers of the given kinds that ``where`` matches.
+
+    ``pz.select(...).at_instances_of`` would stop at the root (the outermost instance), so the
+    whole condition goes in one ``at_subtrees_where`` predicate, which reaches nested layers.
+
+    Raises:
+      SelectNothingError: nothing matched; the message lists the layer paths there are.
+    """
+    pred = predicate(where)
+    selection = pz.select(tree).at_subtrees_where(
+        lambda node: isinstance(node, kinds) and pred(node)
+    )
+    if selection.count() == 0:
+        from flaxmock import _layer
+
+        available = sorted(
+            {
+                f"{layer_path(layer) or '<root>'}.{getattr(layer, 'method_name', '?')} "
+                f"({type(getattr(layer, 'module', None)).__name__})"
+                for _, layer in _layer.iter_layers(tree)
+                if isinstance(layer, kinds)
+            }
+        )
+        shown = "\n  ".join(available[:30]) + ("\n  ..." if len(available) > 30 else "")
+        raise _errors.SelectNothingError(
+            f"where={where!r} matched no layer. The layers that can be selected are:\n  {shown}\n"
+            "Fix: use one of these paths (globs like 'blocks_*/attn' or 'embed.attend' work), "
+            "a module class, or a predicate `lambda layer: ...`."
+        )
+    return selection

@@ -1,0 +1,107 @@
+"""Specs of values: arrays become ``jax.ShapeDtypeStruct``, everything else stays.
+
+Flax calls take Python values (``deterministic=True``, ``mode="b"``) next to arrays. Such values
+must stay static through ``jax.eval_shape``/``jax.jit`` (a tracer in a Python ``if`` fails), so
+the helpers here split a pytree into its array leaves and the rest, in the way equinox's
+``filter_eval_shape`` does, and describe a call's inputs by a hashable signature for caching.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def is_array(x: Any) -> bool:
+    """Whether ``x`` is an array leaf (a JAX or NumPy array, a tracer, or a spec)."""
+    return isinstance(x, jax.Array | np.ndarray | np.generic | jax.ShapeDtypeStruct)
+
+
+def _is_spec(x: Any) -> bool:
+    return isinstance(x, jax.ShapeDtypeStruct)
+
+
+def spec_of(x: Any) -> Any:
+    """Returns the ``ShapeDtypeStruct`` of an array leaf, and any other value unchanged."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    if isinstance(x, jax.Array | np.ndarray | np.generic):
+        return jax.ShapeDtypeStruct(np.shape(x), x.dtype, weak_type=getattr(x, "weak_type", False))
+    return x
+
+
+def specs_of(tree: Any) -> Any:
+    """Maps :func:`spec_of` over a pytree (``ShapeDtypeStruct`` leaves stay leaves)."""
+    return jax.tree.map(spec_of, tree, is_leaf=_is_spec)
+
+
+def partition(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
+    """Splits a pytree into its array leaves and a function that puts new ones back.
+
+    Non-array leaves are closed over by the returned function, so they stay Python values when
+    the arrays cross ``jax.eval_shape`` or ``jax.jit``.
+    """
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_spec)
+    where = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
+    arrays = [leaves[i] for i in where]
+
+    def combine(new_arrays: list[Any]) -> Any:
+        out = list(leaves)
+        for i, a in zip(where, new_arrays, strict=True):
+            out[i] = a
+        return jax.tree.unflatten(treedef, out)
+
+    return arrays, combine
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """A hashable description of a call's inputs: structure, array specs and static values."""
+
+    treedef: Any
+    leaves: tuple[Any, ...]
+
+
+def signature_of(tree: Any) -> Signature | None:
+    """Returns the :class:`Signature` of ``tree``, or ``None`` if a static leaf is unhashable."""
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_spec)
+    out = []
+    for leaf in leaves:
+        if is_array(leaf):
+            out.append(
+                (
+                    "array",
+                    tuple(np.shape(leaf)),
+                    np.dtype(leaf.dtype).str
+                    if not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+                    else str(leaf.dtype),
+                )
+            )
+        else:
+            try:
+                hash(leaf)
+            except TypeError:
+                return None
+            out.append(("static", type(leaf), leaf))
+    return Signature(treedef, tuple(out))
+
+
+class Static:
+    """Holds a value as a static pytree field compared by identity.
+
+    penzai puts static fields in the treedef, which ``jax.jit`` hashes and compares. Records
+    (pytrees of specs, dicts) are neither hashable nor cheap to compare, so they are wrapped in a
+    holder whose identity is its equality.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Static({type(self.value).__name__})"
