@@ -48,3 +48,7 @@ class CallStructureError(FlaxmockError, ValueError):
 
 class InvalidSelectorError(FlaxmockError, TypeError):
     """A ``where`` selector is of a kind flaxmock does not understand."""
+
+
+class FillError(FlaxmockError, ValueError):
+    """A fill policy is unknown, or a fill callable returned an array not matching its spec."""
