@@ -17,6 +17,7 @@ from flaxmock._errors import CallStructureError as CallStructureError
 from flaxmock._errors import ConvertError as ConvertError
 from flaxmock._errors import FlaxmockError as FlaxmockError
 from flaxmock._errors import InvalidSelectorError as InvalidSelectorError
+from flaxmock._errors import MockerAttributeError as MockerAttributeError
 from flaxmock._errors import SelectNothingError as SelectNothingError
 from flaxmock._errors import ShapeInferenceError as ShapeInferenceError
 from flaxmock._errors import UnsupportedDtypeError as UnsupportedDtypeError
@@ -24,10 +25,14 @@ from flaxmock._fill import fill_array as fill_array
 from flaxmock._fill import fill_tree as fill_tree
 from flaxmock._layer import CallInfo as CallInfo
 from flaxmock._layer import FlaxCallLayer as FlaxCallLayer
+from flaxmock._materialize import bind as bind
+from flaxmock._materialize import materialize as materialize
 from flaxmock._mock import MockInfo as MockInfo
 from flaxmock._mock import MockLayer as MockLayer
 from flaxmock._mock import mock as mock
 from flaxmock._mock import unmock as unmock
+from flaxmock._mocker import MockedModule as MockedModule
+from flaxmock._mocker import Mocker as Mocker
 
 __version__ = "0.1.0"
 
@@ -43,14 +48,19 @@ __all__ = [
     "InterceptedFlaxModuleMethod",
     "InvalidSelectorError",
     "MockInfo",
+    "MockerAttributeError",
     "MockLayer",
+    "MockedModule",
+    "Mocker",
     "SelectNothingError",
     "ShapeInferenceError",
     "UnsupportedDtypeError",
+    "bind",
     "call",
     "eval_shape",
     "fill_array",
     "fill_tree",
+    "materialize",
     "mock",
     "unflaxify",
     "unmock",

@@ -50,5 +50,9 @@ class InvalidSelectorError(FlaxmockError, TypeError):
     """A ``where`` selector is of a kind flaxmock does not understand."""
 
 
+class MockerAttributeError(FlaxmockError, AttributeError):
+    """A ``Mocker`` attribute was assigned twice."""
+
+
 class FillError(FlaxmockError, ValueError):
     """A fill policy is unknown, or a fill callable returned an array not matching its spec."""

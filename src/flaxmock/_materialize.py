@@ -1,0 +1,203 @@
+"""Real values for the layers that run for real: ``materialize`` (fresh) and ``bind`` (given).
+
+Only un-mocked layers get values; mocked ones keep nothing but specs. ``materialize`` runs the
+model's own ``init`` under ``jax.jit`` returning only the leaves un-mocked layers use: XLA never
+computes the rest, so peak memory follows the un-mocked parameters, not the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from penzai import pz
+
+from flaxmock import _errors, _layer, _record, _specs
+
+Path = tuple[str, ...]
+
+
+def _needed(tree: _layer.FlaxCallLayer) -> dict[tuple[str, Path], Any]:
+    """``{(collection, path): current value}`` of every variable an un-mocked layer owns."""
+    out = {}
+    for col, tree_ in _layer.assemble(tree).variables.items():
+        for path, value in _record._flatten(tree_).items():
+            out[(col, path)] = value
+    return out
+
+
+def _with_values(layer: Any, values: dict[tuple[str, Path], Any], base: Path) -> Any:
+    """Returns ``layer`` with its own and its un-mocked descendants' variables replaced."""
+    if not isinstance(layer, _layer.FlaxCallLayer):
+        return layer
+    here = layer.info.scope_path[len(base) :]
+    data = layer.scope_data
+    if data is not None:
+        params = {
+            name: pz.ParameterValue(
+                value=values.get(("params", here + tuple(name.split("/"))), p.value),
+                label=p.label,
+            )
+            for name, p in data.parameters.items()
+        }
+        others = {
+            col: {
+                name: values.get((col, here + tuple(name.split("/"))), v)
+                for name, v in entries.items()
+            }
+            for col, entries in data.immutable_variables.items()
+        }
+        data = dataclasses.replace(data, parameters=params, immutable_variables=others)
+    return dataclasses.replace(
+        layer,
+        scope_data=data,
+        submodule_calls={
+            k: _with_values(c, values, base) for k, c in layer.submodule_calls.items()
+        },
+    )
+
+
+def _check_root(tree: Any, what: str) -> _layer.FlaxCallLayer:
+    if not isinstance(tree, _layer.FlaxCallLayer):
+        raise TypeError(
+            f"{what} expects a tree from flaxmock.unflaxify (a FlaxCallLayer at the root), got "
+            f"{type(tree).__name__}. A tree mocked whole has no parameters to give values to."
+        )
+    return tree
+
+
+def materialize(tree: Any, key: jax.Array) -> Any:
+    """Gives every un-mocked layer real parameters from the model's own initializers.
+
+    The values are those ``module.init(key, *args)`` gives (the root module's ``init`` with the
+    recorded arguments' shapes, ``key`` as the ``params`` stream), computed under ``jax.jit``
+    with only the leaves un-mocked layers use as outputs, so the mocked parameters are never
+    computed or allocated. Other collections (``batch_stats``) are initialised likewise.
+
+    Args:
+      tree: A converted tree, typically partly mocked.
+      key: The ``params`` key, as for ``module.init``.
+
+    Returns:
+      A new tree; mocked layers keep their abstract parameters.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
+      >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
+      >>> x = jnp.ones((4, 3))
+      >>> tree = flaxmock.mock(flaxmock.unflaxify(model, x), "layers_0")
+      >>> real = flaxmock.materialize(tree, jax.random.key(0))
+      >>> flaxmock.call(real, x).shape
+      (4, 2)
+      >>> ref = model.init(jax.random.key(0), x)["params"]["layers_2"]["kernel"]
+      >>> p = real.submodule_calls[(1, "layers_2.__call__")].scope_data.parameters["kernel"]
+      >>> bool((p.value == ref).all())
+      True
+    """
+    root = _check_root(tree, "materialize")
+    needed = sorted(_needed(root))
+    if not needed:
+        return tree
+    args, kwargs = root.info.in_spec
+    arrays, rebuild = _specs.partition((args, kwargs))
+
+    def init(key: jax.Array, arg_arrays: list[Any]) -> list[Any]:
+        a, kw = rebuild(arg_arrays)
+        variables = root.module.init(
+            {"params": key}, *a, method=root.info.method, mutable=True, **kw
+        )
+        flat = {}
+        for col, t in variables.items():
+            for path, value in _record._flatten(t).items():
+                flat[(col, path)] = value
+        missing = [k for k in needed if k not in flat]
+        if missing:
+            raise _errors.BindVariablesError(
+                f"materialize: {root.path_str}.{root.method_name}'s init did not create "
+                f"{['/'.join((c,) + p) for c, p in missing][:8]}. The layers that own them "
+                "cannot be initialised from the model; give their values with flaxmock.bind."
+            )
+        return [flat[k] for k in needed]
+
+    dummies = [jnp.zeros(a.shape, a.dtype) for a in arrays]
+    values = jax.jit(init)(key, dummies)
+    return _with_values(root, dict(zip(needed, values, strict=True)), root.info.scope_path)
+
+
+def _describe(value: Any) -> str:
+    value = _layer._unbox(value)
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        return type(value).__name__
+    return f"{np.dtype(value.dtype).name}{list(shape)}"
+
+
+def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
+    """Gives every un-mocked layer its values from a (possibly partial) variables dict.
+
+    Args:
+      tree: A converted tree, typically partly mocked.
+      variables: A Flax variables dict (``{"params": ...}``) as ``module.init`` returns, for
+        the root module; it may hold only the entries un-mocked layers need (a checkpoint
+        subset). Boxed (``nn.Partitioned``) and plain values are both accepted.
+      strict: Also report entries that no un-mocked layer uses.
+
+    Returns:
+      A new tree; mocked layers keep their abstract parameters.
+
+    Raises:
+      BindVariablesError: entries are missing, or have another shape or dtype than the
+        converted model expects; one message lists every such entry.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
+      >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
+      >>> x = jnp.ones((4, 3))
+      >>> variables = model.init(jax.random.key(0), x)
+      >>> tree = flaxmock.mock(flaxmock.unflaxify(model, x), "layers_0")
+      >>> del variables["params"]["layers_0"]  # only the un-mocked part is needed
+      >>> flaxmock.call(flaxmock.bind(tree, variables), x).shape
+      (4, 2)
+    """
+    root = _check_root(tree, "bind")
+    needed = _needed(root)
+    given = {}
+    for col, t in dict(variables).items():
+        for path, value in _record._flatten(t).items():
+            given[(col, path)] = value
+    problems = []
+    values = {}
+    for k, current in sorted(needed.items()):
+        name = "/".join((k[0],) + k[1])
+        if k not in given:
+            problems.append(f"  missing: {name} (expected {_describe(current)})")
+            continue
+        value = given[k]
+        want, got = _layer._unbox(current), _layer._unbox(value)
+        if tuple(np.shape(got)) != tuple(want.shape) or np.dtype(got.dtype) != np.dtype(want.dtype):
+            problems.append(
+                f"  wrong shape or dtype: {name}: expected {_describe(want)}, got {_describe(got)}"
+            )
+            continue
+        if isinstance(current, nn.meta.AxisMetadata) and not isinstance(
+            value, nn.meta.AxisMetadata
+        ):
+            value = current.replace_boxed(value)
+        values[k] = value
+    if strict:
+        extra = sorted(set(given) - set(needed))
+        problems += [f"  unused: {'/'.join((c,) + p)}" for c, p in extra]
+    if problems:
+        raise _errors.BindVariablesError(
+            f"bind: {len(problems)} problem(s) with the variables for "
+            f"{root.path_str}.{root.method_name}:\n"
+            + "\n".join(problems)
+            + "\nFix: give every missing entry (paths are as in module.init's output), with "
+            "the shapes and dtypes the model was converted with; or mock the layers that use "
+            "them (flaxmock.mock); or pass strict=False to ignore unused entries."
+        )
+    return _with_values(root, values, root.info.scope_path)

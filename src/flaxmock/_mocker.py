@@ -1,0 +1,165 @@
+"""``Mocker``: a drop-in ``self`` for plot and analysis code, built on the mock engine.
+
+Assigning a Flax module to an attribute of a :class:`Mocker` wraps it in a
+:class:`MockedModule`; calling that converts the module abstractly (:func:`flaxmock.unflaxify`)
+and mocks it whole (:func:`flaxmock.mock`), so its outputs and sown values are the mock engine's:
+the same fill rules, the same per-signature shape cache, the same seeding. Nothing here is a
+second engine.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from flaxmock import _call, _convert, _errors, _fill, _mock, _specs
+
+
+def _derived_seed(seed: int, name: str) -> int:
+    # Stable across processes: each attribute gets its own stream, reproducible from the seed.
+    return zlib.crc32(f"{seed}:{name}".encode()) & 0x7FFFFFFF
+
+
+class MockedModule:
+    """A Flax module wrapped by a :class:`Mocker`: calls return random arrays of the real shapes.
+
+    Attributes:
+      module: The wrapped (unbound) Flax module, never modified.
+      name: The attribute name it was assigned to.
+      layer: The :class:`MockLayer` standing for the module once it was first called, else None.
+    """
+
+    def __init__(self, module: nn.Module, name: str, seed: int, fill: Any, out: Any = None):
+        self.module = module
+        self.name = name
+        self.seed = seed
+        self.fill = fill
+        self.out = out
+        self.layer: _mock.MockLayer | None = None
+
+    def _layer_for(self, args: tuple, kwargs: dict, method: Any) -> _mock.MockLayer:
+        if self.layer is None or method is not None:
+            specs = _specs.specs_of((args, kwargs))
+            tree = _convert.unflaxify(self.module, *specs[0], method=method, **specs[1])
+            layer = _mock.mock_layer(tree, seed=self.seed, fill=self.fill, out=self.out)
+            if method is not None:
+                return layer
+            self.layer = layer
+        return self.layer
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Random output with the structure, shapes and dtypes of ``module(*args, **kwargs)``."""
+        return _call.call(self._layer_for(args, kwargs, None), *args, **kwargs)
+
+    def intermediates(
+        self,
+        *args: Any,
+        collections: tuple[str, ...] | list[str] = ("intermediates", "plots"),
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Random values for everything the module sows into ``collections``.
+
+        The nested structure (Flax's tuples included) is that of
+        ``module.apply(..., mutable=list(collections))[1]``, so the result can be passed to a
+        ``plot()`` written against real output.
+        """
+        layer = self._layer_for(args, kwargs, None)
+        _, sown = _call.call(layer, *args, mutable=list(collections), **kwargs)
+        return sown
+
+    @property
+    def call_count(self) -> int:
+        """How many times the module was called."""
+        return 0 if self.layer is None else self.layer.call_count
+
+    @property
+    def call_args_list(self) -> list[Any]:
+        """The input specs ``(args, kwargs)`` of the latest calls."""
+        return [] if self.layer is None else self.layer.call_args_list
+
+    def __repr__(self) -> str:
+        out = "not called yet"
+        if self.layer is not None:
+            from flaxmock import _table
+
+            out = _table.describe_specs(self.layer.info.out_spec)
+        return f"MockedModule({type(self.module).__name__}, name={self.name!r}, out={out})"
+
+
+class Mocker:
+    """A stand-in ``self``: modules assigned to it return random arrays of their real shapes.
+
+    Assigning a ``flax.linen.Module`` to an attribute wraps it in a :class:`MockedModule`; other
+    values (strings, ints, arrays, functions) are stored unchanged. Each wrapped module draws from
+    its own stream, derived from ``seed`` and its attribute name, and every call draws anew.
+
+    Args:
+      seed: Seed of all random values.
+      fill: The fill policy (see :func:`flaxmock.mock`).
+
+    Examples:
+      >>> import jax.numpy as jnp, flax.linen as nn, flaxmock
+      >>> self = flaxmock.Mocker(seed=0)
+      >>> self.attn = nn.SelfAttention(num_heads=2)
+      >>> self.attn(jnp.zeros((1, 16, 32))).shape
+      (1, 16, 32)
+      >>> self.attn.call_count
+      1
+    """
+
+    def __init__(self, seed: int = 0, fill: Any = None):
+        object.__setattr__(self, "_seed", seed)
+        object.__setattr__(self, "_fill", fill)
+        object.__setattr__(self, "_attrs", {})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._attrs:
+            raise _errors.MockerAttributeError(
+                f"Mocker attribute {name!r} is already assigned "
+                f"({type(self._attrs[name]).__name__}); assigning it twice would silently drop "
+                f"its call records. Fix: use another name, or `del mocker.{name}` first."
+            )
+        if isinstance(value, nn.Module):
+            value = MockedModule(value, name, _derived_seed(self._seed, name), self._fill)
+        self._attrs[name] = value
+
+    def __getattr__(self, name: str) -> Any:
+        attrs = object.__getattribute__(self, "_attrs")
+        if name in attrs:
+            return attrs[name]
+        raise AttributeError(f"Mocker has no attribute {name!r}; assign it first.")
+
+    def __delattr__(self, name: str) -> None:
+        del self._attrs[name]
+
+    def mock(self, name: str, module: nn.Module, *, out: Any = None) -> MockedModule:
+        """Assigns ``module`` under ``name`` with an explicit output spec ``out``.
+
+        For modules whose output shape depends on values (``jnp.nonzero`` without ``size=``).
+        """
+        wrapped = MockedModule(module, name, _derived_seed(self._seed, name), self._fill, out)
+        self._attrs[name] = wrapped
+        return wrapped
+
+    def param(self, name: str, init_fn: Any, *init_args: Any, **init_kwargs: Any) -> Any:
+        """The mocked analogue of ``nn.Module.param``: random values of ``init_fn``'s shape.
+
+        ``init_fn`` is called as Flax calls it, ``init_fn(key, *init_args, **init_kwargs)``,
+        but only abstractly; ``nn.Partitioned`` boxes are unwrapped first. The value is stored
+        as attribute ``name`` and returned.
+
+        Examples:
+          >>> import flax.linen as nn, flaxmock
+          >>> self = flaxmock.Mocker()
+          >>> self.param("w", nn.initializers.lecun_normal(), (3, 4)).shape
+          (3, 4)
+        """
+        spec = jax.eval_shape(lambda k: init_fn(k, *init_args, **init_kwargs), jax.random.key(0))
+        spec = nn.meta.unbox(spec)
+        key = jax.random.key(_derived_seed(self._seed, f"param:{name}"))
+        value = _fill.fill_tree(key, spec, self._fill, where=f"Mocker.param({name!r})")
+        setattr(self, name, value)
+        return value
