@@ -60,6 +60,7 @@ def unflaxify(
     rngs: Any = None,
     method: Any = None,
     mutable: Any = False,
+    outs: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> _layer.FlaxCallLayer:
     """Converts a Flax linen call into a penzai tree, one layer per submodule call.
@@ -76,6 +77,9 @@ def unflaxify(
       method: The method to call, a name or a function, as for ``module.apply``.
       mutable: The collections ``tree(ArgsAndKwargs(...))`` treats as mutable, as for
         ``module.apply``; ``flaxmock.call`` takes its own ``mutable``.
+      outs: Output specs of calls that must not be traced, by glob over their paths
+        (``{"blocks_*/router": jax.ShapeDtypeStruct((8,), jnp.int32)}``): for calls whose output
+        shape depends on values (``jnp.nonzero`` without ``size=``). Mock them afterwards.
       **kwargs: Keyword arguments of the call (arrays, specs or static Python values).
 
     Returns:
@@ -98,7 +102,7 @@ def unflaxify(
     """
     _check_module(module)
     root_record, variables = _record.record(
-        module, variables, args, kwargs, method=method, rngs=_normalize_rngs(rngs)
+        module, variables, args, kwargs, method=method, rngs=_normalize_rngs(rngs), outs=outs
     )
     return build(root_record, variables, method=method, mutable=mutable)
 

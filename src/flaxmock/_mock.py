@@ -241,6 +241,33 @@ def mock_layer(
     )
 
 
+def explicit_mock(
+    module: nn.Module, method_name: str, out: Any, *, seed: int = 0, fill: Any = None
+) -> MockLayer:
+    """A :class:`MockLayer` for ``module.method_name`` with a given output spec, never traced."""
+    out_spec = _specs.specs_of(out)
+    where = f"<root>.{method_name}"
+    _fill.check_fillable(out_spec, fill, where=where)
+    info = MockInfo(
+        scope_path=(),
+        call_path=(),
+        method=method_name,
+        in_signature=None,
+        out_spec=out_spec,
+        sown=(),
+        variables={},
+        seed=seed,
+        fill=fill,
+        out=out_spec,
+        vmap_axis_name=None,
+        original=None,
+    )
+    counter = pz.StateVariable(
+        value=jnp.zeros((), jnp.uint32), label=f"flaxmock.counter:{where}:{id(info)}"
+    )
+    return MockLayer(module=module, method_name=method_name, counter=counter, info=info)
+
+
 def mock(
     tree: Any,
     where: _select.Where,

@@ -15,7 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from flaxmock import _call, _convert, _errors, _fill, _mock, _specs
+from flaxmock import _call, _convert, _errors, _fill, _mock, _record, _specs
 
 
 def _derived_seed(seed: int, name: str) -> int:
@@ -41,6 +41,16 @@ class MockedModule:
         self.layer: _mock.MockLayer | None = None
 
     def _layer_for(self, args: tuple, kwargs: dict, method: Any) -> _mock.MockLayer:
+        if self.out is not None and self.layer is None:
+            # With an explicit output spec the module is never traced: its output shape may
+            # depend on values, which no trace can see.
+            self.layer = _mock.explicit_mock(
+                self.module,
+                _record.method_name_of(method),
+                self.out,
+                seed=self.seed,
+                fill=self.fill,
+            )
         if self.layer is None or method is not None:
             specs = _specs.specs_of((args, kwargs))
             tree = _convert.unflaxify(self.module, *specs[0], method=method, **specs[1])

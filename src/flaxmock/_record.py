@@ -10,11 +10,13 @@ its original module to infer the output of a new input signature. One engine for
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from flaxmock import _specs, _walk
 
@@ -114,9 +116,19 @@ def _rng_names(module: nn.Module) -> frozenset[str]:
 class Recorder:
     """A Flax interceptor that builds a :class:`CallRecord` tree during one trace."""
 
-    def __init__(self, module: nn.Module, method_name: str):
+    def __init__(self, module: nn.Module, method_name: str, outs: Mapping[str, Any] | None = None):
         self.root = CallRecord(module=module, method_name=method_name, scope_path=(), key=None)
         self.walk = _walk.Walk(self.root)
+        self.outs = dict(outs or {})
+
+    def _given_out(self, record: CallRecord) -> Any:
+        for pattern, spec in self.outs.items():
+            path = record.path_str
+            if fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(
+                f"{path}.{record.method_name}", pattern
+            ):
+                return spec
+        return None
 
     def __call__(self, next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
         kind = self.walk.classify(context)
@@ -133,13 +145,31 @@ class Recorder:
             in_spec=_specs.specs_of((args, kwargs)),
         )
         parent.children[key] = record
+        given = self._given_out(record)
+        if given is not None:
+            # The output spec is given (``outs=``): the call is not traced, its output is a
+            # placeholder of that spec (the trace is abstract, so its values never matter).
+            record.out_spec = _specs.specs_of(given)
+            return jax.tree.map(
+                lambda s: jnp.zeros(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s,
+                record.out_spec,
+                is_leaf=lambda s: isinstance(s, jax.ShapeDtypeStruct),
+            )
         before = _snapshot(module)
         try:
             out = self.walk.call_child(module, record, next_fun, args, kwargs)
         except Exception as e:
-            note = f"flaxmock: raised in {record.path_str or '<root>'}.{record.method_name}"
+            where = f"{record.path_str or '<root>'}.{record.method_name}"
+            note = f"flaxmock: raised in {where}"
             if note not in getattr(e, "__notes__", ()):
                 e.add_note(note)
+                if isinstance(e, jax.errors.ConcretizationTypeError):
+                    e.add_note(
+                        f"flaxmock: the output shape of {where} depends on input values, which "
+                        "an abstract trace cannot see. Fix: give its output spec, "
+                        f"flaxmock.unflaxify(model, *args, outs={{{record.path_str!r}: "
+                        "jax.ShapeDtypeStruct(shape, dtype)}), then mock it."
+                    )
             raise
         record.out_spec = _specs.specs_of(out)
         record.sown = _sown_between(before, _snapshot(module))
@@ -164,6 +194,7 @@ def record(
     *,
     method: Any,
     rngs: dict[str, Any],
+    outs: Mapping[str, Any] | None = None,
 ) -> tuple[CallRecord, Any]:
     """Records every submodule call of one abstract call.
 
@@ -175,13 +206,14 @@ def record(
       kwargs: Keyword arguments (likewise).
       method: As for ``module.apply``.
       rngs: Keys for the trace.
+      outs: Output specs of calls not to trace, by glob over their paths.
 
     Returns:
       The root :class:`CallRecord` and the variables: the given ones, or the abstract ones from
       ``module.init`` (without ``intermediates``, as ``module.init`` returns them by default).
     """
     arrays, rebuild = _specs.partition((args, kwargs))
-    recorder = Recorder(module, method_name_of(method))
+    recorder = Recorder(module, method_name_of(method), outs)
     flat_vars, rebuild_vars = _specs.partition(variables)
 
     def run(var_arrays: list[Any], arg_arrays: list[Any]) -> Any:

@@ -1,0 +1,287 @@
+"""Mocks: shapes of the real thing, sown values, randomness, caching, errors."""
+
+from __future__ import annotations
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import zoo
+from penzai import pz
+
+import flaxmock
+from flaxmock import _layer
+from test_convert import (
+    apply_rngs,
+    assert_specs_equal,
+    assert_trees_equal,
+    init_variables,
+)
+
+CASES = zoo.CASES
+IDS = [c.id for c in CASES]
+
+
+def specs(tree):
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") else x, tree
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_whole_model_mock_has_real_structure(case):
+    model, variables = init_variables(case)
+    tree = flaxmock.unflaxify(model, *case.args, method=case.method, **case.kwargs)
+    mocked = flaxmock.mock(tree, "*")
+    assert isinstance(mocked, flaxmock.MockLayer)
+    out = flaxmock.call(mocked, *case.args, mutable=case.mutable, **case.kwargs)
+    ref = model.apply(
+        variables,
+        *case.args,
+        method=case.method,
+        mutable=case.mutable,
+        rngs=apply_rngs(case),
+        **case.kwargs,
+    )
+    if case.mutable:
+        # A mock writes what the call sows; state that exists (batch_stats) is not emitted.
+        out_value, out_cols = out
+        ref_value, ref_cols = ref
+        assert_specs_equal(specs(out_value), specs(ref_value))
+        for col, value in out_cols.items():
+            assert_specs_equal(specs(value), specs(ref_cols[col]))
+        sown_cols = {c for c in ref_cols if c not in variables}
+        assert sown_cols <= set(out_cols)
+    else:
+        assert_specs_equal(specs(out), specs(ref))
+
+
+def first_leaf_layer(tree):
+    for _, layer in _layer.iter_layers(tree):
+        if layer is not tree and not layer.submodule_calls:
+            return layer
+    return None
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_partial_mock_rest_runs_exactly(case, jit):
+    """Un-mocked layers compute what module.apply computes with the mocked output substituted."""
+    model, variables = init_variables(case)
+    tree = flaxmock.unflaxify(
+        model, *case.args, variables=variables, method=case.method, **case.kwargs
+    )
+    target = first_leaf_layer(tree)
+    if target is None:
+        pytest.skip("the model makes no submodule call")
+    path = target.info.path_str
+    mocked = flaxmock.mock(
+        tree, lambda layer: layer.info.call_path == target.info.call_path, fill="ones"
+    )
+    rngs = apply_rngs(case)
+
+    def substitute(next_fun, args, kwargs, context):
+        module = context.module
+        if (
+            context.method_name == target.method_name
+            and module.scope is not None
+            and "/".join(module.scope.path) == path
+            and not state["done"]
+        ):
+            state["done"] = True
+            return jax.tree.map(
+                lambda s: jnp.ones(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s,
+                target.info.out_spec,
+                is_leaf=lambda s: isinstance(s, jax.ShapeDtypeStruct),
+            )
+        return next_fun(*args, **kwargs)
+
+    def via_apply(variables, args):
+        state["done"] = False
+        with nn.intercept_methods(substitute):
+            return model.apply(
+                variables,
+                *args,
+                method=case.method,
+                mutable=case.mutable,
+                rngs=rngs,
+                **case.kwargs,
+            )
+
+    state = {"done": False}
+    arrays, rebuild = flaxmock._specs.partition(case.args)
+    if jit:
+        out = pz.variable_jit(
+            lambda t, a: flaxmock.call(
+                t, *rebuild(a), mutable=case.mutable, rngs=rngs, **case.kwargs
+            )
+        )(mocked, arrays)
+        ref = jax.jit(lambda v, a: via_apply(v, rebuild(a)))(variables, arrays)
+    else:
+        out = flaxmock.call(mocked, *case.args, mutable=case.mutable, rngs=rngs, **case.kwargs)
+        ref = via_apply(variables, case.args)
+    assert state["done"]
+    assert_trees_equal(out, ref)
+
+
+class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(8, name="a")(x)
+        self.sow("intermediates", "h", h)
+        return nn.Dense(4, name="b")(nn.relu(h))
+
+
+X = jnp.ones((2, 3))
+
+
+@pytest.fixture
+def tree():
+    return flaxmock.unflaxify(Net(), X)
+
+
+def test_successive_calls_differ_and_seed_reproduces(tree):
+    mocked = flaxmock.mock(tree, nn.Dense)
+    mocked = flaxmock.materialize(mocked, jax.random.key(0))
+    first, second = flaxmock.call(mocked, X), flaxmock.call(mocked, X)
+    assert not np.array_equal(first, second)
+    again = flaxmock.materialize(flaxmock.mock(tree, nn.Dense), jax.random.key(0))
+    np.testing.assert_array_equal(flaxmock.call(again, X), first)
+    other = flaxmock.materialize(flaxmock.mock(tree, nn.Dense, seed=1), jax.random.key(0))
+    assert not np.array_equal(flaxmock.call(other, X), first)
+
+
+def test_each_mock_draws_its_own_numbers(tree):
+    mocked = flaxmock.mock(tree, nn.Dense, fill=None)
+    a = mocked.submodule_calls[(0, "a.__call__")]
+    b = mocked.submodule_calls[(1, "b.__call__")]
+    x8 = jnp.ones((2, 8))
+    out_a = a(flaxmock.ArgsAndKwargs.capture(X))
+    out_b = b(flaxmock.ArgsAndKwargs.capture(x8))
+    assert not np.array_equal(out_a[:, :4], out_b)
+
+
+def test_counter_advances_under_variable_jit(tree):
+    mocked = flaxmock.mock(tree, "*")
+    step = pz.variable_jit(lambda t, x: flaxmock.call(t, x))
+    first, second = step(mocked, X), step(mocked, X)
+    assert first.shape == (2, 4)
+    assert not np.array_equal(first, second)
+    assert mocked.call_count == 2
+
+
+def test_fill_policies(tree):
+    zeros = flaxmock.call(flaxmock.mock(tree, "*", fill="zeros"), X)
+    np.testing.assert_array_equal(zeros, np.zeros((2, 4)))
+    ones = flaxmock.call(flaxmock.mock(tree, "*", fill="ones"), X)
+    np.testing.assert_array_equal(ones, np.ones((2, 4)))
+    custom = flaxmock.mock(tree, "*", fill=lambda key, spec: jnp.full(spec.shape, 7, spec.dtype))
+    np.testing.assert_array_equal(flaxmock.call(custom, X), np.full((2, 4), 7.0))
+
+
+def test_mock_sows_like_the_real_call(tree):
+    mocked = flaxmock.mock(tree, "*")
+    out, cols = flaxmock.call(mocked, X, mutable=["intermediates"])
+    variables = Net().init(jax.random.key(0), X)
+    ref_out, ref_cols = Net().apply({"params": variables["params"]}, X, mutable=["intermediates"])
+    assert_specs_equal(specs(cols), specs(ref_cols))
+    # Not asked for: not returned, as with module.apply.
+    assert flaxmock.call(mocked, X).shape == ref_out.shape
+
+
+def test_new_signature_is_inferred_once_and_cached(tree):
+    mocked = flaxmock.mock(tree, "*")
+    assert flaxmock.call(mocked, jnp.ones((5, 3))).shape == (5, 4)
+    assert len(mocked.info.cache) == 1
+    assert flaxmock.call(mocked, jnp.ones((5, 3))).shape == (5, 4)
+    assert len(mocked.info.cache) == 1
+    assert flaxmock.call(mocked, X).shape == (2, 4)  # the recorded signature: no inference
+    assert len(mocked.info.cache) == 1
+
+
+def test_new_signature_the_real_module_rejects_names_the_path(tree):
+    mocked = flaxmock.mock(tree, "*")
+    with pytest.raises(flax.errors.ScopeParamShapeError) as info:
+        flaxmock.call(mocked, jnp.ones((2, 5)))
+    assert any("<root>.__call__ fails on these inputs" in n for n in info.value.__notes__)
+
+
+def test_data_dependent_shape_points_to_out():
+    class Nonzero(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return jnp.nonzero(x)[0]
+
+    class Outer(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return Nonzero(name="nz")(x.sum(0))
+
+    with pytest.raises(jax.errors.ConcretizationTypeError) as info:
+        flaxmock.unflaxify(Outer(), jnp.ones((2, 3)))
+    assert any("outs={'nz': jax.ShapeDtypeStruct" in n for n in info.value.__notes__)
+    # With the output spec given, conversion works and the call can be mocked.
+    out = jax.ShapeDtypeStruct((3,), jnp.int32)
+    tree = flaxmock.unflaxify(Outer(), jnp.ones((2, 3)), outs={"nz": out})
+    mocked = flaxmock.mock(tree, "nz")
+    result = flaxmock.eval_shape(flaxmock.call, mocked, jnp.ones((2, 3)))
+    assert (result.shape, result.dtype) == ((3,), jnp.int32)
+    # The same on Mocker.
+    self = flaxmock.Mocker()
+    nz = self.mock("nz", Nonzero(), out=out)
+    assert nz is self.nz
+    assert self.nz(jnp.ones(3)).shape == (3,)
+
+
+def test_mock_returns_new_tree_and_unmock_restores(tree):
+    before = jax.tree.leaves(tree)
+    mocked = flaxmock.mock(tree, "a")
+    assert isinstance(mocked.submodule_calls[(0, "a.__call__")], flaxmock.MockLayer)
+    assert isinstance(tree.submodule_calls[(0, "a.__call__")], flaxmock.FlaxCallLayer)
+    assert jax.tree.leaves(tree) == before
+    assert flaxmock.unmock(mocked) == tree
+
+
+def test_selectors(tree):
+    by_glob = flaxmock.mock(tree, "b")
+    assert isinstance(by_glob.submodule_calls[(1, "b.__call__")], flaxmock.MockLayer)
+    by_method = flaxmock.mock(tree, "a.__call__")
+    assert isinstance(by_method.submodule_calls[(0, "a.__call__")], flaxmock.MockLayer)
+    by_pred = flaxmock.mock(tree, lambda layer: layer.info.path_str == "a")
+    assert isinstance(by_pred.submodule_calls[(0, "a.__call__")], flaxmock.MockLayer)
+    both = flaxmock.mock(tree, ["a", "b"])
+    assert all(isinstance(c, flaxmock.MockLayer) for c in both.submodule_calls.values())
+
+
+def test_selector_errors(tree):
+    with pytest.raises(flaxmock.SelectNothingError, match=r"matched no layer(.|\n)*a.__call__"):
+        flaxmock.mock(tree, "attn*")
+    with pytest.raises(flaxmock.InvalidSelectorError, match="not a flax.linen.Module subclass"):
+        flaxmock.mock(tree, dict)
+    with pytest.raises(flaxmock.InvalidSelectorError, match="must be a Flax module class"):
+        flaxmock.mock(tree, 3)
+
+
+def test_unsupported_dtype_fails_at_mock_time():
+    class Strange(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return x
+
+    tree = flaxmock.unflaxify(Strange(), jnp.ones(2))
+    with pytest.raises(flaxmock.FlaxmockError, match="fill"):
+        flaxmock.mock(tree, "*", fill="no-such-policy")
+
+
+def test_vmap_lanes_get_their_own_values(tree):
+    mocked = flaxmock.mock(tree, "*", vmap_axis_name="lanes")
+    out = pz.variable_jit(
+        lambda t, xs: jax.vmap(lambda x: flaxmock.call(t, x), axis_name="lanes")(xs)
+    )(mocked, jnp.ones((3, 2, 3)))
+    assert out.shape == (3, 2, 4)
+    assert not np.array_equal(out[0], out[1])
+    shared = flaxmock.mock(tree, "*")
+    out = jax.vmap(lambda x: flaxmock.call(shared, x))(jnp.ones((3, 2, 3)))
+    np.testing.assert_array_equal(out[0], out[1])
