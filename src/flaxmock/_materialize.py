@@ -70,7 +70,20 @@ def _check_root(tree: Any, what: str) -> _layer.FlaxCallLayer:
     return tree
 
 
-def materialize(tree: Any, key: jax.Array) -> Any:
+def _shardings(currents: list[Any], mesh: Any, rules: Any) -> list[Any] | None:
+    """Mesh shardings of the given (boxed, abstract) variables, from their partitioning."""
+    if mesh is None:
+        return None
+    specs = nn.get_partition_spec(currents)
+    if rules is None:
+        rules = nn.get_logical_axis_rules()
+    logical = any(isinstance(c, nn.LogicallyPartitioned) for c in currents)
+    if logical:
+        return list(nn.logical_to_mesh_sharding(specs, mesh, rules))
+    return [jax.sharding.NamedSharding(mesh, s) for s in specs]
+
+
+def materialize(tree: Any, key: jax.Array, *, mesh: Any = None, rules: Any = None) -> Any:
     """Gives every un-mocked layer real parameters from the model's own initializers.
 
     The values are those ``module.init(key, *args)`` gives (the root module's ``init`` with the
@@ -78,9 +91,19 @@ def materialize(tree: Any, key: jax.Array) -> Any:
     with only the leaves un-mocked layers use as outputs, so the mocked parameters are never
     computed or allocated. Other collections (``batch_stats``) are initialised likewise.
 
+    The values equal those of ``jax.jit(model.init)``; an eager ``model.init`` may differ from
+    them in the last bit where XLA fuses the initializer's arithmetic differently.
+
+    With ``mesh``, parameters that carry partitioning metadata (``nn.with_partitioning`` or
+    ``nn.with_logical_partitioning`` boxes) are created sharded over it (``out_shardings``), never
+    gathered on one device; others are replicated.
+
     Args:
       tree: A converted tree, typically partly mocked.
       key: The ``params`` key, as for ``module.init``.
+      mesh: A ``jax.sharding.Mesh`` to create the parameters on, or None.
+      rules: Logical axis rules for ``nn.with_logical_partitioning`` metadata (default: the
+        rules of the surrounding ``nn.logical_axis_rules`` context).
 
     Returns:
       A new tree; mocked layers keep their abstract parameters.
@@ -99,9 +122,11 @@ def materialize(tree: Any, key: jax.Array) -> Any:
       True
     """
     root = _check_root(tree, "materialize")
-    needed = sorted(_needed(root))
+    current = _needed(root)
+    needed = sorted(current)
     if not needed:
         return tree
+    currents = [current[k] for k in needed]
     args, kwargs = root.info.in_spec
     arrays, rebuild = _specs.partition((args, kwargs))
 
@@ -121,10 +146,15 @@ def materialize(tree: Any, key: jax.Array) -> Any:
                 f"{['/'.join((c,) + p) for c, p in missing][:8]}. The layers that own them "
                 "cannot be initialised from the model; give their values with flaxmock.bind."
             )
-        return [flat[k] for k in needed]
+        # Unboxed, so that out_shardings line up with the leaves; boxes are put back below.
+        return [_layer._unbox(flat[k]) for k in needed]
 
     dummies = [jnp.zeros(a.shape, a.dtype) for a in arrays]
-    values = jax.jit(init)(key, dummies)
+    values = jax.jit(init, out_shardings=_shardings(currents, mesh, rules))(key, dummies)
+    values = [
+        c.replace_boxed(v) if isinstance(c, nn.meta.AxisMetadata) else v
+        for c, v in zip(currents, values, strict=True)
+    ]
     return _with_values(root, dict(zip(needed, values, strict=True)), root.info.scope_path)
 
 
