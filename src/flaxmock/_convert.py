@@ -124,9 +124,11 @@ def build(
             collect(child, call_path + (key,))
 
     collect(root, ())
-    called = {rec.scope_path for _, rec in records}
+    # Calls inside a nested ``module.apply`` get their variables from that call's own dict.
+    called = {rec.scope_path for _, rec in records if not rec.detached}
     owned: dict[Path, dict[str, dict[str, Any]]] = {}
-    for (col, path), value in _flatten_variables(variables).items():
+    flat = _flatten_variables(variables)
+    for (col, path), value in flat.items():
         owner = max(
             (p for p in called if path[: len(p)] == p and len(p) < len(path)),
             key=len,
@@ -135,7 +137,7 @@ def build(
         owned.setdefault(owner, {}).setdefault(col, {})[name] = value
 
     def make(rec: _record.CallRecord, call_path: tuple) -> _layer.FlaxCallLayer:
-        mine = owned.get(rec.scope_path, {})
+        mine = {} if rec.detached else owned.get(rec.scope_path, {})
         params = {
             name: pz.ParameterValue(
                 value=v, label="/".join(("params",) + rec.scope_path) + "/" + name
@@ -158,6 +160,9 @@ def build(
             out_spec=rec.out_spec,
             sown=rec.sown,
             rng_names=rec.rng_names,
+            transforms=rec.transforms,
+            detached=rec.detached,
+            steps=_steps(rec, flat),
             method=method if rec.key is None and method is not None else rec.method_name,
             mutable=mutable,
         )
@@ -172,6 +177,18 @@ def build(
         )
 
     return make(root, ())
+
+
+def _steps(rec: _record.CallRecord, flat: dict[tuple[str, Path], Any]) -> int | None:
+    """The number of steps of a scanned or vmapped body: the leading axis of its variables."""
+    if rec.detached or not ({"scan", "vmap"} & set(rec.transforms)):
+        return None
+    n = len(rec.scope_path)
+    for (_, path), value in flat.items():
+        shape = getattr(_layer._unbox(value), "shape", None)
+        if path[:n] == rec.scope_path and shape:
+            return int(shape[0])
+    return None
 
 
 def abstract_variables(variables: Any) -> Any:

@@ -46,6 +46,11 @@ class CallInfo:
       rng_names: The rng streams the call drew from.
       method: The ``method`` to apply (a name, or the function given to ``unflaxify``).
       mutable: The default ``mutable`` of ``layer(ArgsAndKwargs(...))``.
+      transforms: The lifted transforms (``("scan", "remat")``) this call is the body of;
+        Flax applies them when the enclosing layer runs.
+      detached: The call runs inside a nested ``module.apply``, whose variables are its own.
+      steps: For a scanned or vmapped body, the number of steps (the leading axis of its
+        stacked variables), when it has variables.
     """
 
     scope_path: Path
@@ -56,6 +61,9 @@ class CallInfo:
     rng_names: frozenset[str]
     method: Any
     mutable: Any = False
+    transforms: tuple[str, ...] = ()
+    detached: bool = False
+    steps: int | None = None
 
     @property
     def path_str(self) -> str:
@@ -174,6 +182,9 @@ def assemble(root: FlaxCallLayer, *, include_replaced: bool = False) -> Assemble
         return None if best is None else best[1] + path[len(best[0]) :]
 
     def visit(layer: FlaxCallLayer) -> None:
+        if layer.info.detached:
+            # A nested ``module.apply`` brings its own variables; its paths are its own.
+            return
         here = rel(layer.info.scope_path)
         if here is None:
             remaps.append((layer.info.scope_path, layer.info.scope_path[-1:]))
@@ -188,6 +199,9 @@ def assemble(root: FlaxCallLayer, *, include_replaced: bool = False) -> Assemble
                 visit(child)
             else:
                 info = getattr(child, "info", None)
+                original = getattr(info, "original", None)
+                if original is not None and original.info.detached:
+                    continue
                 if info is not None and getattr(info, "scope_path", None) is not None:
                     p = rel(info.scope_path)
                     p = p if p is not None else info.scope_path[-1:]
@@ -206,18 +220,51 @@ def _unbox(value: Any) -> Any:
     return value.unbox() if isinstance(value, nn.meta.AxisMetadata) else value
 
 
-class Dispatcher:
-    """The runtime interceptor: native for converted layers, redirected for replaced ones."""
+def mocks_reachable(root: FlaxCallLayer) -> list[Any]:
+    """Every replaced layer with an ``emit`` (a mock) that a run of ``root`` can dispatch."""
+    found = []
 
-    def __init__(self, root: FlaxCallLayer, skip_setup: set[Path]):
+    def visit(layer: Any) -> None:
+        for child in layer.submodule_calls.values():
+            if isinstance(child, FlaxCallLayer):
+                visit(child)
+            elif hasattr(child, "emit"):
+                found.append(child)
+
+    visit(root)
+    return found
+
+
+class Dispatcher:
+    """The runtime interceptor: native for converted layers, redirected for replaced ones.
+
+    Mocks draw their numbers from a count taken once per run, before Flax starts (a mock
+    dispatched inside a lifted body must not write penzai state from inside that trace), folded
+    with how often the mock was dispatched in this run and, inside a lifted body, with a key
+    from the module's ``params`` stream, which Flax splits per step of ``nn.scan`` and per lane
+    of ``nn.vmap`` when ``split_rngs`` asks for it.
+    """
+
+    def __init__(self, root: FlaxCallLayer, skip_setup: set[Path], counts: dict[int, Any]):
         self.walk = _walk.Walk(root)
         self.skip_setup = skip_setup
+        self.counts = counts
+        self.dispatched: dict[int, int] = {}
+
+    def _step_fold(self, module: nn.Module) -> Any:
+        if not self.walk.in_lifted or not module.has_rng("params"):
+            return None
+        return jax.random.bits(module.make_rng("params"), dtype=jax.numpy.uint32)
 
     def __call__(self, next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
         kind = self.walk.classify(context)
         if kind == _walk.SETUP:
             scope = context.module.scope
-            if scope is not None and tuple(scope.path) in self.skip_setup:
+            if (
+                scope is not None
+                and not self.walk.in_detached
+                and tuple(scope.path) in self.skip_setup
+            ):
                 # Every call of this module was replaced and its variables are gone: its setup
                 # (which would look them up) must not run. Nothing reads what it would define.
                 return None
@@ -225,7 +272,7 @@ class Dispatcher:
         if kind == _walk.INLINE:
             return self.walk.call_inline(next_fun, args, kwargs, context)
         parent: FlaxCallLayer = self.walk.top.payload
-        key = self.walk.next_key(context)
+        key = self.walk.next_key(context, advance=kind != _walk.LIFTED)
         node = parent.submodule_calls.get(key)
         if node is None:
             raise _errors.CallStructureError(
@@ -237,12 +284,19 @@ class Dispatcher:
                 "*args, **kwargs)."
             )
         if isinstance(node, FlaxCallLayer):
-            return self.walk.call_child(context.module, node, next_fun, args, kwargs)
+            return self.walk.call_child(context.module, node, next_fun, args, kwargs, kind=kind)
         emit = getattr(node, "emit", None)
         call_args = ArgsAndKwargs(args=tuple(args), kwargs=dict(kwargs))
         if emit is None:
             return node(call_args)
-        out, sown = emit(call_args)
+        index = self.dispatched.get(id(node), 0)
+        self.dispatched[id(node)] = index + 1
+        out, sown = emit(
+            call_args,
+            count=self.counts.get(id(node)),
+            index=index,
+            fold=self._step_fold(context.module),
+        )
         write_sown(context.module, sown)
         return out
 
@@ -299,7 +353,8 @@ def run(
     """Applies ``layer``'s module natively, redirecting replaced submodule calls."""
     assembled = assemble(layer)
     check_concrete(layer, assembled)
-    dispatcher = Dispatcher(layer, assembled.skip_setup)
+    counts = {id(m): m.next_count() for m in mocks_reachable(layer)}
+    dispatcher = Dispatcher(layer, assembled.skip_setup, counts)
     with nn.intercept_methods(dispatcher):
         return layer.module.apply(
             assembled.variables,

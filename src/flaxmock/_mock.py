@@ -171,17 +171,41 @@ class MockLayer(pz.nn.Layer):
             raise
         return root.out_spec, root.sown
 
-    def emit(self, args_and_kwargs: ArgsAndKwargs) -> tuple[Any, list[tuple[Any, Any]]]:
-        """Returns the random output and the random sown values ``[(SownEntry, value)]``."""
+    def next_count(self) -> Any:
+        """Returns the call counter's value and advances it (when it is bound penzai state)."""
+        count = self.counter.value
+        if isinstance(self.counter, pz.StateVariable):
+            self.counter.value = count + 1
+        return count
+
+    def emit(
+        self,
+        args_and_kwargs: ArgsAndKwargs,
+        *,
+        count: Any = None,
+        index: int = 0,
+        fold: Any = None,
+    ) -> tuple[Any, list[tuple[Any, Any]]]:
+        """Returns the random output and the random sown values ``[(SownEntry, value)]``.
+
+        Args:
+          args_and_kwargs: The call's arguments (only their specs matter).
+          count: The call count to draw for; None reads and advances the counter.
+          index: How many times this mock was already dispatched in the same run.
+          fold: Extra data folded into the key (a per-step key inside a lifted body).
+        """
         out_spec, sown = self.output_spec(args_and_kwargs)
         self.info.call_args_list.append(
             _specs.specs_of((args_and_kwargs.args, args_and_kwargs.kwargs))
         )
-        count = self.counter.value
-        if isinstance(self.counter, pz.StateVariable):
-            self.counter.value = count + 1
+        if count is None:
+            count = self.next_count()
         key = jax.random.fold_in(jax.random.key(self.info.seed), _path_hash(self.info.call_path))
         key = jax.random.fold_in(key, count)
+        if index:
+            key = jax.random.fold_in(key, index)
+        if fold is not None:
+            key = jax.random.fold_in(key, fold)
         if self.info.vmap_axis_name is not None:
             key = jax.random.fold_in(key, jax.lax.axis_index(self.info.vmap_axis_name))
         out_key, sown_key = jax.random.split(key)

@@ -55,6 +55,10 @@ class CallRecord:
     out_spec: Any = None
     sown: tuple[SownEntry, ...] = ()
     rng_names: frozenset[str] = frozenset()
+    # The lifted transforms this call is the body of (("scan", "remat")), outermost first.
+    transforms: tuple[str, ...] = ()
+    # Inside a nested ``module.apply``: its variables come from that call, not the tree.
+    detached: bool = False
 
     @property
     def path_str(self) -> str:
@@ -132,18 +136,21 @@ class Recorder:
 
     def __call__(self, next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
         kind = self.walk.classify(context)
-        if kind != _walk.CHILD:
+        if kind in (_walk.SETUP, _walk.INLINE):
             return self.walk.call_inline(next_fun, args, kwargs, context)
         module = context.module
         parent: CallRecord = self.walk.top.payload
-        key = self.walk.next_key(context)
+        key = self.walk.next_key(context, advance=kind != _walk.LIFTED)
         record = CallRecord(
             module=module.clone(),
             method_name=context.method_name,
             scope_path=tuple(module.scope.path),
             key=key,
             in_spec=_specs.specs_of((args, kwargs)),
+            transforms=self.walk.transforms_of(context) if kind == _walk.LIFTED else (),
+            detached=kind == _walk.NESTED or parent.detached,
         )
+        # A lifted body traced again replaces its earlier record (same key, same call).
         parent.children[key] = record
         given = self._given_out(record)
         if given is not None:
@@ -157,7 +164,7 @@ class Recorder:
             )
         before = _snapshot(module)
         try:
-            out = self.walk.call_child(module, record, next_fun, args, kwargs)
+            out = self.walk.call_child(module, record, next_fun, args, kwargs, kind=kind)
         except Exception as e:
             where = f"{record.path_str or '<root>'}.{record.method_name}"
             note = f"flaxmock: raised in {where}"

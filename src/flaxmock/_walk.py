@@ -10,9 +10,12 @@ on which intercepted calls are *submodule calls* and which run inline. The rules
   methods, so these reach the interceptor a second time for the same module.
 * Flax's setup-validation call of lifted transforms runs on a clone bound to a ``TestScope``
   whose path is ``()``, colliding with the root: it passes through.
-* A module whose parent is not a Module (inside ``nn.scan``/``nn.remat``/``nn.vmap`` bodies, or
-  the root of a nested ``module.apply``) runs inline, with its whole subtree, as part of the
-  enclosing call: its (possibly stacked) variables belong to the enclosing layer.
+* A module whose parent is a raw Scope, not a Module, is the body of a lifted transform
+  (``nn.scan``, ``nn.remat``/``nn.checkpoint``, ``nn.vmap``, ``nn.jit``: LIFTED) or, bound at
+  path ``()``, the root of a nested ``module.apply`` (NESTED). Both are submodule calls of the
+  enclosing call. A lifted body is traced more than once (by Flax's setup validation and by
+  JAX), a different number of times under ``init`` than under ``apply``, so its key does not
+  advance the caller's count: every trace of the body maps to the same layer.
 * Any other call is a submodule call of the call on top of the stack, keyed
   ``(index, "name.method")`` with ``index`` counting the submodule calls of that call, as penzai
   does. The caller is the top of the stack, not ``module.parent``: a module created in one place
@@ -30,6 +33,40 @@ from flax.core import scope as flax_scope
 SETUP = "setup"
 INLINE = "inline"
 CHILD = "child"
+LIFTED = "lifted"
+NESTED = "nested"
+
+#: Class-name prefixes Flax gives lifted module classes, and the transform each stands for.
+_TRANSFORM_PREFIXES = (
+    ("Scan", "scan"),
+    ("Checkpoint", "remat"),
+    ("Remat", "remat"),
+    ("Vmap", "vmap"),
+    ("Jit", "jit"),
+    ("Vjp", "vjp"),
+    ("Jvp", "jvp"),
+    ("MapVariables", "map_variables"),
+    ("WhileLoop", "while_loop"),
+    ("Cond", "cond"),
+)
+
+
+def transform_names(lifted_class_name: str, body_class_name: str) -> tuple[str, ...]:
+    """``("scan", "remat")`` from a lifted class name such as ``ScanCheckpointBlock``."""
+    name = lifted_class_name
+    if name.endswith(body_class_name):
+        name = name[: -len(body_class_name)]
+    names = []
+    while name:
+        for prefix, transform in _TRANSFORM_PREFIXES:
+            if name.startswith(prefix):
+                names.append(transform)
+                name = name[len(prefix) :]
+                break
+        else:
+            names.append(name)
+            break
+    return tuple(names)
 
 
 @dataclasses.dataclass
@@ -40,6 +77,10 @@ class Frame:
     payload: Any = None  # What the walker attaches (a record being built, or a layer).
     counter: int = 0  # Submodule calls made so far by this call.
     inline: bool = False
+    lifted: bool = False  # This call is the body of a lifted transform.
+    detached: bool = False  # This call is the root of a nested ``module.apply``.
+    # Lifted classes seen by Flax's setup validation, by module name (for summaries).
+    lifted_classes: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class Walk:
@@ -53,12 +94,23 @@ class Walk:
     def top(self) -> Frame:
         return self.stack[-1]
 
+    @property
+    def in_lifted(self) -> bool:
+        """Whether the current call runs inside the body of a lifted transform."""
+        return any(f.lifted for f in self.stack)
+
+    @property
+    def in_detached(self) -> bool:
+        """Whether the current call runs inside a nested ``module.apply``."""
+        return any(f.detached for f in self.stack)
+
     def classify(self, context: Any) -> str:
-        """Returns SETUP, INLINE or CHILD for an intercepted call (see the module docstring)."""
+        """Returns SETUP, INLINE, CHILD, LIFTED or NESTED (see the module docstring)."""
         module = context.module
         if context.method_name == "setup":
             return SETUP
-        if self.root.module is None and module.scope is not None and module.scope.path == ():
+        scope = getattr(module, "scope", None)
+        if self.root.module is None and scope is not None and scope.path == ():
             # The applied module itself, bound at the root scope. (With ``method=`` a plain
             # function, the first intercepted call may be a child's instead.)
             self.root.module = module
@@ -67,23 +119,33 @@ class Walk:
             return INLINE
         if any(f.module is module for f in self.stack):
             return INLINE
-        if isinstance(getattr(module, "scope", None), flax_scope.Scope) and (
-            type(module.scope).__name__ == "TestScope"
-        ):
+        if isinstance(scope, flax_scope.Scope) and type(scope).__name__ == "TestScope":
+            self.top.lifted_classes.setdefault(module.name, type(module).__name__)
             return INLINE
         if not isinstance(module.parent, nn.Module):
-            return INLINE
+            if scope is None:
+                return INLINE
+            return NESTED if scope.path == () else LIFTED
         return CHILD
 
-    def next_key(self, context: Any) -> tuple[int, str]:
+    def next_key(self, context: Any, *, advance: bool = True) -> tuple[int, str]:
         """The ``(index, "name.method")`` key of a child call, advancing the caller's count."""
         frame = self.top
         key = (frame.counter, f"{context.module.name}.{context.method_name}")
-        frame.counter += 1
+        if advance:
+            frame.counter += 1
         return key
 
+    def transforms_of(self, context: Any) -> tuple[str, ...]:
+        """The transforms wrapping a LIFTED call, as seen by Flax's setup validation."""
+        module = context.module
+        lifted = self.top.lifted_classes.get(module.name)
+        if lifted is None:
+            return ("lifted",)
+        return transform_names(lifted, type(module).__name__)
+
     def call_inline(self, next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
-        """Runs an inline call; inside a lifted body or nested apply everything is inline."""
+        """Runs an inline call; everything inside an inline region is inline too."""
         module = context.module
         opens_region = (
             self.root.module is not module
@@ -98,8 +160,20 @@ class Walk:
         finally:
             self.stack.pop()
 
-    def call_child(self, module: Any, payload: Any, next_fun: Any, args: Any, kwargs: Any) -> Any:
-        self.stack.append(Frame(module=module, payload=payload))
+    def call_child(
+        self,
+        module: Any,
+        payload: Any,
+        next_fun: Any,
+        args: Any,
+        kwargs: Any,
+        *,
+        kind: str = CHILD,
+    ) -> Any:
+        frame = Frame(
+            module=module, payload=payload, lifted=kind == LIFTED, detached=kind == NESTED
+        )
+        self.stack.append(frame)
         try:
             return next_fun(*args, **kwargs)
         finally:
