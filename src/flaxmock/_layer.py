@@ -251,8 +251,8 @@ class Dispatcher:
         self.counts = counts
         self.dispatched: dict[int, int] = {}
 
-    def _step_fold(self, module: nn.Module) -> Any:
-        if not self.walk.in_lifted or not module.has_rng("params"):
+    def _step_fold(self, module: nn.Module, kind: str) -> Any:
+        if not (kind == _walk.LIFTED or self.walk.in_lifted) or not module.has_rng("params"):
             return None
         return jax.random.bits(module.make_rng("params"), dtype=jax.numpy.uint32)
 
@@ -295,7 +295,7 @@ class Dispatcher:
             call_args,
             count=self.counts.get(id(node)),
             index=index,
-            fold=self._step_fold(context.module),
+            fold=self._step_fold(context.module, kind),
         )
         write_sown(context.module, sown)
         return out

@@ -57,8 +57,11 @@ class CallRecord:
     rng_names: frozenset[str] = frozenset()
     # The lifted transforms this call is the body of (("scan", "remat")), outermost first.
     transforms: tuple[str, ...] = ()
-    # Inside a nested ``module.apply``: its variables come from that call, not the tree.
+    # Inside a nested ``module.apply``: its variables come from that call, not the tree, and
+    # ``scope_path`` is a display path: ``base`` (the caller's path and the nested module's
+    # name) followed by the path inside the nested apply.
     detached: bool = False
+    base: Path = ()
 
     @property
     def path_str(self) -> str:
@@ -141,14 +144,19 @@ class Recorder:
         module = context.module
         parent: CallRecord = self.walk.top.payload
         key = self.walk.next_key(context, advance=kind != _walk.LIFTED)
+        base = parent.base
+        if kind == _walk.NESTED:
+            base = parent.scope_path + (str(module.name),)
+        detached = kind == _walk.NESTED or parent.detached
         record = CallRecord(
             module=module.clone(),
             method_name=context.method_name,
-            scope_path=tuple(module.scope.path),
+            scope_path=(base if detached else ()) + tuple(module.scope.path),
             key=key,
             in_spec=_specs.specs_of((args, kwargs)),
             transforms=self.walk.transforms_of(context) if kind == _walk.LIFTED else (),
-            detached=kind == _walk.NESTED or parent.detached,
+            detached=detached,
+            base=base,
         )
         # A lifted body traced again replaces its earlier record (same key, same call).
         parent.children[key] = record

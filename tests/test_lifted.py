@@ -1,0 +1,186 @@
+"""Lifted transforms: bodies of nn.scan / nn.remat / nn.vmap and nested apply are layers."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from penzai import pz
+
+import flaxmock
+from flaxmock import _layer
+from test_convert import assert_specs_equal, assert_trees_equal
+
+
+class Body(nn.Module):
+    """One scanned step: a tuple carry, a broadcast argument, a sown value."""
+
+    dim: int = 8
+
+    @nn.compact
+    def __call__(self, carry, bias):
+        h, count = carry
+        pre = nn.Dense(self.dim, name="proj")(h) + bias
+        h = nn.LayerNorm(name="norm")(jnp.tanh(pre))
+        self.sow("intermediates", "h", h)
+        return (h, count + 1), pre[..., 0]
+
+
+class Stack(nn.Module):
+    layers: int = 4
+    dim: int = 8
+
+    @nn.compact
+    def __call__(self, x):
+        scanned = nn.scan(
+            nn.remat(Body),
+            variable_axes={"params": 0, "intermediates": 0},
+            split_rngs={"params": True},
+            in_axes=(nn.broadcast,),
+            length=self.layers,
+        )
+        (h, count), per_step = scanned(dim=self.dim, name="blocks")((x, 0), jnp.ones(self.dim))
+        return nn.Dense(2, name="head")(h), count, per_step
+
+
+X = jnp.linspace(-1, 1, 16).reshape(2, 8)
+
+
+@pytest.fixture(scope="module")
+def variables():
+    return Stack().init(jax.random.key(0), X)
+
+
+def layer_at(tree, path, method="__call__"):
+    for _, layer in _layer.iter_layers(tree):
+        if layer.info.path_str == path and layer.method_name == method:
+            return layer
+    raise AssertionError(f"no layer {path}.{method}")
+
+
+def test_scan_body_is_reified_with_stacked_parameters(variables):
+    tree = flaxmock.unflaxify(Stack(), X, variables={"params": variables["params"]})
+    body = layer_at(tree, "blocks")
+    assert body.info.transforms == ("scan", "remat")
+    assert body.info.steps == 4
+    proj = layer_at(tree, "blocks/proj")
+    assert proj.scope_data.parameters["kernel"].value.shape == (4, 8, 8)
+    # Each body call is listed once, however often JAX traced it.
+    paths = [layer.info.path_str for _, layer in _layer.iter_layers(tree)]
+    assert paths.count("blocks/proj") == 1
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_scan_real_variables_equal_apply(variables, jit):
+    params = {"params": variables["params"]}
+    tree = flaxmock.unflaxify(Stack(), X, variables=params)
+
+    def via_tree(t, x):
+        return flaxmock.call(t, x, mutable=["intermediates"])
+
+    def via_apply(v, x):
+        return Stack().apply(v, x, mutable=["intermediates"])
+
+    if jit:
+        via_tree, via_apply = jax.jit(via_tree), jax.jit(via_apply)
+    assert_trees_equal(via_tree(tree, X), via_apply(params, X))
+
+
+def test_mock_inside_scan_body_draws_per_step(variables):
+    tree = flaxmock.unflaxify(Stack(), X, variables={"params": variables["params"]})
+    mocked = flaxmock.mock(tree, "blocks/proj")
+    assert isinstance(layer_at(mocked, "blocks", "__call__"), flaxmock.FlaxCallLayer)
+    out, count, per_step = flaxmock.call(mocked, X)
+    ref = Stack().apply({"params": variables["params"]}, X)
+    assert_specs_equal(
+        jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (out, per_step)),
+        jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (ref[0], ref[2])),
+    )
+    assert count == 4
+    # Outputs are stacked along the scan axis, a different draw at each step.
+    assert per_step.shape == (4, 2)
+    assert len({tuple(np.asarray(row).round(6)) for row in per_step}) == 4
+    again = flaxmock.call(mocked, X)
+    assert not np.array_equal(again[2], per_step)
+
+
+def test_mocked_scan_body_sows_stacked_structure(variables):
+    tree = flaxmock.unflaxify(Stack(), X)
+    mocked = flaxmock.materialize(flaxmock.mock(tree, "blocks"), jax.random.key(0))
+    out, cols = flaxmock.call(mocked, X, mutable=["intermediates"])
+    _, ref_cols = Stack().apply({"params": variables["params"]}, X, mutable=["intermediates"])
+    assert_specs_equal(
+        jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), cols),
+        jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), ref_cols),
+    )
+
+
+def test_materialize_creates_stacked_parameters(variables):
+    tree = flaxmock.mock(flaxmock.unflaxify(Stack(), X), "head")
+    real = flaxmock.materialize(tree, jax.random.key(0))
+    kernel = layer_at(real, "blocks/proj").scope_data.parameters["kernel"].value
+    assert kernel.shape == (4, 8, 8)
+    ref = jax.jit(Stack().init)(jax.random.key(0), X)["params"]["blocks"]["proj"]["kernel"]
+    np.testing.assert_array_equal(kernel, ref)
+
+
+class Ensemble(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        members = nn.vmap(
+            nn.Dense,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            axis_size=3,
+        )
+        return members(4, name="members")(x)
+
+
+def test_vmap_ensemble_reified_and_lanes_differ_when_mocked():
+    x = jnp.ones((2, 5))
+    variables = Ensemble().init(jax.random.key(0), x)
+    tree = flaxmock.unflaxify(Ensemble(), x, variables=variables)
+    members = layer_at(tree, "members")
+    assert members.info.transforms == ("vmap",)
+    assert members.info.steps == 3
+    assert_trees_equal(flaxmock.call(tree, x), Ensemble().apply(variables, x))
+    out = flaxmock.call(flaxmock.mock(tree, "members"), x)
+    assert out.shape == (3, 2, 4)
+    assert not np.array_equal(out[0], out[1])
+
+
+class Head(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("head_kernel", nn.initializers.normal(), (5, 3))
+        # A nested apply: the inner module gets its variables from this call, not from the tree.
+        return nn.Dense(3, name="inner").apply(
+            {"params": {"kernel": kernel, "bias": jnp.zeros(3)}}, jnp.tanh(x)
+        )
+
+
+def test_nested_apply_is_a_layer_with_its_own_variables():
+    x = jnp.ones((2, 5))
+    variables = Head().init(jax.random.key(0), x)
+    tree = flaxmock.unflaxify(Head(), x, variables=variables)
+    ((key, inner),) = tree.submodule_calls.items()
+    assert key == (0, "inner.__call__") and inner.info.detached
+    assert inner.scope_data is None  # its kernel belongs to the caller
+    assert_trees_equal(flaxmock.call(tree, x), Head().apply(variables, x))
+    assert inner.info.path_str == "inner"
+    mocked = flaxmock.mock(tree, "inner.__call__")
+    assert flaxmock.call(mocked, x).shape == (2, 3)
+
+
+def test_mock_inside_scan_under_variable_jit(variables):
+    tree = flaxmock.unflaxify(Stack(), X, variables={"params": variables["params"]})
+    mocked = flaxmock.mock(tree, "blocks/norm")
+    step = pz.variable_jit(lambda t, x: flaxmock.call(t, x))
+    with jax.checking_leaks():
+        first = step(mocked, X)
+        second = step(mocked, X)
+    assert first[0].shape == (2, 2)
+    assert not np.array_equal(first[2], second[2])
