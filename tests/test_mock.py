@@ -297,3 +297,62 @@ def test_vmap_lanes_get_their_own_values(tree):
     shared = flaxmock.mock(tree, "*")
     out = jax.vmap(lambda x: flaxmock.call(shared, x))(jnp.ones((3, 2, 3)))
     np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_glob_forms_and_penzai_route():
+    class Deep(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Dense(3, name="mlp")(x)
+            return Net(name="inner")(x)
+
+    tree = flaxmock.unflaxify(Deep(), X)
+    # ``**/name`` matches at any depth, the top level included.
+    mocked = flaxmock.mock(tree, "**/a")
+    assert isinstance(
+        mocked.submodule_calls[(1, "inner.__call__")].submodule_calls[(0, "a.__call__")],
+        flaxmock.MockLayer,
+    )
+    assert flaxmock.mock(tree, "**/mlp").submodule_calls[(0, "mlp.__call__")].info.original
+    # A tuple of classes; the outermost match wins.
+    both = flaxmock.mock(tree, (Net, nn.Dense))
+    assert isinstance(both.submodule_calls[(1, "inner.__call__")], flaxmock.MockLayer)
+    # penzai's route: at_instances_of stops at the root; the selector predicate reaches nested.
+    assert pz.select(tree).at_instances_of(flaxmock.InterceptedFlaxModuleMethod).count() == 1
+    assert pz.select(tree).at_subtrees_where(flaxmock.selector(nn.Dense)).count() == 3
+
+
+def test_empty_match_lists_closest_paths_first(tree):
+    with pytest.raises(flaxmock.SelectNothingError) as info:
+        flaxmock.mock(tree, "bb")
+    listed = str(info.value).split("\n")[1].strip()
+    assert listed.startswith("b.__call__")
+
+
+def test_call_records_in_unittest_mock_words(tree):
+    mocked = flaxmock.mock(tree, "*")
+    mocked.assert_not_called()
+    with pytest.raises(AssertionError, match=r"Expected <root>.__call__ to be called\."):
+        mocked.assert_called()
+    flaxmock.call(mocked, X)
+    mocked.assert_called_once_with(jax.ShapeDtypeStruct((2, 3), jnp.float32))
+    with pytest.raises(AssertionError, match="expected a call with"):
+        mocked.assert_called_with(jnp.ones((9, 3)))
+    flaxmock.call(mocked, jnp.ones((5, 3)))
+    assert mocked.call_count == 2
+    assert [a[0][0].shape for a in mocked.call_args_list] == [(2, 3), (5, 3)]
+    with pytest.raises(AssertionError, match="to be called once; called 2 times"):
+        mocked.assert_called_once()
+
+
+def test_mock_not_reached_is_not_counted():
+    class Branchy(nn.Module):
+        @nn.compact
+        def __call__(self, x, use_b: bool = True):
+            x = nn.Dense(3, name="a")(x)
+            return nn.Dense(3, name="b")(x) if use_b else x
+
+    tree = flaxmock.unflaxify(Branchy(), X, use_b=False)
+    mocked = flaxmock.materialize(flaxmock.mock(tree, "a"), jax.random.key(0))
+    flaxmock.call(mocked, X, use_b=False)
+    mocked.submodule_calls[(0, "a.__call__")].assert_called_once()

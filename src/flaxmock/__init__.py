@@ -33,6 +33,7 @@ from flaxmock._mock import mock as mock
 from flaxmock._mock import unmock as unmock
 from flaxmock._mocker import MockedModule as MockedModule
 from flaxmock._mocker import Mocker as Mocker
+from flaxmock._select import selector as selector
 
 __version__ = "0.1.0"
 
@@ -62,6 +63,7 @@ __all__ = [
     "fill_tree",
     "materialize",
     "mock",
+    "selector",
     "unflaxify",
     "unmock",
 ]

@@ -238,8 +238,7 @@ def mocks_reachable(root: FlaxCallLayer) -> list[Any]:
 class Dispatcher:
     """The runtime interceptor: native for converted layers, redirected for replaced ones.
 
-    Mocks draw their numbers from a count taken once per run, before Flax starts (a mock
-    dispatched inside a lifted body must not write penzai state from inside that trace), folded
+    Mocks draw their numbers from their call count read once per run, before Flax starts, folded
     with how often the mock was dispatched in this run and, inside a lifted body, with a key
     from the module's ``params`` stream, which Flax splits per step of ``nn.scan`` and per lane
     of ``nn.vmap`` when ``split_rngs`` asks for it.
@@ -353,10 +352,11 @@ def run(
     """Applies ``layer``'s module natively, redirecting replaced submodule calls."""
     assembled = assemble(layer)
     check_concrete(layer, assembled)
-    counts = {id(m): m.next_count() for m in mocks_reachable(layer)}
+    mocks = mocks_reachable(layer)
+    counts = {id(m): m.counter.value for m in mocks}
     dispatcher = Dispatcher(layer, assembled.skip_setup, counts)
     with nn.intercept_methods(dispatcher):
-        return layer.module.apply(
+        out = layer.module.apply(
             assembled.variables,
             *args,
             rngs=default_rngs() if rngs is None else rngs,
@@ -364,6 +364,12 @@ def run(
             mutable=mutable,
             **kwargs,
         )
+    # Counters advance here, outside Flax's call: a mock dispatched inside a lifted body must
+    # not write penzai state from inside that body's trace.
+    for m in mocks:
+        if id(m) in dispatcher.dispatched and isinstance(m.counter, pz.StateVariable):
+            m.counter.value = counts[id(m)] + 1
+    return out
 
 
 def iter_layers(tree: Any) -> Iterator[tuple[tuple[CallKey, ...], Any]]:

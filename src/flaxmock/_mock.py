@@ -118,8 +118,54 @@ class MockLayer(pz.nn.Layer):
 
     @property
     def call_args_list(self) -> list[Any]:
-        """The input specs ``(args, kwargs)`` of the latest calls (eager calls, and traces)."""
+        """The input specs ``(args, kwargs)`` of the latest calls.
+
+        Records are taken when the mock runs in Python: each eager call, and each *trace*
+        under ``jax.jit`` (a cached trace records nothing; a scan body is traced twice). The
+        history keeps the latest ``CALL_HISTORY_SIZE`` calls.
+        """
         return list(self.info.call_args_list)
+
+    def assert_called(self) -> None:
+        """Raises ``AssertionError`` unless the mock was called at least once."""
+        if self.call_count == 0:
+            raise AssertionError(f"Expected {self.path_str}.{self.method_name} to be called.")
+
+    def assert_not_called(self) -> None:
+        """Raises ``AssertionError`` if the mock was called."""
+        if self.call_count != 0:
+            raise AssertionError(
+                f"Expected {self.path_str}.{self.method_name} not to be called; called "
+                f"{self.call_count} times."
+            )
+
+    def assert_called_once(self) -> None:
+        """Raises ``AssertionError`` unless the mock was called exactly once."""
+        if self.call_count != 1:
+            raise AssertionError(
+                f"Expected {self.path_str}.{self.method_name} to be called once; called "
+                f"{self.call_count} times."
+            )
+
+    def assert_called_with(self, *args: Any, **kwargs: Any) -> None:
+        """Raises ``AssertionError`` unless the latest call's input specs equal these.
+
+        Arguments are compared by their specs (shape, dtype; Python values by equality).
+        """
+        expected = _specs.signature_of(_specs.specs_of((args, kwargs)))
+        history = self.info.call_args_list
+        actual = _specs.signature_of(history[-1]) if history else None
+        if actual != expected:
+            got = history[-1] if history else "no call"
+            raise AssertionError(
+                f"{self.path_str}.{self.method_name}: expected a call with "
+                f"{_specs.specs_of((args, kwargs))!r}, latest was {got!r}."
+            )
+
+    def assert_called_once_with(self, *args: Any, **kwargs: Any) -> None:
+        """``assert_called_once`` and ``assert_called_with`` together."""
+        self.assert_called_once()
+        self.assert_called_with(*args, **kwargs)
 
     def output_spec(self, args_and_kwargs: ArgsAndKwargs) -> tuple[Any, tuple]:
         """The output and sown specs for these arguments, inferred at most once per signature.

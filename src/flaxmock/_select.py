@@ -7,6 +7,7 @@ matched against ``path.method`` (``"embed.attend"``), so one method of a module 
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,13 +36,15 @@ def predicate(where: Where) -> Callable[[Any], bool]:
         cls = where
         return lambda layer: isinstance(getattr(layer, "module", None), cls)
     if isinstance(where, str):
-        pattern = where
+        # ``*`` matches across ``/``; a leading ``**/`` also matches at the top level.
+        patterns = [where] + ([where[3:]] if where.startswith("**/") else [])
 
         def by_glob(layer: Any) -> bool:
             path = layer_path(layer)
             method = getattr(layer, "method_name", "")
-            return fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(
-                f"{path}.{method}", pattern
+            return any(
+                fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(f"{path}.{method}", p)
+                for p in patterns
             )
 
         return by_glob
@@ -54,6 +57,32 @@ def predicate(where: Where) -> Callable[[Any], bool]:
         f"where must be a Flax module class, a glob string, a predicate or a list of these; got "
         f"{type(where).__name__}: {where!r:.80}."
     )
+
+
+def selector(where: Where) -> Callable[[Any], bool]:
+    """A predicate for ``pz.select(tree).at_subtrees_where(...)`` that reaches nested calls.
+
+    penzai's ``pz.select(tree).at_instances_of(InterceptedFlaxModuleMethod)`` selects only the
+    outermost instance, the root, so a ``.where(...)`` after it selects nothing. Putting the
+    whole condition in one ``at_subtrees_where`` predicate, as this one does, reaches any depth.
+
+    Args:
+      where: As for :func:`flaxmock.mock`.
+
+    Returns:
+      A predicate over tree nodes, true for the converted layers ``where`` names.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
+      >>> from penzai import pz
+      >>> tree = flaxmock.unflaxify(nn.Sequential([nn.Dense(2), nn.Dense(2)]), jnp.ones((1, 2)))
+      >>> pz.select(tree).at_subtrees_where(flaxmock.selector(nn.Dense)).count()
+      2
+    """
+    from flaxmock import _layer
+
+    pred = predicate(where)
+    return lambda node: isinstance(node, _layer.FlaxCallLayer) and pred(node)
 
 
 def layer_path(layer: Any) -> str:
@@ -79,15 +108,25 @@ def select_layers(tree: Any, where: Where, kinds: tuple[type, ...]) -> pz.Select
     if selection.count() == 0:
         from flaxmock import _layer
 
-        available = sorted(
-            {
-                f"{layer_path(layer) or '<root>'}.{getattr(layer, 'method_name', '?')} "
-                f"({type(getattr(layer, 'module', None)).__name__})"
-                for _, layer in _layer.iter_layers(tree)
-                if isinstance(layer, kinds)
-            }
+        available = {
+            f"{layer_path(layer) or '<root>'}.{getattr(layer, 'method_name', '?')}": (
+                type(getattr(layer, "module", None)).__name__
+            )
+            for _, layer in _layer.iter_layers(tree)
+            if isinstance(layer, kinds)
+        }
+        # The closest paths first (when ``where`` is a glob), then the rest in order.
+        close = []
+        if isinstance(where, str):
+            bare = {p.rsplit(".", 1)[0]: p for p in available}
+            for match in difflib.get_close_matches(where, list(bare) + list(available), 10, 0.3):
+                entry = bare.get(match, match)
+                if entry not in close:
+                    close.append(entry)
+        ordered = close + [p for p in sorted(available) if p not in close]
+        shown = "\n  ".join(f"{p} ({available[p]})" for p in ordered[:30]) + (
+            "\n  ..." if len(ordered) > 30 else ""
         )
-        shown = "\n  ".join(available[:30]) + ("\n  ..." if len(available) > 30 else "")
         raise _errors.SelectNothingError(
             f"where={where!r} matched no layer. The layers that can be selected are:\n  {shown}\n"
             "Fix: use one of these paths (globs like 'blocks_*/attn' or 'embed.attend' work), "

@@ -69,7 +69,7 @@ class Signature:
 def signature_of(tree: Any) -> Signature | None:
     """Returns the :class:`Signature` of ``tree``, or ``None`` if a static leaf is unhashable."""
     leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_spec)
-    out = []
+    out: list[tuple[Any, ...]] = []
     for leaf in leaves:
         if is_array(leaf):
             out.append(
@@ -88,20 +88,3 @@ def signature_of(tree: Any) -> Signature | None:
                 return None
             out.append(("static", type(leaf), leaf))
     return Signature(treedef, tuple(out))
-
-
-class Static:
-    """Holds a value as a static pytree field compared by identity.
-
-    penzai puts static fields in the treedef, which ``jax.jit`` hashes and compares. Records
-    (pytrees of specs, dicts) are neither hashable nor cheap to compare, so they are wrapped in a
-    holder whose identity is its equality.
-    """
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any):
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"Static({type(self.value).__name__})"
