@@ -1,0 +1,51 @@
+# Developer entry points. `make test` runs the same checks as CI (.ci/run), failing fast.
+
+PY := .venv/bin/python
+STAMP := .venv/.installed
+LINT_PATHS := src tests tutorials bench docs/conf.py
+
+# Tests and tutorials run on CPU; never grab all accelerator memory up front.
+export JAX_PLATFORMS ?= cpu
+export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
+export MPLBACKEND ?= Agg
+
+.PHONY: venv demo lint typecheck pytest docs test format clean
+
+venv: $(STAMP)
+
+# The stamp depends on pyproject.toml so that editing dependencies reinstalls.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+demo: venv
+	$(PY) -m flaxmock demo
+
+lint: venv
+	$(PY) -m ruff format --check $(LINT_PATHS)
+	$(PY) -m ruff check $(LINT_PATHS)
+
+typecheck: venv
+	$(PY) -m mypy
+
+pytest: venv
+	$(PY) -m pytest -p no:cacheprovider --durations=10
+
+docs: venv
+	$(PY) -m sphinx -b html -W --keep-going -n docs docs/_build/html
+
+test: venv
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory typecheck
+	$(MAKE) --no-print-directory pytest
+	$(MAKE) --no-print-directory docs
+
+format: venv
+	$(PY) -m ruff format $(LINT_PATHS)
+	$(PY) -m ruff check --fix $(LINT_PATHS)
+
+clean:
+	rm -rf docs/_build docs/tutorials build dist .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -not -path './.venv/*' -prune -exec rm -rf {} +
