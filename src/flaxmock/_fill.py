@@ -272,9 +272,16 @@ def check_fillable(specs: Any, fill: Fill = None, *, where: str = "") -> None:
     if callable(fill):
         key = jax.random.key(0)
         for _, leaf in leaves:
-            if _is_spec(leaf):
-                # Abstract evaluation runs the callable's checks without computing anything.
-                jax.eval_shape(lambda k, leaf=leaf: fill_array(k, leaf, fill, where=where), key)
+            # The callable takes responsibility for dtypes the rules do not cover; those cannot
+            # be traced, so only the others are checked.
+            if _is_spec(leaf) and _is_supported(leaf.dtype):
+                try:
+                    # Abstract evaluation runs the result check without computing anything.
+                    jax.eval_shape(lambda k, leaf=leaf: fill_array(k, leaf, fill, where=where), key)
+                except jax.errors.JAXTypeError:
+                    # A callable that needs concrete values (NumPy on the key) can still work
+                    # in an eager call; it is checked there.
+                    pass
         return
     problems = [
         (jax.tree_util.keystr(path), leaf.dtype)
