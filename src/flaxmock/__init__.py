@@ -15,6 +15,7 @@ from flaxmock._errors import AbstractParameterError as AbstractParameterError
 from flaxmock._errors import BindVariablesError as BindVariablesError
 from flaxmock._errors import CallStructureError as CallStructureError
 from flaxmock._errors import ConvertError as ConvertError
+from flaxmock._errors import FillError as FillError
 from flaxmock._errors import FlaxmockError as FlaxmockError
 from flaxmock._errors import InvalidSelectorError as InvalidSelectorError
 from flaxmock._errors import MockerAttributeError as MockerAttributeError
@@ -44,6 +45,7 @@ __all__ = [
     "CallInfo",
     "CallStructureError",
     "ConvertError",
+    "FillError",
     "FlaxCallLayer",
     "FlaxmockError",
     "InterceptedFlaxModuleMethod",

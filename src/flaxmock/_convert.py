@@ -67,7 +67,7 @@ def unflaxify(
 
     Args:
       module: The (unbound) Flax linen module.
-      *args: Positional arguments of the call: arrays or ``jax.ShapeDtypeStruct``s (nothing is
+      *args: Positional arguments of the call: arrays or ``jax.ShapeDtypeStruct`` specs (nothing is
         computed), or Python values, which stay static.
       variables: The module's variables. ``None`` (the default) makes every variable abstract
         (a ``jax.ShapeDtypeStruct`` from ``jax.eval_shape`` of ``module.init``): nothing is

@@ -271,6 +271,40 @@ class MockLayer(pz.nn.Layer):
     def treescope_color(self) -> str:
         return formatting_util.color_from_string("MockLayer")
 
+    def summary_line(self) -> str:
+        """One line: the mocked module type, its call path and the recorded output spec."""
+        from flaxmock import _table
+
+        return (
+            f"mock of {type(self.module).__name__} at {self.path_str}.{self.method_name} "
+            f"-> {_table.describe_specs(self.info.out_spec)}"
+        )
+
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        # penzai's struct rendering, with the mock's one-line summary as the first line's
+        # annotation and the node collapsed, so mocks stand out in a large tree.
+        from penzai.core._treescope_handlers import struct_handler
+        from treescope import rendering_parts
+
+        fields = dataclasses.fields(self)
+        return rendering_parts.build_foldable_tree_node_from_children(
+            prefix=struct_handler.render_struct_constructor(self),
+            children=rendering_parts.build_field_children(
+                self,
+                path,
+                subtree_renderer,
+                fields_or_attribute_names=fields,
+                attr_style_fn=struct_handler.struct_attr_style_fn_for_fields(fields),
+            ),
+            suffix=")",
+            path=path,
+            background_color=self.treescope_color(),
+            first_line_annotation=rendering_parts.comment_color(
+                rendering_parts.text(f"  # {self.summary_line()}")
+            ),
+            expand_state=rendering_parts.ExpandState.COLLAPSED,
+        )
+
 
 def mock_layer(
     layer: Any,
@@ -347,7 +381,7 @@ def mock(
     out: Any = None,
     vmap_axis_name: str | None = None,
 ) -> Any:
-    """Replaces the layers ``where`` selects by :class:`MockLayer`\\ s.
+    """Replaces the layers ``where`` selects by mocks (:class:`MockLayer`).
 
     Each mock returns random arrays with exactly the structure, shapes and dtypes of the real
     call's output (non-array leaves as the real call returns them), and writes random values
