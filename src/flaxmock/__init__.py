@@ -35,6 +35,9 @@ from flaxmock._mock import unmock as unmock
 from flaxmock._mocker import MockedModule as MockedModule
 from flaxmock._mocker import Mocker as Mocker
 from flaxmock._select import selector as selector
+from flaxmock._summary import summary as summary
+from flaxmock._table import CallRow as CallRow
+from flaxmock._table import Summary as Summary
 
 __version__ = "0.1.0"
 
@@ -43,6 +46,7 @@ __all__ = [
     "ArgsAndKwargs",
     "BindVariablesError",
     "CallInfo",
+    "CallRow",
     "CallStructureError",
     "ConvertError",
     "FillError",
@@ -57,6 +61,7 @@ __all__ = [
     "Mocker",
     "SelectNothingError",
     "ShapeInferenceError",
+    "Summary",
     "UnsupportedDtypeError",
     "bind",
     "call",
@@ -66,6 +71,7 @@ __all__ = [
     "materialize",
     "mock",
     "selector",
+    "summary",
     "unflaxify",
     "unmock",
 ]

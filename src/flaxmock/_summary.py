@@ -44,11 +44,23 @@ def _owned(layer: Any, seen: set[Any]) -> tuple[int, int]:
     return count, nbytes
 
 
+def _transform_note(info: Any) -> str:
+    """``scan/remat x80`` for the body of lifted transforms, ``nested apply`` for those."""
+    if info.detached and info.scope_path and not info.transforms:
+        return "nested apply"
+    if not info.transforms:
+        return ""
+    steps = f" x{info.steps}" if info.steps else ""
+    return "/".join(info.transforms) + steps
+
+
 def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
     """Lists every call of a converted tree in call order, with shapes and parameter sizes.
 
     Everything comes from what the converter recorded and from abstract values: nothing is
-    computed or allocated, so it works on a 70-billion-parameter model on a laptop.
+    computed or allocated, so it works on a 70-billion-parameter model on a laptop. The body of
+    a lifted transform is listed once, with per-step shapes, its transforms and its number of
+    steps in the note (``scan/remat x80``); its parameters are counted stacked.
 
     Args:
       tree: A tree from :func:`flaxmock.unflaxify`, possibly with mocks.
@@ -76,11 +88,12 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
         out_spec = getattr(info, "out_spec", None)
         if isinstance(layer, _layer.FlaxCallLayer):
             count, nbytes = _owned(layer, seen)
+            note = _transform_note(info)
         else:
             count = nbytes = 0
             original = getattr(info, "original", None)
             if original is not None:
-                note = "mocked"
+                note = " ".join(filter(None, ["mocked", _transform_note(original.info)]))
                 in_spec = original.info.in_spec
                 out_spec = original.info.out_spec
             else:
