@@ -71,7 +71,8 @@ def eval_shape(fun: Any, *args: Any, **kwargs: Any) -> Any:
 
     Args:
       fun: The function to evaluate.
-      *args: Its positional arguments (trees, arrays, ``jax.ShapeDtypeStruct`` specs, Python values).
+      *args: Its positional arguments (trees, arrays, ``jax.ShapeDtypeStruct`` specs, Python
+        values).
       **kwargs: Its keyword arguments.
 
     Returns:
