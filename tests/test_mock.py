@@ -356,3 +356,32 @@ def test_mock_not_reached_is_not_counted():
     mocked = flaxmock.materialize(flaxmock.mock(tree, "a"), jax.random.key(0))
     flaxmock.call(mocked, X, use_b=False)
     mocked.submodule_calls[(0, "a.__call__")].assert_called_once()
+
+
+def test_unhashable_static_argument_is_reported(tree):
+    class Takes(nn.Module):
+        @nn.compact
+        def __call__(self, x, options):
+            return nn.Dense(2)(x) * len(options)
+
+    class Opts(list):
+        __hash__ = None  # type: ignore[assignment]
+
+    self = flaxmock.Mocker()
+    self.m = Takes()
+    with pytest.raises(flaxmock.InvalidArgumentError, match=r"\['options'\]: Opts are neither"):
+        self.m(X, options=Opts.__new__(Opts))
+
+
+def test_real_layer_errors_name_their_path():
+    class Outer(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2, name="proj")(x)
+
+    x = jnp.ones((1, 3))
+    variables = Outer().init(jax.random.key(0), x)
+    tree = flaxmock.unflaxify(Outer(), x, variables=variables)
+    with pytest.raises(flax.errors.ScopeParamShapeError) as info:
+        flaxmock.call(tree, jnp.ones((1, 5)))
+    assert "flaxmock: raised in proj.__call__" in info.value.__notes__

@@ -17,6 +17,7 @@ from flaxmock._errors import CallStructureError as CallStructureError
 from flaxmock._errors import ConvertError as ConvertError
 from flaxmock._errors import FillError as FillError
 from flaxmock._errors import FlaxmockError as FlaxmockError
+from flaxmock._errors import InvalidArgumentError as InvalidArgumentError
 from flaxmock._errors import InvalidSelectorError as InvalidSelectorError
 from flaxmock._errors import MockerAttributeError as MockerAttributeError
 from flaxmock._errors import SelectNothingError as SelectNothingError
@@ -53,6 +54,7 @@ __all__ = [
     "FlaxCallLayer",
     "FlaxmockError",
     "InterceptedFlaxModuleMethod",
+    "InvalidArgumentError",
     "InvalidSelectorError",
     "MockInfo",
     "MockerAttributeError",

@@ -56,3 +56,7 @@ class MockerAttributeError(FlaxmockError, AttributeError):
 
 class FillError(FlaxmockError, ValueError):
     """A fill policy is unknown, or a fill callable returned an array not matching its spec."""
+
+
+class InvalidArgumentError(FlaxmockError, TypeError):
+    """A call argument is neither an array nor a hashable (static) Python value."""

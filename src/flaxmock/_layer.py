@@ -283,7 +283,11 @@ class Dispatcher:
                 "*args, **kwargs)."
             )
         if isinstance(node, FlaxCallLayer):
-            return self.walk.call_child(context.module, node, next_fun, args, kwargs, kind=kind)
+            try:
+                return self.walk.call_child(context.module, node, next_fun, args, kwargs, kind=kind)
+            except Exception as e:
+                note_error(e, f"{node.path_str}.{node.method_name}")
+                raise
         emit = getattr(node, "emit", None)
         call_args = ArgsAndKwargs(args=tuple(args), kwargs=dict(kwargs))
         if emit is None:
@@ -298,6 +302,12 @@ class Dispatcher:
         )
         write_sown(context.module, sown)
         return out
+
+
+def note_error(error: BaseException, where: str) -> None:
+    """Names the innermost call an error was raised in (once), keeping its type and message."""
+    if not any(n.startswith("flaxmock: raised in") for n in getattr(error, "__notes__", ())):
+        error.add_note(f"flaxmock: raised in {where}")
 
 
 def write_sown(module: nn.Module, sown: list[tuple[_record.SownEntry, Any]]) -> None:

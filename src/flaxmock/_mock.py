@@ -171,6 +171,7 @@ class MockLayer(pz.nn.Layer):
         """The output and sown specs for these arguments, inferred at most once per signature.
 
         Raises:
+          InvalidArgumentError: a non-array argument cannot be hashed (so cannot be static).
           ShapeInferenceError: the output shape depends on values (``jnp.nonzero`` without
             ``size=``), so ``jax.eval_shape`` cannot infer it.
         """
@@ -179,16 +180,24 @@ class MockLayer(pz.nn.Layer):
             return info.out, info.sown
         spec_in = _specs.specs_of((args_and_kwargs.args, args_and_kwargs.kwargs))
         sig = _specs.signature_of(spec_in)
-        if sig is not None and sig == info.in_signature:
+        if sig is None:
+            bad = _specs.unhashable_leaves(spec_in)
+            raise _errors.InvalidArgumentError(
+                f"{self.path_str}.{self.method_name}: the arguments {', '.join(bad)} are neither "
+                "arrays nor hashable Python values, so they cannot be static arguments, and "
+                "the mock cannot tell which output shape they lead to. Fix: pass them as "
+                "arrays, as a pytree of arrays, or as hashable values (a tuple instead of a "
+                "list, a frozen dataclass instead of a dict-like object)."
+            )
+        if sig == info.in_signature:
             return info.out_spec, info.sown
-        if sig is not None and sig in info.cache:
+        if sig in info.cache:
             info.cache.move_to_end(sig)
             return info.cache[sig]
         result = self._infer(spec_in)
-        if sig is not None:
-            info.cache[sig] = result
-            while len(info.cache) > SPEC_CACHE_SIZE:
-                info.cache.popitem(last=False)
+        info.cache[sig] = result
+        while len(info.cache) > SPEC_CACHE_SIZE:
+            info.cache.popitem(last=False)
         return result
 
     def _infer(self, spec_in: Any) -> tuple[Any, tuple]:

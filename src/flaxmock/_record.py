@@ -175,9 +175,8 @@ class Recorder:
             out = self.walk.call_child(module, record, next_fun, args, kwargs, kind=kind)
         except Exception as e:
             where = f"{record.path_str or '<root>'}.{record.method_name}"
-            note = f"flaxmock: raised in {where}"
-            if note not in getattr(e, "__notes__", ()):
-                e.add_note(note)
+            if not any(n.startswith("flaxmock: raised in") for n in getattr(e, "__notes__", ())):
+                e.add_note(f"flaxmock: raised in {where}")
                 if isinstance(e, jax.errors.ConcretizationTypeError):
                     e.add_note(
                         f"flaxmock: the output shape of {where} depends on input values, which "

@@ -72,15 +72,8 @@ def signature_of(tree: Any) -> Signature | None:
     out: list[tuple[Any, ...]] = []
     for leaf in leaves:
         if is_array(leaf):
-            out.append(
-                (
-                    "array",
-                    tuple(np.shape(leaf)),
-                    np.dtype(leaf.dtype).str
-                    if not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
-                    else str(leaf.dtype),
-                )
-            )
+            # The dtype's name, not its NumPy code: bfloat16 and the float8 types share codes.
+            out.append(("array", tuple(np.shape(leaf)), str(leaf.dtype)))
         else:
             try:
                 hash(leaf)
@@ -88,3 +81,16 @@ def signature_of(tree: Any) -> Signature | None:
                 return None
             out.append(("static", type(leaf), leaf))
     return Signature(treedef, tuple(out))
+
+
+def unhashable_leaves(tree: Any) -> list[str]:
+    """Paths and types of the non-array leaves of ``tree`` that cannot be hashed."""
+    found = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_spec)[0]:
+        if is_array(leaf):
+            continue
+        try:
+            hash(leaf)
+        except TypeError:
+            found.append(f"{jax.tree_util.keystr(path)}: {type(leaf).__name__}")
+    return found
