@@ -214,3 +214,21 @@ def test_other_python_path_is_reported():
     tree = flaxmock.unflaxify(Branchy(), x, variables=variables)
     with pytest.raises(flaxmock.CallStructureError, match=r"was not seen when the tree"):
         flaxmock.call(tree, x, deep=True)
+
+
+def test_eval_shape_keeps_python_outputs():
+    import flax.linen as nn
+
+    class Talky(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return {"y": nn.Dense(2)(x), "n": 3, "tag": "ok", "none": None}
+
+    tree = flaxmock.unflaxify(Talky(), jnp.ones((1, 3)))
+    out = flaxmock.eval_shape(flaxmock.call, tree, jnp.ones((4, 3)))
+    assert out == {
+        "y": jax.ShapeDtypeStruct((4, 2), jnp.float32),
+        "n": 3,
+        "tag": "ok",
+        "none": None,
+    }

@@ -67,7 +67,8 @@ def eval_shape(fun: Any, *args: Any, **kwargs: Any) -> Any:
     """``jax.eval_shape`` for functions of converted trees, mocks included.
 
     Like ``jax.eval_shape``, but penzai state (the mocks' call counters) may appear in the
-    arguments, and Python values in the arguments stay static. State is not advanced.
+    arguments, Python values in the arguments stay static, and Python values in the output
+    (``None``, ints, strings) come back as they are. State is not advanced.
 
     Args:
       fun: The function to evaluate.
@@ -86,11 +87,17 @@ def eval_shape(fun: Any, *args: Any, **kwargs: Any) -> Any:
     """
     (args, kwargs), state = pz.unbind_state_vars((args, kwargs), freeze=True)
     arrays, rebuild = _specs.partition((args, kwargs))
+    # ``jax.eval_shape`` turns a returned Python int into a weak int32 array and fails on a
+    # str: only the output's arrays cross it; the rest is captured and put back.
+    rebuild_out: list[Any] = []
 
     def run(arrays: list[Any], state: list[Any]) -> Any:
         a, kw = rebuild(arrays)
         live = [s.unfreeze_as_copy() for s in state]
         a, kw = pz.bind_variables((a, kw), live)
-        return fun(*a, **kw)
+        out_arrays, rebuild_output = _specs.partition(fun(*a, **kw))
+        rebuild_out.append(rebuild_output)
+        return out_arrays
 
-    return jax.eval_shape(run, arrays, list(state))
+    out_specs = jax.eval_shape(run, arrays, list(state))
+    return rebuild_out[0](out_specs)
