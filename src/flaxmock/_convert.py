@@ -129,10 +129,8 @@ def build(
     owned: dict[Path, dict[str, dict[str, Any]]] = {}
     flat = _flatten_variables(variables)
     for (col, path), value in flat.items():
-        owner = max(
-            (p for p in called if path[: len(p)] == p and len(p) < len(path)),
-            key=len,
-        )
+        # The longest called prefix: walk up from the variable's parent path.
+        owner = next(path[:k] for k in range(len(path) - 1, -1, -1) if path[:k] in called)
         name = "/".join(path[len(owner) :])
         owned.setdefault(owner, {}).setdefault(col, {})[name] = value
 
