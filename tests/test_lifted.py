@@ -184,3 +184,66 @@ def test_mock_inside_scan_under_variable_jit(variables):
         second = step(mocked, X)
     assert first[0].shape == (2, 2)
     assert not np.array_equal(first[2], second[2])
+
+
+class DecoderBlock(nn.Module):
+    """A Llama-sized decoder block (projections only: the shapes, not the maths, matter)."""
+
+    dim: int
+    ffn: int
+    heads: int
+    kv_heads: int
+
+    @nn.compact
+    def __call__(self, h, _):
+        head_dim = self.dim // self.heads
+        x = nn.RMSNorm(name="attn_norm")(h)
+        q = nn.DenseGeneral((self.heads, head_dim), use_bias=False, name="q")(x)
+        k = nn.DenseGeneral((self.kv_heads, head_dim), use_bias=False, name="k")(x)
+        v = nn.DenseGeneral((self.kv_heads, head_dim), use_bias=False, name="v")(x)
+        k = jnp.repeat(k, self.heads // self.kv_heads, axis=2)
+        v = jnp.repeat(v, self.heads // self.kv_heads, axis=2)
+        w = jax.nn.softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k) / head_dim**0.5, axis=-1)
+        a = jnp.einsum("bhqk,bkhd->bqhd", w, v)
+        h = h + nn.DenseGeneral(self.dim, axis=(-2, -1), use_bias=False, name="o")(a)
+        x = nn.RMSNorm(name="mlp_norm")(h)
+        gate = nn.Dense(self.ffn, use_bias=False, name="gate")(x)
+        up = nn.Dense(self.ffn, use_bias=False, name="up")(x)
+        return h + nn.Dense(self.dim, use_bias=False, name="down")(jax.nn.silu(gate) * up), None
+
+
+class ScannedLM(nn.Module):
+    layers: int = 80
+    dim: int = 4096
+    ffn: int = 14336
+    heads: int = 32
+    kv_heads: int = 8
+    vocab: int = 128256
+
+    @nn.compact
+    def __call__(self, tokens):
+        h = nn.Embed(self.vocab, self.dim, jnp.float32, jnp.bfloat16, name="embed")(tokens)
+        blocks = nn.scan(
+            nn.remat(DecoderBlock),
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            length=self.layers,
+        )
+        h, _ = blocks(self.dim, self.ffn, self.heads, self.kv_heads, name="blocks")(h, None)
+        return nn.Dense(self.vocab, use_bias=False, name="lm_head")(nn.RMSNorm(name="norm")(h))
+
+
+def test_mock_inside_scanned_remat_80_layer_8b_model_abstract():
+    tokens = jax.ShapeDtypeStruct((1, 16), jnp.int32)
+    model = ScannedLM()
+    tree = flaxmock.unflaxify(model, tokens)
+    table = flaxmock.summary(tree)
+    notes = {r.path: r.note for r in table.rows}
+    assert notes["blocks"] == "scan/remat x80"
+    assert table.total_params > 18_000_000_000  # 80 layers at 8B width, never allocated
+    mocked = flaxmock.mock(tree, "blocks/o")
+    assert isinstance(layer_at(mocked, "blocks/o"), flaxmock.MockLayer)
+    out = flaxmock.eval_shape(flaxmock.call, mocked, tokens)
+    variables = jax.eval_shape(lambda k: model.init(k, tokens), jax.random.key(0))
+    ref = jax.eval_shape(model.apply, variables, tokens)
+    assert (out.shape, out.dtype) == (ref.shape, ref.dtype) == ((1, 16, 128256), jnp.float32)
