@@ -1,0 +1,213 @@
+# %% [markdown]
+# # Writing plot code without a checkpoint: `flaxmock.Mocker`
+#
+# Research models often carry a `plot()` or analysis function that reads what the model sows
+# (attention maps, routing scores) from a training run. Developing it usually means waiting for
+# a run, or loading a checkpoint. `flaxmock.Mocker` is a stand-in `self`: assign Flax modules to
+# it, and calling them gives random arrays with the real shapes, computed through the modules'
+# own code with abstract parameters; `.intermediates(...)` gives random sown values in exactly
+# the structure a real run returns.
+#
+# **What you will learn**
+#
+# - develop a model's `plot(intermediates)` function against `Mocker().block.intermediates(...)`;
+# - check that the same function runs on a real run's intermediates, of the same structure;
+# - call mocked modules, make mocked parameters with `Mocker.param`;
+# - read a mocked module's call records (`call_count`, `call_args_list`) and its `repr`.
+
+# %%
+import importlib.util
+import tempfile
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+import flaxmock
+
+# matplotlib is optional (`pip install flaxmock[plot]`); without it, the plot steps are skipped.
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+if HAS_MATPLOTLIB:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+# %% [markdown]
+# ## A block that sows what we want to plot
+#
+# `ThoughtBlock` is a small attention block. It sows its attention weights and the cumulative
+# attention each position received into a `plots` collection, and the norm of its attention
+# output into `intermediates`. Its static `plot` method turns those collections into figures,
+# keyed by name, as a trainer's logging hook would call it.
+
+
+# %%
+class ThoughtBlock(nn.Module):
+    num_heads: int = 4
+
+    @nn.compact
+    def __call__(self, x):
+        b, t, d = x.shape
+        heads = (self.num_heads, d // self.num_heads)
+        q = nn.DenseGeneral(heads, name="q")(x)
+        k = nn.DenseGeneral(heads, name="k")(x)
+        v = nn.DenseGeneral(heads, name="v")(x)
+        weights = nn.dot_product_attention_weights(q, k)  # [batch, heads, query, key]
+        self.sow("plots", "attn_weights", weights)
+        received = weights.mean(axis=1).sum(axis=-2)  # attention each key position received
+        self.sow("plots", "new_cumulative_scores", jnp.cumsum(received, axis=-1))
+        h = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, d)
+        self.sow("intermediates", "h_norm", jnp.linalg.norm(h, axis=-1))
+        return x + nn.Dense(d, name="out")(h)
+
+    @staticmethod
+    def plot(intermediates):
+        """Figures from the sown values of one call, keyed by name."""
+        plots = intermediates["plots"]
+        weights = plots["attn_weights"][0]  # sow appends to a tuple: take the first call
+        scores = plots["new_cumulative_scores"][0]
+        h_norm = intermediates["intermediates"]["h_norm"][0]
+        figs = {}
+        fig, axes = plt.subplots(1, weights.shape[1], figsize=(3 * weights.shape[1], 3))
+        for head, ax in enumerate(axes):
+            ax.imshow(weights[0, head], cmap="viridis")
+            ax.set_title(f"head {head}")
+        fig.tight_layout()
+        figs["analysis/attn_maps"] = fig
+        fig, ax = plt.subplots(figsize=(4, 3))
+        ax.plot(scores[0], label="cumulative attention received")
+        ax.plot(h_norm[0], label="|h|")
+        ax.set_xlabel("position")
+        ax.legend()
+        fig.tight_layout()
+        figs["analysis/cum_scores"] = fig
+        return figs
+
+
+# %% [markdown]
+# ## Random intermediates of the real structure
+#
+# Assign the block to a `Mocker` and ask for its intermediates. No parameter is allocated: the
+# block's code runs once abstractly to learn the shapes, then random values fill them. The
+# result has Flax's own structure, tuples from `sow` included.
+
+# %%
+self = flaxmock.Mocker(seed=0)
+self.block = ThoughtBlock()
+fake = self.block.intermediates(jnp.zeros((1, 16, 64)))
+print(jax.tree.map(lambda a: a.shape, fake))
+assert fake["plots"]["new_cumulative_scores"][0].shape == (1, 16)
+assert fake["plots"]["attn_weights"][0].shape == (1, 4, 16, 16)
+
+# %% [markdown]
+# ## Develop `plot()` against them
+#
+# The plot function gets exactly what it would get from a real run. The figures are written to a
+# temporary directory here; in your own session, `figs[...].savefig("debug.pdf")`.
+
+# %%
+out_dir = Path(tempfile.mkdtemp(prefix="flaxmock_plots_"))
+if HAS_MATPLOTLIB:
+    figs = ThoughtBlock.plot(fake)
+    for name, fig in figs.items():
+        fig.savefig(out_dir / f"{name.replace('/', '_')}.png")
+        plt.close(fig)
+    written = sorted(p.name for p in out_dir.iterdir())
+    print(written)
+    assert written == ["analysis_attn_maps.png", "analysis_cum_scores.png"]
+
+# %% [markdown]
+# ## The same function on a real run
+#
+# Now a real (small) run: initialise the block, apply it with the sown collections mutable, and
+# hand the result to the same `plot()`. The structures agree leaf for leaf, shapes and dtypes
+# included. (Pass only `params` to `apply`: `init` also returns the `plots` it sowed, and
+# `apply` would append to them.)
+
+# %%
+x = jax.random.normal(jax.random.key(1), (1, 16, 64))
+params = ThoughtBlock().init(jax.random.key(0), x)["params"]
+_, real = ThoughtBlock().apply({"params": params}, x, mutable=["intermediates", "plots"])
+
+assert jax.tree.structure(real) == jax.tree.structure(fake)
+assert jax.tree.map(lambda a: (a.shape, a.dtype), real) == jax.tree.map(
+    lambda a: (a.shape, a.dtype), fake
+)
+if HAS_MATPLOTLIB:
+    for name, fig in ThoughtBlock.plot(real).items():
+        fig.savefig(out_dir / f"real_{name.replace('/', '_')}.png")
+        plt.close(fig)
+    assert (out_dir / "real_analysis_cum_scores.png").exists()
+
+# %% [markdown]
+# A heat map of real attention weights and one of random numbers look different, of course:
+# the mock checks the *plumbing* (keys, tuple nesting, shapes, axes), which is where plot code
+# usually breaks.
+#
+# ## Calling mocked modules
+#
+# Inside analysis code, `self = flaxmock.Mocker()` can replace `self` entirely: modules assigned
+# to it return random arrays of their real output shapes, plain values pass through unchanged.
+# Each module has its own random stream, successive calls differ, and everything is
+# reproducible from the seed.
+
+# %%
+self = flaxmock.Mocker(seed=0)
+self.attn = nn.SelfAttention(num_heads=8)
+self.mlp = nn.Dense(512)
+self.label = "layer 3"  # not a module: stored as is
+
+a = self.attn(jnp.zeros((1, 16, 512)))
+m = self.mlp(a)
+assert a.shape == (1, 16, 512) and m.shape == (1, 16, 512)
+assert not jnp.array_equal(self.attn(jnp.zeros((1, 16, 512))), a)  # a new draw each call
+assert self.label == "layer 3"
+
+replay = flaxmock.Mocker(seed=0)
+replay.attn = nn.SelfAttention(num_heads=8)
+assert jnp.array_equal(replay.attn(jnp.zeros((1, 16, 512))), a)  # same seed, same values
+
+# %% [markdown]
+# Array arguments may also be `jax.ShapeDtypeStruct`s; keyword arguments that are Python values
+# (`deterministic=True`) stay static. The shapes are inferred once per input signature and
+# cached, so repeated calls cost only the random generation.
+
+# %%
+spec = jax.ShapeDtypeStruct((2, 8, 512), jnp.bfloat16)
+assert self.attn(spec, deterministic=True).shape == (2, 8, 512)
+
+# %% [markdown]
+# ## Mocked parameters: `Mocker.param`
+#
+# `self.param(name, init_fn, *args)` is the analogue of `nn.Module.param`: a random array of
+# the shape and dtype `init_fn` would return, stored under `name`. `nn.Partitioned` boxes (from
+# `nn.with_partitioning`) are unwrapped first.
+
+# %%
+w = self.param("w_gate", nn.initializers.lecun_normal(), (512, 8))
+assert w.shape == (512, 8) and self.w_gate is w
+sharded = self.param("w_up", nn.with_partitioning(nn.initializers.zeros, ("embed", "mlp")), (8, 4))
+assert sharded.shape == (8, 4)
+
+# %% [markdown]
+# ## Call records and `repr`
+#
+# Each mocked module counts its calls and keeps the input specs of the latest ones, in
+# `unittest.mock`'s words; its `repr` names the module type, the attribute and the last output
+# spec.
+
+# %%
+print(self.attn)
+print(self.attn.call_args_list[-1])
+assert self.attn.call_count == 3
+assert self.attn.call_args_list[0] == ((jax.ShapeDtypeStruct((1, 16, 512), jnp.float32),), {})
+assert "SelfAttention" in repr(self.attn) and "'attn'" in repr(self.attn)
+
+# %% [markdown]
+# ## Next steps
+#
+# - `tutorials/02_mocks.py`: the engine under `Mocker`: mocks inside a converted model, fill
+#   policies, seeds, `jit`.
+# - `tutorials/03_partial_mocking.py`: run part of a large model for real, mock the rest.
