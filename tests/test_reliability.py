@@ -509,11 +509,6 @@ def test_mock_out_with_unsupported_dtype_fails_at_mock_time():
         flaxmock.mock(tree, "layers_0", out=jax.ShapeDtypeStruct((2,), np.dtype("O")))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a data-dependent root output (unflaxify, Mocker) gets no note pointing "
-    "to out=",
-)
 def test_mocker_data_dependent_shape_points_to_out():
     class Nonzero(nn.Module):
         @nn.compact
@@ -566,13 +561,106 @@ class TwoDense(nn.Module):
         return nn.Dense(4, name="b")(nn.Dense(8, name="a")(x))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: inferring a nested mock's new signature runs under the active "
-    "Dispatcher, which raises CallStructureError",
-)
 def test_nested_mock_infers_a_new_input_shape():
     tree = flaxmock.unflaxify(TwoDense(), jnp.ones((2, 3)))
     mocked = flaxmock.materialize(flaxmock.mock(tree, "a"), jax.random.key(0))
     assert flaxmock.call(mocked, jnp.ones((2, 3))).shape == (2, 4)
     assert flaxmock.call(mocked, jnp.ones((5, 3))).shape == (5, 4)
+
+
+# Long-running use: bounded memory, no tracer leaks.
+
+
+def _long_run(calls: int, shapes: int, every: int) -> flaxmock.MockLayer:
+    """``calls`` calls of a mocked model; every ``every``-th uses one of ``shapes`` new shapes.
+
+    ``fill="zeros"``: a shape seen for the first time makes XLA compile its fill (about 0.1 s
+    for zeros, 0.5 s for normals on CPU), which is JAX's cost, not flaxmock's.
+    """
+    tree = flaxmock.unflaxify(TwoDense(), jax.ShapeDtypeStruct((2, 3), jnp.float32))
+    mocked = flaxmock.mock(tree, "*", fill="zeros")
+    x = np.ones((2, 3), np.float32)
+    pool = [np.ones((n + 3, 3), np.float32) for n in range(shapes)]
+    live = None
+    for i in range(calls):
+        arg = pool[(i // every) % shapes] if i % every == 0 else x
+        out = flaxmock.call(mocked, arg)
+        assert out.shape == (arg.shape[0], 4)
+        assert len(mocked.info.cache) <= flaxmock._mock.SPEC_CACHE_SIZE
+        assert len(mocked.call_args_list) <= flaxmock._mock.CALL_HISTORY_SIZE
+        if i == calls // 4:
+            live = len(jax.live_arrays())
+    assert mocked.call_count == calls
+    assert len(mocked.info.cache) == flaxmock._mock.SPEC_CACHE_SIZE
+    assert len(mocked.call_args_list) == min(calls, flaxmock._mock.CALL_HISTORY_SIZE)
+    # The latest calls are the ones kept.
+    assert mocked.call_args_list[-1][0][0].shape == arg.shape
+    # No array accumulates over the calls: a few (the latest output, counter values) at most.
+    assert len(jax.live_arrays()) <= live + 3
+    return mocked
+
+
+def test_many_calls_with_varying_shapes_keep_memory_bounded():
+    _long_run(calls=1_200, shapes=80, every=4)
+
+
+def opt_in_slow(request) -> None:
+    """Skips unless slow tests were asked for (``pytest -m slow``); the default run skips them."""
+    expr = request.config.getoption("markexpr") or ""
+    if "slow" not in expr or "not slow" in expr:
+        pytest.skip("slow: run with -m slow")
+
+
+@pytest.mark.slow
+def test_ten_thousand_calls_with_varying_shapes_keep_memory_bounded(request):
+    opt_in_slow(request)
+    _long_run(calls=10_000, shapes=200, every=1)
+
+
+def test_jitted_calls_leak_no_tracers():
+    tree = flaxmock.unflaxify(TwoDense(), jax.ShapeDtypeStruct((2, 3), jnp.float32))
+    mocked = flaxmock.materialize(flaxmock.mock(tree, "a"), jax.random.key(0))
+    whole = flaxmock.mock(tree, "*")
+    step = pz.variable_jit(lambda t, x: flaxmock.call(t, x, mutable=True))
+    with jax.checking_leaks():
+        for _ in range(3):
+            assert step(whole, jnp.ones((2, 3)))[0].shape == (2, 4)
+            assert step(mocked, jnp.ones((2, 3)))[0].shape == (2, 4)
+    assert whole.call_count == 3
+    kept = jax.tree.leaves((whole.call_args_list, list(whole.info.cache.values())))
+    assert not any(isinstance(leaf, jax.core.Tracer) for leaf in kept)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: the recorder's Walk keeps the bound root module (tracer variables) "
+    "after its eval_shape trace: unflaxify and shape inference fail jax.checking_leaks",
+)
+@pytest.mark.slow  # jax.checking_leaks's report of a leak takes ~40 s in a full session.
+def test_conversion_and_new_shapes_leak_no_tracers(request):
+    opt_in_slow(request)
+    tree = flaxmock.unflaxify(TwoDense(), jax.ShapeDtypeStruct((2, 3), jnp.float32))
+    whole = flaxmock.mock(tree, "*")
+    step = pz.variable_jit(lambda t, x: flaxmock.call(t, x))
+    with jax.checking_leaks():
+        flaxmock.unflaxify(TwoDense(), jnp.ones((2, 3)))
+        for n in range(1, 70):
+            assert step(whole, jnp.ones((n, 3))).shape == (n, 4)
+    assert len(whole.info.cache) == flaxmock._mock.SPEC_CACHE_SIZE
+    kept = jax.tree.leaves((whole.call_args_list, list(whole.info.cache.values())))
+    assert not any(isinstance(leaf, jax.core.Tracer) for leaf in kept)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: flaxmock.eval_shape keeps the traced output leaves in the closure of "
+    "_specs.partition's rebuild function, which outlives the trace",
+)
+@pytest.mark.slow  # jax.checking_leaks's report of a leak takes ~20 s in a full session.
+def test_eval_shape_leaks_no_tracers(request):
+    opt_in_slow(request)
+    tree = flaxmock.unflaxify(TwoDense(), jax.ShapeDtypeStruct((2, 3), jnp.float32))
+    mocked = flaxmock.mock(tree, "a")
+    with jax.checking_leaks():
+        out = flaxmock.eval_shape(lambda t, x: flaxmock.call(t, x), mocked, jnp.ones((2, 3)))
+    assert out.shape == (2, 4)
