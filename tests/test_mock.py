@@ -385,3 +385,18 @@ def test_real_layer_errors_name_their_path():
     with pytest.raises(flax.errors.ScopeParamShapeError) as info:
         flaxmock.call(tree, jnp.ones((1, 5)))
     assert "flaxmock: raised in proj.__call__" in info.value.__notes__
+
+
+def test_real_layer_reading_a_mocked_modules_variables_is_explained():
+    class Tying(nn.Module):
+        @nn.compact
+        def __call__(self, tokens):
+            embed = nn.Embed(10, 4, name="embed")
+            h = embed(tokens)
+            return h @ embed.variables["params"]["embedding"].T
+
+    tokens = jnp.array([[1, 2]])
+    tree = flaxmock.mock(flaxmock.unflaxify(Tying(), tokens), "embed")
+    with pytest.raises(KeyError) as info:
+        flaxmock.call(tree, tokens)
+    assert any("Mocked calls keep no values (embed.__call__)" in n for n in info.value.__notes__)

@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 from penzai import pz
@@ -238,7 +239,7 @@ def mocks_reachable(root: FlaxCallLayer) -> list[Any]:
 class Dispatcher:
     """The runtime interceptor: native for converted layers, redirected for replaced ones.
 
-    Mocks draw their numbers from their call count read once per run, before Flax starts, folded
+    Mocks draw their numbers from a call count reserved once per run, before Flax starts, folded
     with how often the mock was dispatched in this run and, inside a lifted body, with a key
     from the module's ``params`` stream, which Flax splits per step of ``nn.scan`` and per lane
     of ``nn.vmap`` when ``split_rngs`` asks for it.
@@ -256,6 +257,8 @@ class Dispatcher:
         return jax.random.bits(module.make_rng("params"), dtype=jax.numpy.uint32)
 
     def __call__(self, next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
+        if _walk.is_isolated():
+            return next_fun(*args, **kwargs)
         kind = self.walk.classify(context)
         if kind == _walk.SETUP:
             scope = context.module.scope
@@ -363,22 +366,40 @@ def run(
     assembled = assemble(layer)
     check_concrete(layer, assembled)
     mocks = mocks_reachable(layer)
-    counts = {id(m): m.counter.value for m in mocks}
+    # Each run reserves one count per mock up front (atomically: threads calling one tree draw
+    # for distinct counts) and gives back the counts of mocks it did not reach. Counters are
+    # written here, outside Flax's call: a mock dispatched inside a lifted body must not write
+    # penzai state from inside that body's trace.
+    counts = {id(m): m.reserve_count() for m in mocks}
     dispatcher = Dispatcher(layer, assembled.skip_setup, counts)
-    with nn.intercept_methods(dispatcher):
-        out = layer.module.apply(
-            assembled.variables,
-            *args,
-            rngs=default_rngs() if rngs is None else rngs,
-            method=layer.info.method,
-            mutable=mutable,
-            **kwargs,
-        )
-    # Counters advance here, outside Flax's call: a mock dispatched inside a lifted body must
-    # not write penzai state from inside that body's trace.
+    try:
+        with nn.intercept_methods(dispatcher):
+            out = layer.module.apply(
+                assembled.variables,
+                *args,
+                rngs=default_rngs() if rngs is None else rngs,
+                method=layer.info.method,
+                mutable=mutable,
+                **kwargs,
+            )
+    except (
+        KeyError,
+        flax.errors.ScopeParamNotFoundError,
+        flax.errors.ScopeCollectionNotFound,
+    ) as e:
+        if mocks:
+            paths = sorted({f"{m.path_str}.{m.method_name}" for m in mocks})
+            e.add_note(
+                "flaxmock: a real layer looked up a variable that is not there. Mocked calls "
+                f"keep no values ({', '.join(paths[:6])}{', ...' if len(paths) > 6 else ''}); "
+                "a real layer that reads a mocked module's variables (weight tying: "
+                "`self.embed.variables[...]`, `self.embed.embedding`) fails. Fix: mock that "
+                "layer too, or leave the module it reads un-mocked."
+            )
+        raise
     for m in mocks:
-        if id(m) in dispatcher.dispatched and isinstance(m.counter, pz.StateVariable):
-            m.counter.value = counts[id(m)] + 1
+        if id(m) not in dispatcher.dispatched:
+            m.release_count(counts[id(m)])
     return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
 import zlib
 from typing import Any
 
@@ -25,7 +26,7 @@ from penzai import pz
 from penzai.toolshed.unflaxify import ArgsAndKwargs
 from treescope import formatting_util
 
-from flaxmock import _errors, _fill, _layer, _record, _select, _specs
+from flaxmock import _errors, _fill, _layer, _record, _select, _specs, _walk
 
 #: How many input signatures a mock remembers besides the recorded one (least recently used
 #: ones are dropped). Bounds memory when a mock is called with ever new shapes.
@@ -33,6 +34,10 @@ SPEC_CACHE_SIZE = 64
 
 #: How many calls ``call_args_list`` remembers (the oldest are dropped).
 CALL_HISTORY_SIZE = 1024
+
+# Guards the read-and-advance of every mock's counter, so that threads calling the same tree
+# draw for distinct counts. Held only for that update, never during a call.
+_COUNTER_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -203,14 +208,15 @@ class MockLayer(pz.nn.Layer):
     def _infer(self, spec_in: Any) -> tuple[Any, tuple]:
         args, kwargs = spec_in
         try:
-            root, _ = _record.record(
-                self.module,
-                self.info.variables,
-                tuple(args),
-                dict(kwargs),
-                method=self.info.method,
-                rngs=_layer.default_rngs(),
-            )
+            with _walk.isolated():
+                root, _ = _record.record(
+                    self.module,
+                    self.info.variables,
+                    tuple(args),
+                    dict(kwargs),
+                    method=self.info.method,
+                    rngs=_layer.default_rngs(),
+                )
         except jax.errors.ConcretizationTypeError as e:
             raise _errors.ShapeInferenceError(
                 f"{self.path_str}.{self.method_name}: cannot infer the output shape for inputs "
@@ -226,12 +232,25 @@ class MockLayer(pz.nn.Layer):
             raise
         return root.out_spec, root.sown
 
-    def next_count(self) -> Any:
+    def reserve_count(self) -> Any:
         """Returns the call counter's value and advances it (when it is bound penzai state)."""
-        count = self.counter.value
-        if isinstance(self.counter, pz.StateVariable):
-            self.counter.value = count + 1
-        return count
+        with _COUNTER_LOCK:
+            count = self.counter.value
+            if isinstance(self.counter, pz.StateVariable):
+                self.counter.value = count + 1
+            return count
+
+    def release_count(self, count: Any) -> None:
+        """Gives back a reserved count that was not used, if no later one was taken."""
+        if not isinstance(self.counter, pz.StateVariable):
+            return
+        with _COUNTER_LOCK:
+            current = self.counter.value
+            # Only concrete counts are compared; under a trace the reservation stays.
+            if isinstance(current, jax.core.Tracer) or isinstance(count, jax.core.Tracer):
+                return
+            if int(current) == int(count) + 1:
+                self.counter.value = count
 
     def emit(
         self,
@@ -254,7 +273,7 @@ class MockLayer(pz.nn.Layer):
             _specs.specs_of((args_and_kwargs.args, args_and_kwargs.kwargs))
         )
         if count is None:
-            count = self.next_count()
+            count = self.reserve_count()
         key = jax.random.fold_in(jax.random.key(self.info.seed), _path_hash(self.info.call_path))
         key = jax.random.fold_in(key, count)
         if index:

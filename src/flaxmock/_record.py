@@ -149,7 +149,9 @@ class Recorder:
             base = parent.scope_path + (str(module.name),)
         detached = kind == _walk.NESTED or parent.detached
         record = CallRecord(
-            module=module.clone(),
+            # A deep clone: submodules held as attributes (a shared embedding) are bound in the
+            # trace, and their scopes and setup attributes hold its tracers.
+            module=module.clone(_deep_clone=True),
             method_name=context.method_name,
             scope_path=(base if detached else ()) + tuple(module.scope.path),
             key=key,
@@ -245,9 +247,25 @@ def record(
         # Everything sown anywhere is the root call's sown output.
         before = _flatten_collections(rebuild_vars(var_arrays) if variables is not None else {})
         root.sown = _sown_between(before, _flatten_collections(new_vars))
+        # The walk's frames hold the trace's bound modules, whose scopes hold its tracers.
+        recorder.walk = _walk.Walk(root)
         return new_vars if variables is None else None
 
-    abstract_vars = jax.eval_shape(run, flat_vars, arrays)
+    try:
+        abstract_vars = jax.eval_shape(run, flat_vars, arrays)
+    except jax.errors.ConcretizationTypeError as e:
+        if not any(n.startswith("flaxmock:") for n in getattr(e, "__notes__", ())):
+            name = f"{type(module).__name__}.{method_name_of(method)}"
+            e.add_note(
+                f"flaxmock: the output shape of {name} depends on input values, which an "
+                "abstract trace cannot see. Fix: for a call inside the model, give its output "
+                "spec, flaxmock.unflaxify(model, *args, outs={'path/of/call': "
+                "jax.ShapeDtypeStruct(shape, dtype)}); for a module mocked whole, "
+                "Mocker.mock(name, module, out=jax.ShapeDtypeStruct(shape, dtype))."
+            )
+        raise
+    finally:
+        recorder.walk = _walk.Walk(recorder.root)
     if variables is None:
         variables = {k: v for k, v in abstract_vars.items() if k != "intermediates"}
     return recorder.root, variables

@@ -48,9 +48,11 @@ def partition(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
     leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_spec)
     where = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
     arrays = [leaves[i] for i in where]
+    # The closure keeps only the static leaves: array leaves may be tracers.
+    static = [None if is_array(leaf) else leaf for leaf in leaves]
 
     def combine(new_arrays: list[Any]) -> Any:
-        out = list(leaves)
+        out = list(static)
         for i, a in zip(where, new_arrays, strict=True):
             out[i] = a
         return jax.tree.unflatten(treedef, out)

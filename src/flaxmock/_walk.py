@@ -24,11 +24,37 @@ on which intercepted calls are *submodule calls* and which run inline. The rules
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
 from flax.core import scope as flax_scope
+
+_isolation = threading.local()
+
+
+@contextlib.contextmanager
+def isolated() -> Iterator[None]:
+    """Runs a separate computation (a mock's shape inference) inside a running walk.
+
+    Flax's interceptors stack: an inference started while a converted tree runs would be seen
+    by that run's dispatcher, which would take its calls for the tree's own. Dispatchers pass
+    every call through while this is active (in this thread).
+    """
+    _isolation.depth = getattr(_isolation, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _isolation.depth -= 1
+
+
+def is_isolated() -> bool:
+    """Whether :func:`isolated` is active in this thread."""
+    return getattr(_isolation, "depth", 0) > 0
+
 
 SETUP = "setup"
 INLINE = "inline"
