@@ -631,11 +631,6 @@ def test_jitted_calls_leak_no_tracers():
     assert not any(isinstance(leaf, jax.core.Tracer) for leaf in kept)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: the recorder's Walk keeps the bound root module (tracer variables) "
-    "after its eval_shape trace: unflaxify and shape inference fail jax.checking_leaks",
-)
 @pytest.mark.slow  # jax.checking_leaks's report of a leak takes ~40 s in a full session.
 def test_conversion_and_new_shapes_leak_no_tracers(request):
     opt_in_slow(request)
@@ -651,11 +646,6 @@ def test_conversion_and_new_shapes_leak_no_tracers(request):
     assert not any(isinstance(leaf, jax.core.Tracer) for leaf in kept)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: flaxmock.eval_shape keeps the traced output leaves in the closure of "
-    "_specs.partition's rebuild function, which outlives the trace",
-)
 @pytest.mark.slow  # jax.checking_leaks's report of a leak takes ~20 s in a full session.
 def test_eval_shape_leaks_no_tracers(request):
     opt_in_slow(request)
