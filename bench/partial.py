@@ -1,0 +1,168 @@
+"""Benchmark: memory and time of a partially mocked example model, against its real parameters.
+
+The example Llama model at the 8B preset, converted abstractly; every decoder block but one is
+mocked (selected by a predicate on ``layer.info.scope_path``), the rest (embedding, one block,
+final norm, output head) is given real parameters with ``flaxmock.materialize``, and the tree is
+called on a short sequence. It reports:
+
+- the bytes of the un-mocked parameters (the concrete leaves of the materialized tree), next to
+  the whole model's parameter bytes (``flaxmock.summary``);
+- the peak RSS (``ru_maxrss``) of a fresh process doing all of the above, and of a fresh
+  process that only imports jax and flaxmock and converts the model abstractly (the fixed base);
+- the ratio (peak - base) / un-mocked bytes: the goal is <= 1.3, i.e. the memory a partial run
+  costs is that of the parameters it really uses, never that of the model;
+- the times of convert, mock, materialize and call.
+
+Where the peak exceeds the goal, the usual cause is the random number generator, not the
+mocks: jax's default threefry PRNG on CPU needs several times the output's bytes of scratch
+memory to draw one large parameter (the 8B embedding: ~1 GiB of bf16 values, ~8 GiB of
+scratch). ``--prng rbg`` shows the same run with XLA's RngBitGenerator (other values).
+
+Each measurement runs in its own subprocess, so that peak RSS is that of one job alone. Run:
+``python bench/partial.py`` (``--size tiny`` for a quick check). A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def peak_rss_bytes() -> int:
+    # Linux reports ru_maxrss in KiB.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def worker(size: str, seq_len: int, keep: int, phase: str, prng: str) -> dict:
+    """One measurement, in a fresh process: ``base`` converts only; ``run`` does everything."""
+    times = {}
+    start = time.perf_counter()
+    import jax
+
+    if prng != "default":
+        jax.config.update("jax_default_prng_impl", prng)
+    import jax.numpy as jnp
+    from flaxmock.examples import llama
+
+    import flaxmock
+
+    times["import"] = time.perf_counter() - start
+
+    model = llama.Llama(llama.LlamaConfig.preset(size))
+    tokens = jnp.zeros((1, seq_len), jnp.int32)
+
+    start = time.perf_counter()
+    tree = flaxmock.unflaxify(model, jax.ShapeDtypeStruct(tokens.shape, tokens.dtype))
+    times["convert"] = time.perf_counter() - start
+    result: dict = {"times": times, "model_bytes": flaxmock.summary(tree).total_bytes}
+    if phase == "base":
+        result["peak_rss"] = peak_rss_bytes()
+        return result
+
+    # Every block call but the kept one, by scope path ("layers_0", ...): the same selection a
+    # user writes to debug one layer of a big model.
+    from penzai import pz
+
+    blocks = pz.select(tree).at_subtrees_where(flaxmock.selector(llama.Block)).get_sequence()
+    block_paths = [layer.info.scope_path for layer in blocks]
+    kept = block_paths[keep]
+    mocked_paths = set(block_paths) - {kept}
+
+    start = time.perf_counter()
+    mocked = flaxmock.mock(tree, lambda layer: layer.info.scope_path in mocked_paths)
+    times["mock"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    real = flaxmock.materialize(mocked, jax.random.key(0))
+    jax.block_until_ready(jax.tree.leaves(real))
+    times["materialize"] = time.perf_counter() - start
+    peaks = {"materialize": peak_rss_bytes()}
+
+    start = time.perf_counter()
+    logits = jax.block_until_ready(flaxmock.call(real, tokens))
+    times["call"] = time.perf_counter() - start
+    start = time.perf_counter()
+    jax.block_until_ready(flaxmock.call(real, tokens))
+    times["call again"] = time.perf_counter() - start
+    peaks["call"] = peak_rss_bytes()
+
+    concrete = [leaf for leaf in jax.tree.leaves(real) if isinstance(leaf, jax.Array)]
+    result.update(
+        peak_rss=peak_rss_bytes(),
+        peaks=peaks,
+        unmocked_bytes=sum(leaf.nbytes for leaf in concrete),
+        unmocked_leaves=len(concrete),
+        summary_unmocked_bytes=flaxmock.summary(mocked).total_bytes,
+        n_blocks=len(block_paths),
+        kept="/".join(kept),
+        logits=f"{logits.dtype}{list(logits.shape)}",
+    )
+    return result
+
+
+def run_fresh(args: argparse.Namespace, phase: str) -> dict:
+    cmd = [sys.executable, __file__, "--size", args.size, "--seq-len", str(args.seq_len)]
+    cmd += ["--keep", str(args.keep), "--prng", args.prng, "--phase", phase]
+    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        sys.exit(f"{phase} phase failed:\n{done.stdout}\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.3f} GiB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="8b", help="example preset: tiny, 8b, 70b")
+    parser.add_argument("--seq-len", type=int, default=16)
+    parser.add_argument("--keep", type=int, default=0, help="index of the block left un-mocked")
+    parser.add_argument(
+        "--prng",
+        default="default",
+        choices=["default", "rbg", "unsafe_rbg"],
+        help="jax_default_prng_impl for materialize (rbg: other values, far less scratch memory)",
+    )
+    parser.add_argument("--phase", choices=["base", "run"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.phase is not None:
+        print(json.dumps(worker(args.size, args.seq_len, args.keep, args.phase, args.prng)))
+        return
+
+    base = run_fresh(args, "base")
+    run = run_fresh(args, "run")
+    ratio = (run["peak_rss"] - base["peak_rss"]) / max(run["unmocked_bytes"], 1)
+    rows = [
+        ("model", f"example Llama, preset {args.size!r}, {run['n_blocks']} blocks"),
+        ("PRNG", args.prng),
+        ("un-mocked", f"embedding, block {run['kept']!r}, final norm, head"),
+        ("input / output", f"int32[1,{args.seq_len}] -> {run['logits']}"),
+        ("whole model's parameters", gib(run["model_bytes"])),
+        ("un-mocked parameters", f"{gib(run['unmocked_bytes'])} ({run['unmocked_leaves']} arrays)"),
+        ("  same, from summary(mocked)", gib(run["summary_unmocked_bytes"])),
+        ("fixed base: import + convert", gib(base["peak_rss"])),
+        ("peak RSS after materialize", gib(run["peaks"]["materialize"])),
+        ("peak RSS after call", gib(run["peaks"]["call"])),
+        ("peak RSS, partial run", gib(run["peak_rss"])),
+        ("peak - base", gib(run["peak_rss"] - base["peak_rss"])),
+        ("(peak - base) / un-mocked", f"{ratio:.2f}  (goal <= 1.3)"),
+    ]
+    for name in ("import", "convert", "mock", "materialize", "call", "call again"):
+        rows.append((f"time: {name}", f"{run['times'][name]:.2f} s"))
+    width = max(len(name) for name, _ in rows)
+    print(f"{'measure':<{width}}  value")
+    print(f"{'-' * width}  {'-' * 40}")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
