@@ -131,3 +131,30 @@ def test_materialize_computes_only_unmocked_leaves():
         for path in flaxmock._record._flatten(t)
     }
     assert needed == {("params", ("small", "kernel")), ("params", ("small", "bias"))}
+
+
+def test_materialize_never_traces_mocked_code():
+    class Router(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            # A value-dependent shape: no abstract trace of this code can succeed.
+            return jnp.nonzero(nn.Dense(3)(x).sum(0) > 0)[0]
+
+    class Routed(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            idx = Router(name="router")(x)
+            return nn.Dense(2, name="out")(x) + idx.sum()
+
+    x = jnp.ones((2, 4))
+    spec = jax.ShapeDtypeStruct((3,), jnp.int32)
+    tree = flaxmock.mock(flaxmock.unflaxify(Routed(), x, outs={"router": spec}), "router")
+    real = flaxmock.materialize(tree, jax.random.key(0))
+    assert flaxmock.call(real, x).shape == (2, 2)
+    kernel = real.submodule_calls[(1, "out.__call__")].scope_data.parameters["kernel"].value
+    # Skipping the mocked module leaves the others' values as init gives them.
+    with nn.intercept_methods(
+        lambda f, a, k, c: jnp.zeros(3, jnp.int32) if c.module.name == "router" else f(*a, **k)
+    ):
+        ref = jax.jit(Routed().init)(jax.random.key(0), x)
+    np.testing.assert_array_equal(kernel, ref["params"]["out"]["kernel"])

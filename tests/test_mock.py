@@ -400,3 +400,18 @@ def test_real_layer_reading_a_mocked_modules_variables_is_explained():
     with pytest.raises(KeyError) as info:
         flaxmock.call(tree, tokens)
     assert any("Mocked calls keep no values (embed.__call__)" in n for n in info.value.__notes__)
+
+
+def test_mocking_a_mocked_layer_says_so(tree):
+    mocked = flaxmock.mock(tree, "a")
+    with pytest.raises(flaxmock.SelectNothingError, match=r"already MockLayers: a.__call__"):
+        flaxmock.mock(mocked, "a")
+
+
+def test_mocker_repr_shows_the_latest_output():
+    self = flaxmock.Mocker()
+    self.d = nn.Dense(4)
+    self.d(jnp.ones((1, 3)))
+    self.d(jnp.ones((5, 3), jnp.bfloat16))
+    # bf16 inputs meet f32 parameters: the real output, and so the mock's, is f32.
+    assert repr(self.d) == "MockedModule(Dense, name='d', out=f32[5,4])"

@@ -350,7 +350,7 @@ def check_concrete(root: FlaxCallLayer, assembled: Assembled) -> None:
         + "\n".join(lines)
         + "\nFix, for each: 1. mock it: flaxmock.mock(tree, where=...); 2. give it values: "
         "flaxmock.materialize(tree, key) or flaxmock.bind(tree, variables); or 3. only trace "
-        "shapes: jax.eval_shape(lambda t, *a: flaxmock.call(t, *a), tree, *args)."
+        "shapes: flaxmock.eval_shape(flaxmock.call, tree, *args)."
     )
 
 

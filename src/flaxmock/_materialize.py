@@ -130,11 +130,21 @@ def materialize(tree: Any, key: jax.Array, *, mesh: Any = None, rules: Any = Non
     args, kwargs = root.info.in_spec
     arrays, rebuild = _specs.partition((args, kwargs))
 
+    assembled = _layer.assemble(root)
+    mocks = _layer.mocks_reachable(root)
+
     def init(key: jax.Array, arg_arrays: list[Any]) -> list[Any]:
         a, kw = rebuild(arg_arrays)
-        variables = root.module.init(
-            {"params": key}, *a, method=root.info.method, mutable=True, **kw
-        )
+        # ``init`` runs under the tree's own dispatcher: mocked calls emit placeholders of
+        # their recorded shapes instead of tracing their code, so their parameters are never
+        # even traced (and calls whose shapes depend on values do not break the trace). Flax
+        # derives each module's keys from its own scope path, so skipping the mocked modules
+        # leaves every other module's values as ``init`` gives them.
+        dispatcher = _layer.Dispatcher(root, assembled.skip_setup, {id(m): 0 for m in mocks})
+        with nn.intercept_methods(dispatcher):
+            variables = root.module.init(
+                {"params": key}, *a, method=root.info.method, mutable=True, **kw
+            )
         flat = {}
         for col, t in variables.items():
             for path, value in _record._flatten(t).items():
@@ -228,6 +238,7 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
             + "\n".join(problems)
             + "\nFix: give every missing entry (paths are as in module.init's output), with "
             "the shapes and dtypes the model was converted with; or mock the layers that use "
-            "them (flaxmock.mock); or pass strict=False to ignore unused entries."
+            "them (flaxmock.mock)"
+            + ("; or pass strict=False to ignore unused entries." if strict else ".")
         )
     return _with_values(root, values, root.info.scope_path)

@@ -75,6 +75,8 @@ class MockInfo:
     call_args_list: collections.deque = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=CALL_HISTORY_SIZE)
     )
+    # The output spec of the latest call (one element once called).
+    last_out_spec: list = dataclasses.field(default_factory=list)
 
     @property
     def path_str(self) -> str:
@@ -272,6 +274,7 @@ class MockLayer(pz.nn.Layer):
         self.info.call_args_list.append(
             _specs.specs_of((args_and_kwargs.args, args_and_kwargs.kwargs))
         )
+        self.info.last_out_spec[:] = [out_spec]
         if count is None:
             count = self.reserve_count()
         key = jax.random.fold_in(jax.random.key(self.info.seed), _path_hash(self.info.call_path))

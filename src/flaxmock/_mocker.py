@@ -95,7 +95,10 @@ class MockedModule:
         if self.layer is not None:
             from flaxmock import _table
 
-            out = _table.describe_specs(self.layer.info.out_spec)
+            info = self.layer.info
+            out = _table.describe_specs(
+                info.last_out_spec[0] if info.last_out_spec else info.out_spec
+            )
         return f"MockedModule({type(self.module).__name__}, name={self.name!r}, out={out})"
 
 

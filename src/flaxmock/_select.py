@@ -108,6 +108,22 @@ def select_layers(tree: Any, where: Where, kinds: tuple[type, ...]) -> pz.Select
     if selection.count() == 0:
         from flaxmock import _layer
 
+        others = [
+            layer
+            for _, layer in _layer.iter_layers(tree)
+            if not isinstance(layer, kinds)
+            and getattr(layer, "module", None) is not None
+            and pred(layer)
+        ]
+        if others:
+            kind = type(others[0]).__name__
+            raise _errors.SelectNothingError(
+                f"where={where!r} matches only layers that are already {kind}s: "
+                + ", ".join(
+                    f"{layer_path(layer) or '<root>'}.{layer.method_name}" for layer in others[:8]
+                )
+                + ". Fix: flaxmock.unmock(tree, where) first to put back the original layers."
+            )
         available = {
             f"{layer_path(layer) or '<root>'}.{getattr(layer, 'method_name', '?')}": (
                 type(getattr(layer, "module", None)).__name__
@@ -123,12 +139,13 @@ def select_layers(tree: Any, where: Where, kinds: tuple[type, ...]) -> pz.Select
                 entry = bare.get(match, match)
                 if entry not in close:
                     close.append(entry)
-        ordered = close + [p for p in sorted(available) if p not in close]
-        shown = "\n  ".join(f"{p} ({available[p]})" for p in ordered[:30]) + (
-            "\n  ..." if len(ordered) > 30 else ""
+        # The closest paths when there are any, else the first ones in order.
+        ordered = close or sorted(available)[:20]
+        shown = "\n  ".join(f"{p} ({available[p]})" for p in ordered) + (
+            f"\n  ... ({len(available)} in all)" if len(available) > len(ordered) else ""
         )
         raise _errors.SelectNothingError(
-            f"where={where!r} matched no layer. The layers that can be selected are:\n  {shown}\n"
+            f"where={where!r} matched no layer. Layers that can be selected:\n  {shown}\n"
             "Fix: use one of these paths (globs like 'blocks_*/attn' or 'embed.attend' work), "
             "a module class, or a predicate `lambda layer: ...`."
         )

@@ -60,7 +60,9 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
     Everything comes from what the converter recorded and from abstract values: nothing is
     computed or allocated, so it works on a 70-billion-parameter model on a laptop. The body of
     a lifted transform is listed once, with per-step shapes, its transforms and its number of
-    steps in the note (``scan/remat x80``); its parameters are counted stacked.
+    steps in the note (``scan/remat x80``); its parameters are counted stacked. A mocked call
+    owns no parameters (its row says how many it replaced and its sub-calls are gone), so on a
+    partly mocked tree the totals are what :func:`flaxmock.materialize` would allocate.
 
     Args:
       tree: A tree from :func:`flaxmock.unflaxify`, possibly with mocks.
@@ -93,9 +95,21 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
             count = nbytes = 0
             original = getattr(info, "original", None)
             if original is not None:
-                note = " ".join(filter(None, ["mocked", _transform_note(original.info)]))
+                mocked_params = sum(_leaf_size(leaf)[0] for leaf in jax.tree.leaves(info.variables))
+                note = ", ".join(
+                    filter(
+                        None,
+                        [
+                            "mocked",
+                            f"{_table.format_count(mocked_params)} params not allocated"
+                            if mocked_params
+                            else "",
+                            _transform_note(original.info),
+                        ],
+                    )
+                )
                 in_spec = original.info.in_spec
-                out_spec = original.info.out_spec
+                out_spec = info.out if info.out is not None else original.info.out_spec
             else:
                 note = f"replaced by {type(layer).__name__}"
         module = getattr(layer, "module", None)
