@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import zoo
 from penzai import pz
 
 import flaxmock
+import zoo
 from flaxmock import _layer
 from test_convert import apply_rngs, assert_trees_equal, init_variables
 
@@ -22,7 +22,7 @@ IDS = [c.id for c in CASES]
 def test_materialize_gives_init_values(case):
     model, variables = init_variables(case)
     tree = flaxmock.unflaxify(model, *case.args, method=case.method, **case.kwargs)
-    real = flaxmock.materialize(tree, jax.random.key(0))
+    real = flaxmock.materialize(tree, jax.random.key(0), *case.args, **case.kwargs)
     if case.rngs:
         # init drew from other streams too; only the shapes can be compared.
         out = flaxmock.call(

@@ -83,7 +83,14 @@ def _shardings(currents: list[Any], mesh: Any, rules: Any) -> list[Any] | None:
     return [jax.sharding.NamedSharding(mesh, s) for s in specs]
 
 
-def materialize(tree: Any, key: jax.Array, *, mesh: Any = None, rules: Any = None) -> Any:
+def materialize(
+    tree: Any,
+    key: jax.Array,
+    *args: Any,
+    mesh: Any = None,
+    rules: Any = None,
+    **kwargs: Any,
+) -> Any:
     """Gives every un-mocked layer real parameters from the model's own initializers.
 
     The values are those ``module.init(key, *args)`` gives (the root module's ``init`` with the
@@ -92,7 +99,10 @@ def materialize(tree: Any, key: jax.Array, *, mesh: Any = None, rules: Any = Non
     computed or allocated. Other collections (``batch_stats``) are initialised likewise.
 
     The values equal those of ``jax.jit(model.init)``; an eager ``model.init`` may differ from
-    them in the last bit where XLA fuses the initializer's arithmetic differently.
+    them in the last bit where XLA fuses the initializer's arithmetic differently. ``init`` runs
+    on ``args``/``kwargs`` when given, else on zeros of the recorded argument shapes: variables
+    computed from the inputs (data-dependent initialisers, values ``init`` sows into
+    collections it returns, such as ``plots``) need the real inputs to match.
 
     With ``mesh``, parameters that carry partitioning metadata (``nn.with_partitioning`` or
     ``nn.with_logical_partitioning`` boxes) are created sharded over it (``out_shardings``), never
@@ -101,9 +111,11 @@ def materialize(tree: Any, key: jax.Array, *, mesh: Any = None, rules: Any = Non
     Args:
       tree: A converted tree, typically partly mocked.
       key: The ``params`` key, as for ``module.init``.
+      *args: Example inputs for ``init`` (default: zeros of the recorded shapes).
       mesh: A ``jax.sharding.Mesh`` to create the parameters on, or None.
       rules: Logical axis rules for ``nn.with_logical_partitioning`` metadata (default: the
         rules of the surrounding ``nn.logical_axis_rules`` context).
+      **kwargs: Example keyword inputs for ``init`` (default: the recorded ones).
 
     Returns:
       A new tree; mocked layers keep their abstract parameters.
@@ -127,8 +139,9 @@ def materialize(tree: Any, key: jax.Array, *, mesh: Any = None, rules: Any = Non
     if not needed:
         return tree
     currents = [current[k] for k in needed]
-    args, kwargs = root.info.in_spec
-    arrays, rebuild = _specs.partition((args, kwargs))
+    if not args and not kwargs:
+        args, kwargs = root.info.in_spec
+    arrays, rebuild = _specs.partition((tuple(args), dict(kwargs)))
 
     assembled = _layer.assemble(root)
     mocks = _layer.mocks_reachable(root)
@@ -159,8 +172,10 @@ def materialize(tree: Any, key: jax.Array, *, mesh: Any = None, rules: Any = Non
         # Unboxed, so that out_shardings line up with the leaves; boxes are put back below.
         return [_layer._unbox(flat[k]) for k in needed]
 
-    dummies = [jnp.zeros(a.shape, a.dtype) for a in arrays]
-    values = jax.jit(init, out_shardings=_shardings(currents, mesh, rules))(key, dummies)
+    inputs = [
+        jnp.zeros(a.shape, a.dtype) if isinstance(a, jax.ShapeDtypeStruct) else a for a in arrays
+    ]
+    values = jax.jit(init, out_shardings=_shardings(currents, mesh, rules))(key, inputs)
     values = [
         c.replace_boxed(v) if isinstance(c, nn.meta.AxisMetadata) else v
         for c, v in zip(currents, values, strict=True)

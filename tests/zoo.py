@@ -1,0 +1,366 @@
+"""The model zoo the tests parametrise over: the cases real Flax models contain.
+
+Each :class:`ZooCase` builds a small linen model and concrete arguments so that
+``model.init(key, *args, **kwargs)`` and ``model.apply`` both run. Tests use
+``pytest.mark.parametrize("case", CASES, ids=IDS)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flaxmock.examples import llama
+
+_rng = np.random.default_rng(0)
+
+
+def _normal(*shape: int, dtype: Any = jnp.float32) -> jax.Array:
+    return jnp.asarray(_rng.standard_normal(shape), dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooCase:
+    """A model and the arguments of one call.
+
+    Attributes:
+      id: Readable test id.
+      make: Builds the (unbound) module.
+      args: Positional arguments (concrete arrays or Python values).
+      kwargs: Keyword arguments (Python values stay static).
+      method: ``method=`` for init and apply (a name or a function), or None.
+      mutable: ``mutable=`` for apply.
+      rngs: Names of the rng streams apply needs besides ``params``.
+      init_kwargs: Extra keyword arguments for init only.
+      notes: What the case exercises.
+    """
+
+    id: str
+    make: Callable[[], nn.Module]
+    args: tuple
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    method: Any = None
+    mutable: Any = False
+    rngs: tuple[str, ...] = ()
+    init_kwargs: dict = dataclasses.field(default_factory=dict)
+    notes: str = ""
+
+
+class MLP(nn.Module):
+    features: tuple[int, ...] = (16, 8, 4)
+
+    @nn.compact
+    def __call__(self, x):
+        for i, f in enumerate(self.features):
+            x = nn.Dense(f)(x)
+            if i < len(self.features) - 1:
+                x = nn.gelu(x)
+        return x
+
+
+class SetupModule(nn.Module):
+    def setup(self):
+        self.inp = nn.Dense(8)
+        self.hidden = [nn.Dense(8) for _ in range(2)]
+        self.norm = nn.LayerNorm()
+
+    def __call__(self, x):
+        x = self.inp(x)
+        for layer in self.hidden:
+            x = nn.relu(layer(x))
+        return self.norm(x)
+
+
+class SelfMethod(nn.Module):
+    """``__call__`` calls its own methods, which call submodules."""
+
+    def setup(self):
+        self.enc = nn.Dense(6)
+        self.dec = nn.Dense(3)
+
+    def encode(self, x):
+        return nn.tanh(self.enc(x))
+
+    def _helper(self, h):
+        return self.dec(h) * 2.0
+
+    def __call__(self, x):
+        return self._helper(self.encode(x))
+
+
+class EmbedAttend(nn.Module):
+    @nn.compact
+    def __call__(self, tokens):
+        embed = nn.Embed(32, 8, name="embed")
+        h = nn.Dense(8, name="mix")(embed(tokens))
+        return embed.attend(h)
+
+
+class WeightTying(nn.Module):
+    """The parent reads the child's variables directly."""
+
+    def setup(self):
+        self.bias = nn.Dense(8)
+        self.proj = nn.Dense(8)
+        self.embed = nn.Embed(20, 8)
+
+    def __call__(self, tokens):
+        bias = self.bias(jnp.ones((1, 4)))
+        h = self.embed(tokens) + bias
+        table = self.embed.variables["params"]["embedding"]
+        return self.proj(h) @ table.T
+
+
+class Encoder(nn.Module):
+    embed: nn.Module
+
+    @nn.compact
+    def __call__(self, tokens):
+        return nn.Dense(8, name="proj")(self.embed(tokens))
+
+
+class Decoder(nn.Module):
+    embed: nn.Module
+
+    @nn.compact
+    def __call__(self, tokens, memory):
+        h = self.embed(tokens) + memory.mean(1, keepdims=True)
+        return self.embed.attend(nn.Dense(8, name="proj")(h))
+
+
+class SharedSubmodule(nn.Module):
+    """One embedding created in setup and passed as an attribute to two modules."""
+
+    def setup(self):
+        self.shared = nn.Embed(24, 8)
+        self.encoder = Encoder(self.shared)
+        self.decoder = Decoder(self.shared)
+
+    def __call__(self, src, tgt):
+        return self.decoder(tgt, self.encoder(src))
+
+
+class EncoderDecoder(nn.Module):
+    """A setup() model with extra methods, called by name or as a function."""
+
+    def setup(self):
+        self.enc = MLP((8, 8))
+        self.dec = MLP((8, 5))
+
+    def encode(self, x):
+        return self.enc(x)
+
+    def decode(self, z):
+        return self.dec(z)
+
+    def __call__(self, x):
+        return self.decode(self.encode(x))
+
+
+class ResBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool):
+        h = nn.Conv(4, (3, 3), use_bias=False)(x)
+        h = nn.BatchNorm(use_running_average=not train, momentum=0.9)(h)
+        return nn.relu(h + x)
+
+
+class ResNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        x = nn.Conv(4, (3, 3))(x)
+        for _ in range(2):
+            x = ResBlock()(x, train)
+        return nn.Dense(3)(x.mean((1, 2)))
+
+
+class WithDropout(nn.Module):
+    @nn.compact
+    def __call__(self, x, deterministic: bool = False):
+        x = nn.Dense(8)(x)
+        x = nn.Dropout(0.5)(x, deterministic=deterministic)
+        return nn.Dense(2)(x)
+
+
+class SowChild(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(x.shape[-1])(x)
+        self.sow("intermediates", "h", h)
+        return h
+
+
+class Sowing(nn.Module):
+    """Sows in parent and child, a child called twice, a custom reduce_fn, two collections."""
+
+    @nn.compact
+    def __call__(self, x):
+        child = SowChild(name="child")
+        h = child(child(x))
+        self.sow("intermediates", "out", h)
+        self.sow("plots", "total", h.sum(), reduce_fn=lambda old, new: old + new, init_fn=lambda: 0)
+        self.sow(
+            "plots", "total", h.mean(), reduce_fn=lambda old, new: old + new, init_fn=lambda: 0
+        )
+        return h
+
+
+class NonArrayOutputs(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, deterministic: bool = True, mode: str = "a"):
+        h = nn.Dense(3)(x)
+        if not deterministic:
+            h = h * 0.5
+        if mode == "b":
+            h = nn.Dense(3, name="b_branch")(h)
+        return {"out": h, "pair": (h.sum(), None), "n": 3, "mode": mode, "flag": deterministic}
+
+
+class Bf16Params(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(8, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)(x)
+        return nn.LayerNorm(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)(h)
+
+
+class IntBoolOutputs(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        logits = nn.Dense(5)(x)
+        return jnp.argmax(logits, -1).astype(jnp.int32), logits > 0
+
+
+class ComplexOutputs(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return jnp.fft.fft(nn.Dense(8)(x)).astype(jnp.complex64)
+
+
+class Partitioned(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        dense = nn.Dense(
+            8, kernel_init=nn.with_partitioning(nn.initializers.lecun_normal(), (None, "model"))
+        )
+        w = self.param("w", nn.with_partitioning(nn.initializers.ones, ("model",)), (8,))
+        return dense(x) * w
+
+
+class ScanBody(nn.Module):
+    @nn.compact
+    def __call__(self, carry, scale):
+        h, step = carry
+        h = nn.tanh(nn.Dense(6, name="proj")(h)) * scale
+        self.sow("intermediates", "h", h)
+        return (h, step + 1), h.sum(-1)
+
+
+class ScanLayers(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        layers = nn.scan(
+            nn.remat(ScanBody),
+            variable_axes={"params": 0, "intermediates": 0},
+            split_rngs={"params": True},
+            in_axes=(nn.broadcast,),
+            length=3,
+        )
+        (h, steps), ys = layers(name="layers")((x, 0), jnp.float32(0.5))
+        return h, steps, ys
+
+
+class VmapEnsemble(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        members = nn.vmap(
+            nn.Dense,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=4,
+        )(3, name="members")
+        return members(x).mean(0)
+
+
+class NestedApply(nn.Module):
+    """A block that applies an unbound module on parameters it holds itself."""
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("head_kernel", nn.initializers.lecun_normal(), (x.shape[-1], 4))
+        h = nn.Dense(x.shape[-1], name="pre")(x)
+        return nn.Dense(4, name="head").apply(
+            {"params": {"kernel": kernel, "bias": jnp.zeros(4)}}, h
+        )
+
+
+X = _normal(2, 5)
+TOKENS = jnp.asarray(_rng.integers(0, 20, (2, 6)), jnp.int32)
+
+CASES: list[ZooCase] = [
+    ZooCase("mlp_compact", MLP, (X,)),
+    ZooCase("setup_module", SetupModule, (X,)),
+    ZooCase("self_method", SelfMethod, (X,), notes="self.encode, self._helper"),
+    ZooCase(
+        "super_call",
+        lambda: nn.SelfAttention(num_heads=2, qkv_features=8),
+        (_normal(2, 4, 8),),
+        notes="nn.SelfAttention calls super().__call__",
+    ),
+    ZooCase(
+        "mha_cross",
+        lambda: nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8),
+        (_normal(2, 3, 8), _normal(2, 5, 8)),
+    ),
+    ZooCase("embed_attend", EmbedAttend, (TOKENS,)),
+    ZooCase("weight_tying", WeightTying, (TOKENS,)),
+    ZooCase("shared_submodule", SharedSubmodule, (TOKENS, TOKENS[:, :4])),
+    ZooCase("encoder_decoder", EncoderDecoder, (X,)),
+    ZooCase("encoder_decoder_encode", EncoderDecoder, (X,), method="encode"),
+    ZooCase(
+        "encoder_decoder_decode_fn", EncoderDecoder, (_normal(2, 8),), method=EncoderDecoder.decode
+    ),
+    ZooCase(
+        "batchnorm_resnet",
+        ResNet,
+        (_normal(2, 6, 6, 4),),
+        {"train": True},
+        mutable=["batch_stats"],
+    ),
+    ZooCase("batchnorm_eval", ResNet, (_normal(2, 6, 6, 4),), {"train": False}),
+    ZooCase("dropout", WithDropout, (X,), {"deterministic": False}, rngs=("dropout",)),
+    ZooCase("sow_intermediates", Sowing, (X,), mutable=["intermediates", "plots"]),
+    ZooCase(
+        "non_array_outputs",
+        NonArrayOutputs,
+        (X,),
+        {"deterministic": True, "mode": "b"},
+    ),
+    ZooCase("bf16_params", Bf16Params, (X.astype(jnp.bfloat16),)),
+    ZooCase("int_bool_outputs", IntBoolOutputs, (X,)),
+    ZooCase("complex_outputs", ComplexOutputs, (X,)),
+    ZooCase("partitioned", Partitioned, (X,)),
+    ZooCase("scan_layers", ScanLayers, (_normal(2, 6),), mutable=["intermediates"]),
+    ZooCase("vmap_ensemble", VmapEnsemble, (X,)),
+    ZooCase("nested_apply", NestedApply, (X,)),
+    ZooCase(
+        "llama_tiny",
+        lambda: llama.Llama(llama.LlamaConfig.tiny()),
+        (TOKENS,),
+        mutable=["intermediates"],
+    ),
+    ZooCase(
+        "llama_tiny_scan",
+        lambda: llama.Llama(llama.LlamaConfig.tiny(scan_layers=True, tie_embeddings=False)),
+        (TOKENS,),
+    ),
+]
+
+IDS = [case.id for case in CASES]
