@@ -2,7 +2,12 @@
 
 Each :class:`ZooCase` builds a small linen model and concrete arguments so that
 ``model.init(key, *args, **kwargs)`` and ``model.apply`` both run. Tests use
-``pytest.mark.parametrize("case", CASES, ids=IDS)``.
+``pytest.mark.parametrize("case", CASES, ids=IDS)``, or ``cases("lifted")`` for a subset.
+
+Tags: ``setup``, ``method`` (a ``method=`` other than ``__call__``), ``shared`` (one module called
+from several places or its variables read directly), ``mutable``, ``rng``, ``static_args``
+(Python values among the arguments), ``non_array``, ``dtype``, ``metadata`` (boxed params),
+``lifted`` (``nn.scan``/``nn.remat``/``nn.vmap``/nested ``apply``), ``llama``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class ZooCase:
       rngs: Names of the rng streams apply needs besides ``params``.
       init_kwargs: Extra keyword arguments for init only.
       notes: What the case exercises.
+      tags: Labels that :func:`cases` filters on.
     """
 
     id: str
@@ -50,6 +56,7 @@ class ZooCase:
     rngs: tuple[str, ...] = ()
     init_kwargs: dict = dataclasses.field(default_factory=dict)
     notes: str = ""
+    tags: tuple[str, ...] = ()
 
 
 class MLP(nn.Module):
@@ -141,6 +148,22 @@ class SharedSubmodule(nn.Module):
         self.shared = nn.Embed(24, 8)
         self.encoder = Encoder(self.shared)
         self.decoder = Decoder(self.shared)
+
+    def __call__(self, src, tgt):
+        return self.decoder(tgt, self.encoder(src))
+
+
+class SharedSubmoduleAdopted(nn.Module):
+    """Like :class:`SharedSubmodule`, but the embedding is never assigned to ``self``.
+
+    Flax then binds it where it is first used: its variables live under ``encoder/embed``
+    although the decoder calls it too.
+    """
+
+    def setup(self):
+        embed = nn.Embed(24, 8)
+        self.encoder = Encoder(embed)
+        self.decoder = Decoder(embed)
 
     def __call__(self, src, tgt):
         return self.decoder(tgt, self.encoder(src))
@@ -305,9 +328,15 @@ X = _normal(2, 5)
 TOKENS = jnp.asarray(_rng.integers(0, 20, (2, 6)), jnp.int32)
 
 CASES: list[ZooCase] = [
-    ZooCase("mlp_compact", MLP, (X,)),
-    ZooCase("setup_module", SetupModule, (X,)),
-    ZooCase("self_method", SelfMethod, (X,), notes="self.encode, self._helper"),
+    ZooCase("mlp_compact", MLP, (X,), notes="compact nn.Dense stack with gelu"),
+    ZooCase("setup_module", SetupModule, (X,), notes="setup() children, a list", tags=("setup",)),
+    ZooCase(
+        "self_method",
+        SelfMethod,
+        (X,),
+        notes="__call__ calls self.encode and self._helper, which call submodules",
+        tags=("setup",),
+    ),
     ZooCase(
         "super_call",
         lambda: nn.SelfAttention(num_heads=2, qkv_features=8),
@@ -318,14 +347,52 @@ CASES: list[ZooCase] = [
         "mha_cross",
         lambda: nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8),
         (_normal(2, 3, 8), _normal(2, 5, 8)),
+        notes="inputs_q and inputs_kv of different lengths",
     ),
-    ZooCase("embed_attend", EmbedAttend, (TOKENS,)),
-    ZooCase("weight_tying", WeightTying, (TOKENS,)),
-    ZooCase("shared_submodule", SharedSubmodule, (TOKENS, TOKENS[:, :4])),
-    ZooCase("encoder_decoder", EncoderDecoder, (X,)),
-    ZooCase("encoder_decoder_encode", EncoderDecoder, (X,), method="encode"),
     ZooCase(
-        "encoder_decoder_decode_fn", EncoderDecoder, (_normal(2, 8),), method=EncoderDecoder.decode
+        "embed_attend",
+        EmbedAttend,
+        (TOKENS,),
+        notes="one nn.Embed called twice: lookup and attend",
+        tags=("shared",),
+    ),
+    ZooCase(
+        "weight_tying",
+        WeightTying,
+        (TOKENS,),
+        notes="the parent reads self.embed.variables['params']['embedding']",
+        tags=("setup", "shared"),
+    ),
+    ZooCase(
+        "shared_submodule",
+        SharedSubmodule,
+        (TOKENS, TOKENS[:, :4]),
+        notes="an Embed bound as 'shared' in the parent, called by encoder and decoder",
+        tags=("setup", "shared"),
+    ),
+    ZooCase(
+        "shared_submodule_adopted",
+        SharedSubmoduleAdopted,
+        (TOKENS, TOKENS[:, :4]),
+        notes="an Embed never assigned to self: its params live under encoder/embed",
+        tags=("setup", "shared"),
+    ),
+    ZooCase("encoder_decoder", EncoderDecoder, (X,), tags=("setup",)),
+    ZooCase(
+        "encoder_decoder_encode",
+        EncoderDecoder,
+        (X,),
+        method="encode",
+        notes="method= by name",
+        tags=("setup", "method"),
+    ),
+    ZooCase(
+        "encoder_decoder_decode_fn",
+        EncoderDecoder,
+        (_normal(2, 8),),
+        method=EncoderDecoder.decode,
+        notes="method= as a function",
+        tags=("setup", "method"),
     ),
     ZooCase(
         "batchnorm_resnet",
@@ -333,34 +400,102 @@ CASES: list[ZooCase] = [
         (_normal(2, 6, 6, 4),),
         {"train": True},
         mutable=["batch_stats"],
+        notes="BatchNorm in training mode updates batch_stats",
+        tags=("mutable", "static_args"),
     ),
-    ZooCase("batchnorm_eval", ResNet, (_normal(2, 6, 6, 4),), {"train": False}),
-    ZooCase("dropout", WithDropout, (X,), {"deterministic": False}, rngs=("dropout",)),
-    ZooCase("sow_intermediates", Sowing, (X,), mutable=["intermediates", "plots"]),
+    ZooCase(
+        "batchnorm_eval",
+        ResNet,
+        (_normal(2, 6, 6, 4),),
+        {"train": False},
+        notes="BatchNorm reads batch_stats without mutating them",
+        tags=("static_args",),
+    ),
+    ZooCase(
+        "dropout",
+        WithDropout,
+        (X,),
+        {"deterministic": False},
+        rngs=("dropout",),
+        tags=("rng", "static_args"),
+    ),
+    ZooCase(
+        "sow_intermediates",
+        Sowing,
+        (X,),
+        mutable=["intermediates", "plots"],
+        notes="sow in parent and child (child called twice), a reduce_fn, two collections",
+        tags=("mutable",),
+    ),
     ZooCase(
         "non_array_outputs",
         NonArrayOutputs,
         (X,),
         {"deterministic": True, "mode": "b"},
+        notes="dict output with a tuple, None, int, str, bool; Python flags select a branch",
+        tags=("non_array", "static_args"),
     ),
-    ZooCase("bf16_params", Bf16Params, (X.astype(jnp.bfloat16),)),
-    ZooCase("int_bool_outputs", IntBoolOutputs, (X,)),
-    ZooCase("complex_outputs", ComplexOutputs, (X,)),
-    ZooCase("partitioned", Partitioned, (X,)),
-    ZooCase("scan_layers", ScanLayers, (_normal(2, 6),), mutable=["intermediates"]),
-    ZooCase("vmap_ensemble", VmapEnsemble, (X,)),
-    ZooCase("nested_apply", NestedApply, (X,)),
+    ZooCase("bf16_params", Bf16Params, (X.astype(jnp.bfloat16),), tags=("dtype",)),
+    ZooCase("int_bool_outputs", IntBoolOutputs, (X,), tags=("dtype",)),
+    ZooCase("complex_outputs", ComplexOutputs, (X,), tags=("dtype",)),
+    ZooCase(
+        "partitioned",
+        Partitioned,
+        (X,),
+        notes="nn.with_partitioning: params are nn.Partitioned boxes",
+        tags=("metadata",),
+    ),
+    ZooCase(
+        "scan_layers",
+        ScanLayers,
+        (_normal(2, 6),),
+        mutable=["intermediates"],
+        notes="nn.scan(nn.remat(body)): stacked params, broadcast arg, tuple carry, sow",
+        tags=("lifted", "mutable"),
+    ),
+    ZooCase(
+        "vmap_ensemble",
+        VmapEnsemble,
+        (X,),
+        notes="nn.vmap(nn.Dense): params stacked on a leading axis of 4",
+        tags=("lifted",),
+    ),
+    ZooCase(
+        "nested_apply",
+        NestedApply,
+        (X,),
+        notes="nn.Dense(4).apply({'params': ...}) inside a bound module",
+        tags=("lifted",),
+    ),
     ZooCase(
         "llama_tiny",
         lambda: llama.Llama(llama.LlamaConfig.tiny()),
         (TOKENS,),
         mutable=["intermediates"],
+        notes="the bundled example: setup/compact, self-method, tied embedding, sown weights",
+        tags=("llama", "setup", "shared", "mutable", "metadata"),
     ),
     ZooCase(
         "llama_tiny_scan",
         lambda: llama.Llama(llama.LlamaConfig.tiny(scan_layers=True, tie_embeddings=False)),
         (TOKENS,),
+        notes="the bundled example with nn.scan(nn.remat(Block)) and a separate lm_head",
+        tags=("llama", "setup", "lifted", "metadata"),
     ),
 ]
 
 IDS = [case.id for case in CASES]
+
+_TAGS = frozenset(tag for case in CASES for tag in case.tags)
+
+
+def cases(*tags: str) -> list[ZooCase]:
+    """The cases that carry every one of ``tags`` (all cases when none are given).
+
+    Raises:
+      ValueError: If a tag is not used by any case (a typo would otherwise select nothing).
+    """
+    unknown = sorted(set(tags) - _TAGS)
+    if unknown:
+        raise ValueError(f"Unknown zoo tags {unknown}; the tags are {sorted(_TAGS)}.")
+    return [case for case in CASES if set(tags) <= set(case.tags)]

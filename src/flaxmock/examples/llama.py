@@ -16,10 +16,10 @@ Examples:
   >>> import jax, jax.numpy as jnp
   >>> from flaxmock.examples import llama
   >>> model = llama.Llama(llama.LlamaConfig.tiny())
-  >>> tokens = jnp.zeros((1, 8), jnp.int32)
+  >>> tokens = jnp.zeros((2, 6), jnp.int32)
   >>> variables = model.init(jax.random.key(0), tokens)
   >>> model.apply(variables, tokens).shape
-  (1, 8, 256)
+  (2, 6, 256)
 """
 
 from __future__ import annotations
