@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import threading
 import zlib
 from typing import Any
@@ -81,6 +82,54 @@ class MockInfo:
     @property
     def path_str(self) -> str:
         return "/".join(self.scope_path) if self.scope_path else "<root>"
+
+
+def _draw(
+    groups: tuple[tuple[jax.ShapeDtypeStruct, ...], ...],
+    fill: Any,
+    vmap_axis_name: str | None,
+    where: str,
+    seed: Any,
+    path_hash: Any,
+    count: Any,
+    index: Any,
+    fold: Any,
+) -> list[list[jax.Array]]:
+    """The random arrays of one mock call: one group for the output, one per sown entry.
+
+    The key is the seed folded with the call path's hash, the call count, how often the mock
+    ran in the same run, extra data (a per-step key inside lifted bodies) and, when asked, the
+    ``vmap`` lane; group ``g`` leaf ``i`` draws from ``fold_in(group_key[g], i)``.
+    """
+    key = jax.random.fold_in(jax.random.key(seed), path_hash)
+    key = jax.random.fold_in(key, count)
+    key = jax.random.fold_in(key, index)
+    if fold is not None:
+        key = jax.random.fold_in(key, fold)
+    if vmap_axis_name is not None:
+        key = jax.random.fold_in(key, jax.lax.axis_index(vmap_axis_name))
+    out_key, sown_key = jax.random.split(key)
+    keys = [out_key] + [jax.random.fold_in(sown_key, j) for j in range(len(groups) - 1)]
+    return [
+        [
+            _fill.fill_array(jax.random.fold_in(k, i), spec, fill, where=where)
+            for i, spec in enumerate(group)
+        ]
+        for k, group in zip(keys, groups, strict=True)
+    ]
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled_draw(
+    groups: tuple[tuple[jax.ShapeDtypeStruct, ...], ...],
+    fill: Any,
+    vmap_axis_name: str | None,
+) -> Any:
+    # One compiled function per output signature and fill policy, shared by every mock with
+    # that signature (the seed and path are arguments): a repeated call costs one dispatch
+    # instead of a dozen eager key and fill operations, and 32 identical blocks compile once.
+    # Fill errors were reported when the mock was made (check_fillable), so no path is needed.
+    return jax.jit(functools.partial(_draw, groups, fill, vmap_axis_name, "a mock"))
 
 
 def _path_hash(call_path: tuple[Any, ...]) -> int:
@@ -277,27 +326,17 @@ class MockLayer(pz.nn.Layer):
         self.info.last_out_spec[:] = [out_spec]
         if count is None:
             count = self.reserve_count()
-        key = jax.random.fold_in(jax.random.key(self.info.seed), _path_hash(self.info.call_path))
-        key = jax.random.fold_in(key, count)
-        if index:
-            key = jax.random.fold_in(key, index)
-        if fold is not None:
-            key = jax.random.fold_in(key, fold)
-        if self.info.vmap_axis_name is not None:
-            key = jax.random.fold_in(key, jax.lax.axis_index(self.info.vmap_axis_name))
-        out_key, sown_key = jax.random.split(key)
         where = f"{self.path_str}.{self.method_name}"
-        out = _fill.fill_tree(out_key, out_spec, self.info.fill, where=where)
-        values = [
-            (
-                entry,
-                _fill.fill_tree(
-                    jax.random.fold_in(sown_key, i), entry.spec, self.info.fill, where=where
-                ),
-            )
-            for i, entry in enumerate(sown)
-        ]
-        return out, values
+        parts = [_specs.partition(out_spec)] + [_specs.partition(e.spec) for e in sown]
+        groups = tuple(tuple(arrays) for arrays, _ in parts)
+        try:
+            draw = _compiled_draw(groups, self.info.fill, self.info.vmap_axis_name)
+        except TypeError:  # An unhashable fill callable: draw eagerly.
+            draw = functools.partial(_draw, groups, self.info.fill, self.info.vmap_axis_name, where)
+        seed = jnp.uint32(self.info.seed)
+        filled = draw(seed, jnp.uint32(_path_hash(self.info.call_path)), count, index, fold)
+        values = [rebuild(list(arrays)) for (_, rebuild), arrays in zip(parts, filled, strict=True)]
+        return values[0], list(zip(sown, values[1:], strict=True))
 
     def treescope_color(self) -> str:
         return formatting_util.color_from_string("MockLayer")

@@ -94,8 +94,10 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
         else:
             count = nbytes = 0
             original = getattr(info, "original", None)
-            if original is not None:
-                mocked_params = sum(_leaf_size(leaf)[0] for leaf in jax.tree.leaves(info.variables))
+            if info is not None and original is not None:
+                mocked_params = sum(
+                    _leaf_size(leaf)[0] for leaf in jax.tree.leaves(getattr(info, "variables", {}))
+                )
                 note = ", ".join(
                     filter(
                         None,
@@ -109,7 +111,8 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
                     )
                 )
                 in_spec = original.info.in_spec
-                out_spec = info.out if info.out is not None else original.info.out_spec
+                given = getattr(info, "out", None)
+                out_spec = given if given is not None else original.info.out_spec
             else:
                 note = f"replaced by {type(layer).__name__}"
         module = getattr(layer, "module", None)
