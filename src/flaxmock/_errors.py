@@ -60,3 +60,7 @@ class FillError(FlaxmockError, ValueError):
 
 class InvalidArgumentError(FlaxmockError, TypeError):
     """A call argument is neither an array nor a hashable (static) Python value."""
+
+
+class UnknownFactoryError(FlaxmockError, ValueError):
+    """``flaxmock.nnx.materialize`` got a model it cannot rebuild (not from ``nnx.abstract``)."""

@@ -1,0 +1,293 @@
+"""Abstract NNX models: built without allocating, guarded against eager calls, materialized late.
+
+* :func:`abstract` builds a model under ``nnx.eval_shape``: every array is a
+  ``jax.ShapeDtypeStruct``. It remembers how the model was built (factory and arguments) so that
+  :func:`materialize` can build real values later.
+* An eager call of an abstract module would fail deep inside a layer with
+  ``'ShapeDtypeStruct' object is not subscriptable``. Instead each module of such a model whose
+  subtree holds abstract values is given a *guard* class: a subclass created once per class,
+  with the same name, whose methods first check that no value of the subtree is still abstract
+  and raise :class:`~flaxmock.AbstractParameterError` naming them all. Under ``nnx.eval_shape``
+  or ``flaxmock.nnx.eval_shape`` the values are tracers, so the check passes and shape
+  evaluation works. ``isinstance`` is unchanged; ``type(module)`` is the guard subclass until
+  :func:`materialize` restores the original class.
+* :func:`materialize` re-runs the factory under ``jax.jit`` returning only the values still
+  abstract: XLA removes the initialisation of everything else (mocked parts are never
+  computed), and the values land in a copy of the model.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import jax
+from flax import nnx
+
+from flaxmock import _errors, _nnx_intercept, _nnx_shapes
+
+# model -> (factory, args, kwargs): how an abstract model was built. Weak, so that models are
+# freed normally; copies made by flaxmock (mock, materialize) carry the entry over.
+_ORIGINS: weakref.WeakKeyDictionary[Any, tuple[Callable[..., Any], tuple, dict]] = (
+    weakref.WeakKeyDictionary()
+)
+
+_GUARDS: dict[type, type] = {}
+_GUARDS_LOCK = threading.Lock()
+_GUARD_BASE_ATTR = "_flaxmock_guarded_base"
+
+
+class _Checking(threading.local):
+    def __init__(self) -> None:
+        # Inside a guarded call whose check passed, nested guarded calls need no check.
+        self.depth = 0
+
+
+_CHECKING = _Checking()
+
+
+def public_type(module: Any) -> type:
+    """The class of ``module`` as its author wrote it (the guard subclass's base)."""
+    cls = type(module)
+    return vars(cls).get(_GUARD_BASE_ATTR, cls)
+
+
+def abstract_values(module: Any) -> list[tuple[_nnx_shapes.Path, nnx.Variable]]:
+    """``(path, variable)`` of every variable of ``module``'s graph whose value is abstract."""
+    return [
+        (path, var)
+        for path, var in _nnx_shapes.iter_variables(module)
+        if _nnx_shapes.is_abstract(var.get_value())
+    ]
+
+
+def _owners_text(found: list[tuple[_nnx_shapes.Path, nnx.Variable]], limit: int = 12) -> str:
+    owners: dict[str, list[str]] = {}
+    for path, _ in found:
+        owners.setdefault(_nnx_shapes.path_str(path[:-1]), []).append(str(path[-1]))
+    lines = [f"  {owner}: {', '.join(names)}" for owner, names in list(owners.items())[:limit]]
+    if len(owners) > limit:
+        lines.append(f"  ... and {len(owners) - limit} more modules")
+    return "\n".join(lines)
+
+
+def _abstract_error(module: Any, method: str, found: list[Any]) -> _errors.AbstractParameterError:
+    name = public_type(module).__name__
+    return _errors.AbstractParameterError(
+        f"Cannot call {name}.{method}: these parts of the model are neither mocked nor "
+        f"materialized, their values are still abstract (jax.ShapeDtypeStruct); paths are "
+        f"relative to the called {name}:\n{_owners_text(found)}\n"
+        "Fix it in one of these ways:\n"
+        "  1. mock them too: model = flaxmock.nnx.mock(model, where) with a class, a path "
+        "glob or a predicate selecting them;\n"
+        "  2. give them real values: model = flaxmock.nnx.materialize(model, nnx.Rngs(0));\n"
+        "  3. only evaluate shapes: flaxmock.nnx.eval_shape(model, *args)."
+    )
+
+
+def _make_guarded(base: type, name: str) -> Callable[..., Any]:
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # Look the method up on the base at call time: it may be wrapped by intercept_methods.
+        method = getattr(base, name)
+        if _CHECKING.depth:
+            return method(self, *args, **kwargs)
+        found = abstract_values(self)
+        if found:
+            raise _abstract_error(self, name, found)
+        _CHECKING.depth += 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _CHECKING.depth -= 1
+
+    guarded.__name__ = name
+    guarded.__qualname__ = f"{base.__qualname__}.{name}"
+    return guarded
+
+
+def _guard_class(base: type) -> type:
+    with _GUARDS_LOCK:
+        if base in _GUARDS:
+            return _GUARDS[base]
+        names = {
+            name
+            for cls in base.__mro__
+            if isinstance(cls, type) and issubclass(cls, nnx.Module)
+            for name in _nnx_intercept.intercepted_method_names(cls)
+        }
+        namespace: dict[str, Any] = {
+            name: _make_guarded(base, name) for name in sorted(names) if name in dir(base)
+        }
+        namespace[_GUARD_BASE_ATTR] = base
+        namespace[_nnx_intercept.NO_INTERCEPT_ATTR] = True
+        namespace["__module__"] = base.__module__
+        namespace["__qualname__"] = base.__qualname__
+        guard = type(base)(base.__name__, (base,), namespace)
+        _GUARDS[base] = guard
+        return guard
+
+
+def unguard(model: Any) -> None:
+    """Restores the original class of every guarded module of ``model`` (in place)."""
+    for _, module in _nnx_shapes.iter_module_paths(model):
+        base = vars(type(module)).get(_GUARD_BASE_ATTR)
+        if base is not None:
+            module.__class__ = base
+
+
+def guard(model: Any) -> None:
+    """Guards (in place) every module of ``model`` whose subtree holds abstract values."""
+    for _, module in _nnx_shapes.iter_module_paths(model):
+        if _GUARD_BASE_ATTR in vars(type(module)):
+            continue
+        if abstract_values(module):
+            module.__class__ = _guard_class(type(module))
+
+
+def origin_of(model: Any) -> tuple[Callable[..., Any], tuple, dict] | None:
+    """How an abstract model was built, if flaxmock built it."""
+    try:
+        return _ORIGINS.get(model)
+    except TypeError:
+        return None
+
+
+def set_origin(model: Any, origin: tuple[Callable[..., Any], tuple, dict] | None) -> None:
+    if origin is not None:
+        _ORIGINS[model] = origin
+
+
+def abstract(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Builds ``factory(*args, **kwargs)`` with every array a ``jax.ShapeDtypeStruct``.
+
+    The model is built under ``nnx.eval_shape``: no parameter is allocated or computed, so a
+    model of any size is built in the time its Python code takes. Shapes and dtypes are exact.
+    The arguments are not changed: an ``nnx.Rngs`` among them is not advanced.
+
+    The result can be inspected (``nnx.state``), shape-evaluated
+    (:func:`flaxmock.nnx.eval_shape`, :func:`flaxmock.nnx.summary`), mocked
+    (:func:`flaxmock.nnx.mock`) and materialized (:func:`flaxmock.nnx.materialize`, which
+    re-runs ``factory``). Calling it eagerly raises :class:`~flaxmock.AbstractParameterError`
+    naming the abstract parts. Its modules have guard subclasses of their classes (same names,
+    ``isinstance`` unchanged) until materialized.
+
+    Args:
+      factory: A function or ``nnx.Module`` class returning a module.
+      *args: Positional arguments of ``factory``.
+      **kwargs: Keyword arguments of ``factory``.
+
+    Returns:
+      The abstract module.
+
+    Examples:
+      >>> import jax
+      >>> from flax import nnx
+      >>> from flaxmock.nnx import abstract
+      >>> model = abstract(nnx.Linear, 1024, 4096, rngs=nnx.Rngs(0))
+      >>> model.kernel.get_value()
+      ShapeDtypeStruct(shape=(1024, 4096), dtype=float32)
+    """
+    traced, rebuild = _nnx_shapes.split_inputs((args, kwargs))
+    graphdefs: list[Any] = []
+
+    def build(traced: Any) -> Any:
+        (call_args, call_kwargs), _ = rebuild(traced)
+        with _nnx_intercept.suspended():
+            graphdef, state = nnx.split(factory(*call_args, **call_kwargs))
+        graphdefs.append(graphdef)
+        return state
+
+    # The arguments cross as a traced copy: an `nnx.Rngs` given is not advanced (its traced
+    # copy is), and Python values (sizes, activation functions) stay static.
+    state = jax.eval_shape(build, traced)
+    model = nnx.merge(graphdefs[0], state)
+    guard(model)
+    set_origin(model, (factory, args, kwargs))
+    return model
+
+
+def _replace_rngs(args: tuple, kwargs: dict, rngs: Any) -> tuple[tuple, dict]:
+    # Only top-level arguments: mapping over a pytree would rebuild any module in it.
+    def swap(x: Any) -> Any:
+        return rngs if isinstance(x, nnx.Rngs) else x
+
+    return tuple(swap(a) for a in args), {k: swap(v) for k, v in kwargs.items()}
+
+
+def materialize(model: Any, rngs: Any = None) -> Any:
+    """Returns a copy of ``model`` in which every abstract value is a real, initialised array.
+
+    The values are those ``factory`` gives (the factory given to :func:`flaxmock.nnx.abstract`),
+    with ``rngs`` in place of each ``nnx.Rngs`` argument it was called with: a part that is not
+    mocked gets exactly the values ``factory(..., rngs=rngs)`` would give it. The factory runs
+    under ``jax.jit`` returning only the values still abstract, so XLA computes nothing else:
+    the parameters of mocked parts are never allocated. Values that are already real stay.
+    ``model`` itself is untouched; the copy's modules have their original classes back.
+
+    Args:
+      model: A model from :func:`flaxmock.nnx.abstract`, or one derived from it by
+        :func:`flaxmock.nnx.mock`.
+      rngs: An ``nnx.Rngs`` (or an int seed) used instead of the factory's ``nnx.Rngs``
+        arguments; None reuses the recorded ones (advanced since).
+
+    Returns:
+      The materialized copy.
+
+    Raises:
+      UnknownFactoryError: ``model`` has abstract values but was not built by
+        :func:`flaxmock.nnx.abstract` (or by flaxmock from such a model), so there is no
+        factory to run.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from flaxmock.nnx import abstract, materialize
+      >>> model = abstract(nnx.Linear, 3, 4, rngs=nnx.Rngs(0))
+      >>> real = materialize(model, nnx.Rngs(0))
+      >>> bool(jnp.all(real.kernel[...] == nnx.Linear(3, 4, rngs=nnx.Rngs(0)).kernel[...]))
+      True
+    """
+    copy = nnx.clone(model)
+    unguard(copy)
+    needed = [path for path, _ in abstract_values(copy)]
+    if not needed:
+        return copy
+    origin = origin_of(model)
+    if origin is None:
+        raise _errors.UnknownFactoryError(
+            f"Cannot materialize {public_type(model).__name__}: it has abstract values "
+            f"(e.g. {_nnx_shapes.path_str(needed[0])}) but flaxmock does not know how it was "
+            "built. Build it with flaxmock.nnx.abstract(factory, *args, **kwargs) (and "
+            "mock it with flaxmock.nnx.mock), which records the factory; a model made by "
+            "nnx.eval_shape or copied with nnx.clone does not carry it."
+        )
+    factory, args, kwargs = origin
+    if rngs is not None:
+        if isinstance(rngs, int):
+            rngs = nnx.Rngs(rngs)
+        args, kwargs = _replace_rngs(args, kwargs, rngs)
+    traced, rebuild = _nnx_shapes.split_inputs((args, kwargs))
+
+    def init(traced: Any) -> tuple[list[Any], Any]:
+        (call_args, call_kwargs), nodes = rebuild(traced)
+        with _nnx_intercept.suspended():
+            fresh = factory(*call_args, **call_kwargs)
+        values = {path: var.get_value() for path, var in _nnx_shapes.iter_variables(fresh)}
+        missing = [path for path in needed if path not in values]
+        if missing:
+            raise _errors.UnknownFactoryError(
+                f"Cannot materialize: the factory's model has no value at "
+                f"{', '.join(_nnx_shapes.path_str(p) for p in missing[:5])}; it builds a "
+                "different structure than the abstract model."
+            )
+        return [values[path] for path in needed], nnx.state(nodes)
+
+    values, new_state = jax.jit(init)(traced)
+    # Advance the caller's rngs as a real build would.
+    nnx.update(tuple(_nnx_shapes.split_nodes((args, kwargs))), new_state)
+    variables = dict(_nnx_shapes.iter_variables(copy))
+    for path, value in zip(needed, values, strict=True):
+        variables[path].set_value(value)
+    return copy

@@ -1,0 +1,250 @@
+"""Method interception for Flax NNX modules: linen's ``intercept_methods`` for ``nnx.Module``.
+
+NNX has no interceptor hook, and Python looks special methods such as ``__call__`` up on the
+class, never on the instance, so an interceptor has to wrap methods on the classes. This module
+does that as narrowly as it can:
+
+* While at least one :func:`intercept_methods` context is active in *any* thread, the public
+  methods (and ``__call__``) defined by each ``nnx.Module`` subclass are replaced by a wrapper.
+  A class created while a context is active is wrapped as it is created.
+* The wrapper reads the interceptor stack of the *calling thread*; when that stack is empty (a
+  thread with no active context) it calls the original method directly, so other threads see
+  no change in behaviour.
+* The wrappers are installed when the first context opens and removed when the last one closes
+  (a count shared by all threads, under a lock), also when the body raises: afterwards every
+  class attribute is again the very object it was before.
+
+Unlike ``nnx.tabulate``, nothing is left patched when a call fails.
+
+Calls are seen when Python runs them: under ``nnx.jit`` at trace time only (a cached trace runs
+no Python), and a ``nnx.scan`` body as often as JAX traces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flax import nnx
+
+#: The interceptor signature, as in ``flax.linen.intercept_methods``.
+Interceptor = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class InterceptorContext:
+    """What an interceptor learns about the call it intercepts (as linen's).
+
+    Attributes:
+      module: The ``nnx.Module`` whose method is called.
+      method_name: The name of the method called (``"__call__"``).
+      orig_method: The original method bound to ``module``; calling it skips the remaining
+        interceptors.
+    """
+
+    module: nnx.Module
+    method_name: str
+    orig_method: Callable[..., Any]
+
+
+class _Stack(threading.local):
+    def __init__(self) -> None:
+        self.interceptors: list[Interceptor] = []
+
+
+_STACK = _Stack()
+
+# Guards the installation state below; held while wrappers are installed or removed, never
+# during a call.
+_LOCK = threading.RLock()
+# How many intercept_methods contexts are open, over all threads.
+_ACTIVE = 0
+# (class, name) -> the original function that was in the class's __dict__.
+_PATCHED: dict[tuple[type, str], Any] = {}
+# Whether nnx.Module had its own __init_subclass__ before we added the creation hook.
+_HOOK_SAVED: list[Any] = []
+
+# Attribute names of the base classes: framework methods (`sow`, `iter_modules`, `train`, ...)
+# that are not the module's own computation.
+_BASE_NAMES = frozenset(dir(nnx.Module))
+
+# Set on classes that must not be wrapped (flaxmock's own helper subclasses).
+NO_INTERCEPT_ATTR = "_flaxmock_no_intercept"
+
+
+def intercepted_method_names(cls: type) -> list[str]:
+    """Names of the methods of ``cls``'s own ``__dict__`` that interception wraps.
+
+    These are the plain functions defined in the class body whose name is ``__call__`` or
+    public (no leading underscore), except names of the ``nnx.Module`` base API. Properties,
+    static and class methods are left alone.
+    """
+    names = []
+    for name, value in vars(cls).items():
+        if name != "__call__" and (name.startswith("_") or name in _BASE_NAMES):
+            continue
+        original = _PATCHED.get((cls, name), value)
+        if inspect.isfunction(original):
+            names.append(name)
+    return names
+
+
+def _all_module_classes() -> list[type]:
+    seen: dict[type, None] = {}
+    todo = [nnx.Module]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            if sub not in seen:
+                seen[sub] = None
+                todo.append(sub)
+    return list(seen)
+
+
+def _run(fn: Callable[..., Any], name: str, module: Any, args: Any, kwargs: Any) -> Any:
+    # A snapshot: an interceptor that opens or closes a context while running must not change
+    # the chain of the call in flight.
+    stack = tuple(_STACK.interceptors)
+    bound = functools.partial(fn, module)
+    context = InterceptorContext(module, name, bound)
+    fun: Callable[..., Any] = bound
+    # As in linen's `run_interceptors`: the innermost context wraps the method first, so the
+    # outermost interceptor runs first and each `next_fun` leads one level in.
+    for interceptor in reversed(stack):
+        fun = _wrap(interceptor, fun, context)
+    return fun(*args, **kwargs)
+
+
+def _wrap(interceptor: Interceptor, fun: Callable[..., Any], context: InterceptorContext) -> Any:
+    @functools.wraps(fun)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        return interceptor(fun, args, kwargs, context)
+
+    return wrapped
+
+
+def _make_wrapper(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _STACK.interceptors:
+            return fn(self, *args, **kwargs)
+        return _run(fn, name, self, args, kwargs)
+
+    wrapper._flaxmock_original = fn  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _patch_class(cls: type) -> None:
+    if vars(cls).get(NO_INTERCEPT_ATTR, False):
+        return
+    for name in intercepted_method_names(cls):
+        if (cls, name) in _PATCHED:
+            continue
+        fn = vars(cls)[name]
+        _PATCHED[(cls, name)] = fn
+        setattr(cls, name, _make_wrapper(fn, name))
+
+
+def _creation_hook(cls: type, **kwargs: Any) -> None:
+    super(nnx.Module, cls).__init_subclass__(**kwargs)  # type: ignore[misc]
+    with _LOCK:
+        if _ACTIVE:
+            _patch_class(cls)
+
+
+def _install() -> None:
+    for cls in _all_module_classes():
+        _patch_class(cls)
+    # Classes defined while a context is active (in a doctest, in a test body) are wrapped too.
+    _HOOK_SAVED[:] = [vars(nnx.Module).get("__init_subclass__")]
+    nnx.Module.__init_subclass__ = classmethod(_creation_hook)  # type: ignore[assignment]
+
+
+def _uninstall() -> None:
+    if _HOOK_SAVED:
+        saved = _HOOK_SAVED.pop()
+        if saved is None:
+            del nnx.Module.__init_subclass__
+        else:
+            nnx.Module.__init_subclass__ = saved  # type: ignore[method-assign]
+    for (cls, name), fn in _PATCHED.items():
+        setattr(cls, name, fn)
+    _PATCHED.clear()
+
+
+@contextlib.contextmanager
+def intercept_methods(interceptor: Interceptor) -> Iterator[None]:
+    """Calls ``interceptor`` around every ``nnx.Module`` method call made inside the context.
+
+    The NNX counterpart of ``flax.linen.intercept_methods``, with the same interceptor signature
+    ``interceptor(next_fun, args, kwargs, context)``: call ``next_fun(*args, **kwargs)`` to run
+    the method (and any inner interceptors), or return something else instead. ``context`` is an
+    :class:`InterceptorContext` (``module``, ``method_name``, ``orig_method``).
+
+    Every module is seen, Flax's built-in ones (``nnx.Linear``, ``nnx.MultiHeadAttention``)
+    included, without subclassing: ``__call__`` and the public methods each class defines
+    (a helper ``self.encode(x)`` too; not ``nnx.Module``'s own API such as ``sow`` or
+    ``iter_modules``, not properties). A method that calls ``super().__call__`` is seen at
+    both levels, as in linen.
+
+    Contexts nest like linen's: the outermost interceptor runs first. Interception is
+    per thread: another thread's calls run unchanged. When the last context closes, even
+    after an exception, every class attribute is the original object again. Under ``nnx.jit``
+    calls are seen when traced, not on cached calls.
+
+    Args:
+      interceptor: A function ``(next_fun, args, kwargs, context) -> output``.
+
+    Yields:
+      None.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from flaxmock.nnx import intercept_methods
+      >>> model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.relu)
+      >>> seen = []
+      >>> def log(next_fun, args, kwargs, context):
+      ...     out = next_fun(*args, **kwargs)
+      ...     seen.append((type(context.module).__name__, context.method_name, out.shape))
+      ...     return out
+      >>> with intercept_methods(log):
+      ...     _ = model(jnp.ones((2, 3)))
+      >>> seen
+      [('Linear', '__call__', (2, 4)), ('Sequential', '__call__', (2, 4))]
+    """
+    global _ACTIVE
+    with _LOCK:
+        if _ACTIVE == 0:
+            try:
+                _install()
+            except BaseException:
+                _uninstall()
+                raise
+        _ACTIVE += 1
+    _STACK.interceptors.append(interceptor)
+    try:
+        yield
+    finally:
+        popped = _STACK.interceptors.pop()
+        assert popped is interceptor, "intercept_methods contexts closed out of order"
+        with _LOCK:
+            _ACTIVE -= 1
+            if _ACTIVE == 0:
+                _uninstall()
+
+
+@contextlib.contextmanager
+def suspended() -> Iterator[None]:
+    """Hides this thread's interceptors inside the block (for flaxmock's own internal calls)."""
+    saved = _STACK.interceptors
+    _STACK.interceptors = []
+    try:
+        yield
+    finally:
+        _STACK.interceptors = saved

@@ -1,0 +1,190 @@
+"""Shape inference for NNX modules that never touches the model, and graph walking helpers.
+
+``jax.eval_shape(model, x)`` over a stateful NNX module traces the module's own ``Variable``
+objects: with ``nnx.vmap``/``nnx.scan`` inside, older Flax left tracers in the parameters, and
+Flax 0.12 fails with a trace-level error. Here the model is split into a graph definition and a
+state (``nnx.split``), the state crosses ``jax.eval_shape`` as a plain argument, and a *copy*
+is merged inside the trace; the caller's objects are never seen by JAX. Non-array arguments
+(``deterministic=True``) stay Python values (only array leaves are traced), and non-array
+outputs are captured outside the trace, as in equinox's ``filter_eval_shape``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+from flax import nnx
+from flax.nnx import graphlib
+
+from flaxmock import _specs
+
+#: A path in a module graph: attribute names and list indices.
+Path = tuple[Any, ...]
+
+
+def path_str(path: Path) -> str:
+    """Formats a graph path as ``layers/0/attn`` (``<root>`` for the empty path)."""
+    return "/".join(str(k) for k in path) if path else "<root>"
+
+
+def iter_module_paths(root: Any) -> Iterator[tuple[Path, nnx.Module]]:
+    """Yields ``(path, module)`` for every module reachable from ``root``, root first.
+
+    Unlike ``nnx.iter_graph``, a module reachable at several paths (a shared submodule) is
+    yielded at each of them; its children are walked only once, at the first.
+    """
+    seen: set[int] = set()
+
+    def walk(node: Any, path: Path) -> Iterator[tuple[Path, nnx.Module]]:
+        if isinstance(node, nnx.Module):
+            yield path, node
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        impl = graphlib.get_node_impl(node)
+        if impl is None:
+            return
+        for key, child in impl.node_dict(node).items():
+            if isinstance(key, str) and key.startswith("_pytree__"):
+                continue
+            if graphlib.is_node(child) and not isinstance(child, nnx.Variable):
+                yield from walk(child, (*path, key))
+
+    yield from walk(root, ())
+
+
+def iter_variables(root: Any) -> Iterator[tuple[Path, nnx.Variable]]:
+    """Yields ``(path, variable)`` for every ``nnx.Variable`` in ``root``'s graph, once each."""
+    for path, node in nnx.iter_graph(root):
+        if isinstance(node, nnx.Variable):
+            yield tuple(path), node
+
+
+def is_abstract(value: Any) -> bool:
+    """Whether a variable value is a ``jax.ShapeDtypeStruct`` (not a concrete array or tracer)."""
+    return isinstance(value, jax.ShapeDtypeStruct)
+
+
+def bound_method(module: Any, method: str | Callable[..., Any]) -> Callable[..., Any]:
+    """``module.<method>`` for a method name, or ``functools.partial(method, module)``."""
+    if isinstance(method, str):
+        return getattr(module, method)
+    return functools.partial(method, module)
+
+
+def eval_shape(
+    model: nnx.Module,
+    *args: Any,
+    method: str | Callable[..., Any] = "__call__",
+    **kwargs: Any,
+) -> Any:
+    """Returns the output specs of ``model.<method>(*args, **kwargs)``; the model is untouched.
+
+    The model may be real or abstract (its parameters ``jax.ShapeDtypeStruct``, e.g. from
+    :func:`flaxmock.nnx.abstract`), and may use ``nnx.vmap``, ``nnx.scan``, ``BatchNorm`` and
+    ``Dropout``: its state is passed through ``jax.eval_shape`` as an argument and merged into a
+    copy, so every parameter, batch statistic and RNG count of ``model`` keeps its value and no
+    tracer is left behind. Nothing is computed or allocated.
+
+    Args:
+      model: An ``nnx.Module``.
+      *args: Positional arguments: arrays, ``jax.ShapeDtypeStruct`` and Python values (kept
+        static, so ``deterministic=True`` works in a Python ``if``).
+      method: The method to call, by name, or a function ``(module, *args, **kwargs)``.
+      **kwargs: Keyword arguments, as ``args``.
+
+    Returns:
+      The output with every array replaced by its ``jax.ShapeDtypeStruct``; non-array outputs
+      (Python numbers, strings) as the call returned them.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from flaxmock.nnx import eval_shape
+      >>> model = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
+      >>> eval_shape(model, jax.ShapeDtypeStruct((2, 3), jnp.float32))
+      ShapeDtypeStruct(shape=(2, 4), dtype=float32)
+    """
+    return eval_shape_call(model, args, kwargs, method=method)
+
+
+def eval_shape_call(
+    model: nnx.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    method: str | Callable[..., Any] = "__call__",
+    on_merge: Callable[[nnx.Module], None] | None = None,
+) -> Any:
+    """:func:`eval_shape` with explicit ``args``/``kwargs``; ``on_merge`` sees the traced copy."""
+    graphdef, state = nnx.split(model)
+    arrays, combine = _specs.partition((args, kwargs))
+    statics: list[Any] = []
+
+    def run(state: Any, arrays: list[Any]) -> list[Any]:
+        copy = nnx.merge(graphdef, state)
+        if on_merge is not None:
+            on_merge(copy)
+        call_args, call_kwargs = combine(arrays)
+        out = bound_method(copy, method)(*call_args, **call_kwargs)
+        out_arrays, out_combine = _specs.partition(out)
+        statics[:] = [out_combine]
+        return out_arrays
+
+    # Abstract inputs: the state's values may be real arrays, which `eval_shape` would otherwise
+    # keep alive in its trace; only their specs are needed.
+    out_arrays = jax.eval_shape(run, _abstract_state(state), _specs.specs_of(arrays))
+    return statics[0](out_arrays)
+
+
+def _abstract_state(state: Any) -> Any:
+    return jax.tree.map(
+        _specs.spec_of, state, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct)
+    )
+
+
+def split_inputs(tree: Any) -> tuple[Any, Callable[[Any], tuple[Any, Any]]]:
+    """Splits a pytree of arguments for crossing ``jax.jit``/``jax.eval_shape``.
+
+    Array leaves are traced, NNX objects (``nnx.Rngs``, modules) cross as their state (so a
+    traced copy is used and the caller's objects are never touched), and every other leaf
+    (ints, functions, strings) stays a static Python value.
+
+    Returns:
+      ``(traced, rebuild)``: ``traced`` is a pytree of arrays to pass through the transform,
+      and ``rebuild(traced)`` returns ``(tree, nodes)`` inside it, ``nodes`` being the tuple of
+      rebuilt NNX objects (pass ``nnx.state(nodes)`` out to update the originals).
+    """
+
+    def is_leaf(x: Any) -> bool:
+        return isinstance(x, nnx.Pytree | nnx.Variable) or _specs.is_array(x)
+
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=is_leaf)
+    node_at = [i for i, leaf in enumerate(leaves) if isinstance(leaf, nnx.Pytree | nnx.Variable)]
+    array_at = [i for i, leaf in enumerate(leaves) if _specs.is_array(leaf)]
+    graphdef, state = nnx.split(tuple(leaves[i] for i in node_at))
+    static = [None if (i in node_at or i in array_at) else leaf for i, leaf in enumerate(leaves)]
+    traced = (state, [leaves[i] for i in array_at])
+
+    def rebuild(traced: Any) -> tuple[Any, Any]:
+        state, arrays = traced
+        nodes = nnx.merge(graphdef, state)
+        out = list(static)
+        for i, node in zip(node_at, nodes, strict=True):
+            out[i] = node
+        for i, array in zip(array_at, arrays, strict=True):
+            out[i] = array
+        return jax.tree.unflatten(treedef, out), nodes
+
+    return traced, rebuild
+
+
+def split_nodes(tree: Any) -> list[Any]:
+    """The NNX objects among ``tree``'s leaves, in the order :func:`split_inputs` uses."""
+    leaves = jax.tree.leaves(
+        tree, is_leaf=lambda x: isinstance(x, nnx.Pytree | nnx.Variable) or _specs.is_array(x)
+    )
+    return [leaf for leaf in leaves if isinstance(leaf, nnx.Pytree | nnx.Variable)]

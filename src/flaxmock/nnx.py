@@ -1,0 +1,44 @@
+"""flaxmock for Flax NNX: abstract models, mocks, method interception and summaries.
+
+* :func:`abstract` builds a model without allocating it; :func:`materialize` gives its
+  un-mocked parts real values later, computing nothing else.
+* :func:`mock` returns a copy of a model whose selected submodules return random arrays of the
+  real output specs (:class:`MockModule`); the rest computes as usual on them.
+* :func:`intercept_methods` is linen's interceptor context for ``nnx.Module``, built-in modules
+  included, thread-local and leaving no class patched.
+* :func:`eval_shape` and :func:`summary` evaluate shapes without ever changing the model (unlike
+  ``jax.eval_shape`` over a stateful module with ``nnx.scan``/``nnx.vmap`` inside).
+
+Examples:
+  >>> import jax, jax.numpy as jnp
+  >>> from flax import nnx
+  >>> import flaxmock.nnx
+  >>> model = flaxmock.nnx.abstract(nnx.Linear, 4096, 4096, rngs=nnx.Rngs(0))
+  >>> mocked = flaxmock.nnx.mock(model, nnx.Linear)
+  >>> mocked(jnp.ones((2, 4096))).shape
+  (2, 4096)
+"""
+
+from flaxmock._nnx_abstract import abstract as abstract
+from flaxmock._nnx_abstract import materialize as materialize
+from flaxmock._nnx_intercept import InterceptorContext as InterceptorContext
+from flaxmock._nnx_intercept import intercept_methods as intercept_methods
+from flaxmock._nnx_mock import MockCounter as MockCounter
+from flaxmock._nnx_mock import MockInfo as MockInfo
+from flaxmock._nnx_mock import MockModule as MockModule
+from flaxmock._nnx_mock import mock as mock
+from flaxmock._nnx_shapes import eval_shape as eval_shape
+from flaxmock._nnx_summary import summary as summary
+
+__all__ = [
+    "InterceptorContext",
+    "MockCounter",
+    "MockInfo",
+    "MockModule",
+    "abstract",
+    "eval_shape",
+    "intercept_methods",
+    "materialize",
+    "mock",
+    "summary",
+]
