@@ -117,12 +117,12 @@ class MockModule(nnx.Module):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Returns random arrays with the real ``__call__`` output's specs."""
-        return self.emit("__call__", args, kwargs)
+        return self._emit("__call__", args, kwargs)
 
     def __getattr__(self, name: str) -> Any:
         info = vars(self).get("info")
         if info is not None and name in info.method_names and name != "__call__":
-            return lambda *args, **kwargs: self.emit(name, args, kwargs)
+            return lambda *args, **kwargs: self._emit(name, args, kwargs)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
@@ -145,7 +145,7 @@ class MockModule(nnx.Module):
         """
         return list(self.info.call_args_list)
 
-    def output_spec(self, method: str, args: Any, kwargs: Any) -> Any:
+    def _output_spec(self, method: str, args: Any, kwargs: Any) -> Any:
         """The output specs of ``method`` for these arguments, inferred once per signature.
 
         Raises:
@@ -203,10 +203,10 @@ class MockModule(nnx.Module):
             )
             raise
 
-    def emit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _emit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Returns random arrays shaped like ``method``'s real output, and advances the counter."""
         info = self.info
-        out_spec = self.output_spec(method, args, kwargs)
+        out_spec = self._output_spec(method, args, kwargs)
         info.call_args_list.append(_specs.specs_of((args, kwargs)))
         counter = self.counter.get_value()
         self.counter.set_value(counter.at[..., 1].add(1))

@@ -19,6 +19,7 @@ Examples:
   (2, 4096)
 """
 
+from flaxmock._errors import UnknownFactoryError as UnknownFactoryError
 from flaxmock._nnx_abstract import abstract as abstract
 from flaxmock._nnx_abstract import materialize as materialize
 from flaxmock._nnx_intercept import InterceptorContext as InterceptorContext
@@ -35,6 +36,7 @@ __all__ = [
     "MockCounter",
     "MockInfo",
     "MockModule",
+    "UnknownFactoryError",
     "abstract",
     "eval_shape",
     "intercept_methods",
