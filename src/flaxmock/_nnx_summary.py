@@ -76,15 +76,38 @@ def summary(
     """
     owned = _owned_params(model)
     rows: list[_table.CallRow | None] = []
-    paths: dict[int, str] = {}
+    paths: dict[int, _nnx_shapes.Path] = {}
+    known: list[tuple[_nnx_shapes.Path, Any]] = []
+    active: list[_nnx_shapes.Path] = []
+
+    def register(root: Any, prefix: _nnx_shapes.Path) -> None:
+        for path, module in _nnx_shapes.iter_module_paths(root):
+            paths.setdefault(id(module), (*prefix, *path))
+            known.append(((*prefix, *path), module))
 
     def on_merge(copy: Any) -> None:
-        for path, module in _nnx_shapes.iter_module_paths(copy):
-            paths.setdefault(id(module), _nnx_shapes.path_str(path))
+        register(copy, ())
+
+    def path_of(module: Any) -> str:
+        if id(module) not in paths:
+            # Lifted transforms (nnx.scan, nnx.vmap) call a fresh copy of a submodule: find
+            # the one module of the same class under the calling module, and name the copy
+            # and its children after it.
+            parent = active[-1] if active else ()
+            kind = _nnx_abstract.public_type(module)
+            found = {
+                path
+                for path, other in known
+                if path[: len(parent)] == parent and _nnx_abstract.public_type(other) is kind
+            }
+            if len(found) != 1:
+                return f"<{kind.__name__}>"
+            register(module, found.pop())
+        return _nnx_shapes.path_str(paths[id(module)])
 
     def record(next_fun: Any, call_args: Any, call_kwargs: Any, context: Any) -> Any:
         module = context.module
-        path = paths.get(id(module), f"<{type(module).__name__}>")
+        path = path_of(module)
         if isinstance(module, _nnx_mock.MockModule):
             module_type, note, params = module.info.module_type.__name__, "mocked", (0, 0)
         else:
@@ -94,7 +117,11 @@ def summary(
             note, params = "", owned.pop(path, (0, 0))
         index = len(rows)
         rows.append(None)
-        out = next_fun(*call_args, **call_kwargs)
+        active.append(paths.get(id(module), ()))
+        try:
+            out = next_fun(*call_args, **call_kwargs)
+        finally:
+            active.pop()
         rows[index] = _table.CallRow(
             path=path,
             module_type=module_type,
