@@ -28,9 +28,9 @@ def measure(size: str, repeat: int) -> dict:
 
     import jax
     import jax.numpy as jnp
-    from flaxmock.examples import llama
 
     import flaxmock
+    from flaxmock.examples import llama
 
     model = llama.Llama(llama.LlamaConfig.preset(size))
     tokens = jax.ShapeDtypeStruct((1, 16), jnp.int32)

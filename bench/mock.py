@@ -22,10 +22,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-from flaxmock.examples import llama
 from penzai import pz
 
 import flaxmock
+from flaxmock.examples import llama
 
 
 def median_time(fn, repeat: int) -> float:

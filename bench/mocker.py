@@ -15,9 +15,9 @@ import time
 
 import jax
 import jax.numpy as jnp
-from flaxmock.examples import llama
 
 import flaxmock
+from flaxmock.examples import llama
 
 
 def median_time(fn, repeat: int) -> float:
