@@ -180,7 +180,7 @@ assert "embed: params/embedding" in message
 # %% [markdown]
 # ## Next steps
 #
-# - `tutorials/02_mocks.py`: replace chosen calls by layers that emit random arrays of the
+# - `tutorials/02_tree_surgery.py`: replace chosen calls by layers that emit random arrays of the
 #   real shapes, so the abstract tree runs.
 # - `tutorials/03_partial_mocking.py`: real parameters only for the un-mocked part of a model.
-# - `tutorials/04_mocker.py`: develop plotting code against random intermediates.
+# - `tutorials/04_plot_debugging.py`: develop plotting code against random intermediates.

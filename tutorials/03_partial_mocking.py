@@ -184,5 +184,5 @@ assert all(grad_norms[f"{path}/scale"] == 0 for path in feeding)
 # ## Next steps
 #
 # - `bench/partial.py`: peak memory and time of a partly mocked 8B model.
-# - `tutorials/04_mocker.py`: develop plotting code against random intermediates.
-# - `tutorials/02_mocks.py`: fill policies, seeds and value-dependent shapes for the mocks.
+# - `tutorials/04_plot_debugging.py`: develop plotting code against random intermediates.
+# - `tutorials/02_tree_surgery.py`: fill policies, seeds and value-dependent shapes for the mocks.

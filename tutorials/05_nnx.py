@@ -196,7 +196,7 @@ assert table.total_params == n_params
 # %% [markdown]
 # ## Next steps
 #
-# - `tutorials/02_mocks.py`: the same mocks for Flax linen models, with fill policies.
+# - `tutorials/02_tree_surgery.py`: the same mocks for Flax linen models, with fill policies.
 # - `tutorials/03_partial_mocking.py`: partial mocking of a large linen model.
 # - The API reference of `flaxmock.nnx`: `mock(..., out=...)` for outputs whose shape depends
 #   on values, `MockModule.call_args_list`, and what interception sees under `nnx.jit`.

@@ -14,6 +14,7 @@
 # - fill policies other than the default (zeros, ones, uniform, your own function);
 # - mock a call whose output shape depends on values (`outs=` and `out=`);
 # - put the originals back with `flaxmock.unmock`;
+# - render a patched tree with treescope;
 # - call a mocked tree under `jax.jit` (`pz.variable_jit`).
 
 # %%
@@ -97,6 +98,18 @@ assert not isinstance(
     real_tree.submodule_calls[(1, "block_0.__call__")].submodule_calls[(1, "attn.__call__")],
     flaxmock.MockLayer,
 )
+
+# %% [markdown]
+# The tree is a penzai pytree, so treescope renders it (in a notebook, `pz.show(no_attention)`
+# draws it interactively). A mock's first line summarises what it stands for: the module, the
+# method and the output spec it emits; mocks are drawn collapsed, in their own colour.
+
+# %%
+import treescope  # noqa: E402
+
+print(attn.summary_line())
+html = treescope.render_to_html(no_attention)  # what pz.show displays
+assert attn.summary_line() in html
 
 # %% [markdown]
 # ## Mock by glob: sown values still come out
@@ -292,5 +305,5 @@ assert jax.tree.structure(sown1) == jax.tree.structure(expected_sown)
 #
 # - `tutorials/03_partial_mocking.py`: mock part of a large model and give real parameters to
 #   the rest only (`flaxmock.materialize`, `flaxmock.bind`), and take gradients through mocks.
-# - `tutorials/04_mocker.py`: write plotting code against random intermediates with
+# - `tutorials/04_plot_debugging.py`: write plotting code against random intermediates with
 #   `flaxmock.Mocker`.

@@ -208,6 +208,6 @@ assert "SelfAttention" in repr(self.attn) and "'attn'" in repr(self.attn)
 # %% [markdown]
 # ## Next steps
 #
-# - `tutorials/02_mocks.py`: the engine under `Mocker`: mocks inside a converted model, fill
+# - `tutorials/02_tree_surgery.py`: the engine under `Mocker`: mocks inside a converted model, fill
 #   policies, seeds, `jit`.
 # - `tutorials/03_partial_mocking.py`: run part of a large model for real, mock the rest.
