@@ -12,8 +12,6 @@ from several places or its variables read directly), ``mutable``, ``rng``, ``sta
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -22,41 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxmock.examples import llama
+from zoo_case import ZooCase
 
 _rng = np.random.default_rng(0)
 
 
 def _normal(*shape: int, dtype: Any = jnp.float32) -> jax.Array:
     return jnp.asarray(_rng.standard_normal(shape), dtype)
-
-
-@dataclasses.dataclass(frozen=True)
-class ZooCase:
-    """A model and the arguments of one call.
-
-    Attributes:
-      id: Readable test id.
-      make: Builds the (unbound) module.
-      args: Positional arguments (concrete arrays or Python values).
-      kwargs: Keyword arguments (Python values stay static).
-      method: ``method=`` for init and apply (a name or a function), or None.
-      mutable: ``mutable=`` for apply.
-      rngs: Names of the rng streams apply needs besides ``params``.
-      init_kwargs: Extra keyword arguments for init only.
-      notes: What the case exercises.
-      tags: Labels that :func:`cases` filters on.
-    """
-
-    id: str
-    make: Callable[[], nn.Module]
-    args: tuple
-    kwargs: dict = dataclasses.field(default_factory=dict)
-    method: Any = None
-    mutable: Any = False
-    rngs: tuple[str, ...] = ()
-    init_kwargs: dict = dataclasses.field(default_factory=dict)
-    notes: str = ""
-    tags: tuple[str, ...] = ()
 
 
 class MLP(nn.Module):
@@ -483,6 +453,14 @@ CASES: list[ZooCase] = [
         tags=("llama", "setup", "lifted", "metadata"),
     ),
 ]
+
+# Models written the way third-party code writes them (vision, text, sequence), each family in
+# its own module; they go through every test that parametrises over CASES.
+import zoo_wild_seq  # noqa: E402
+import zoo_wild_text  # noqa: E402
+import zoo_wild_vision  # noqa: E402
+
+CASES = CASES + zoo_wild_vision.CASES + zoo_wild_text.CASES + zoo_wild_seq.CASES
 
 IDS = [case.id for case in CASES]
 
