@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 import jax
 import jax.numpy as jnp
 
-from flaxmock import _errors
+from flaxmock import _errors, _prng
 
 #: A fill policy: ``None``/``"normal"`` (the default rules), ``"zeros"``, ``"ones"``,
 #: ``"uniform"``, or a callable ``(key, spec) -> array`` returning an array of exactly ``spec``'s
@@ -234,10 +234,15 @@ def fill_tree(key: jax.Array, specs: Any, fill: Fill = None, *, where: str = "")
       ((2, 4), 3, None)
     """
     leaves, treedef = jax.tree_util.tree_flatten(specs, is_leaf=_is_spec)
-    filled = [
-        fill_array(jax.random.fold_in(key, i), leaf, fill, where=where) if _is_spec(leaf) else leaf
-        for i, leaf in enumerate(leaves)
-    ]
+    # Eager draws compile jax.random's functions on first use: lowered fused (same bits, no
+    # 8x scratch on CPU; see flaxmock._prng).
+    with _prng.unrolled_threefry():
+        filled = [
+            fill_array(jax.random.fold_in(key, i), leaf, fill, where=where)
+            if _is_spec(leaf)
+            else leaf
+            for i, leaf in enumerate(leaves)
+        ]
     return jax.tree_util.tree_unflatten(treedef, filled)
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from penzai import pz
 
-from flaxmock import _errors, _layer, _record, _specs
+from flaxmock import _errors, _layer, _prng, _record, _specs
 
 Path = tuple[str, ...]
 
@@ -96,7 +96,9 @@ def materialize(
     The values are those ``module.init(key, *args)`` gives (the root module's ``init`` with the
     recorded arguments' shapes, ``key`` as the ``params`` stream), computed under ``jax.jit``
     with only the leaves un-mocked layers use as outputs, so the mocked parameters are never
-    computed or allocated. Other collections (``batch_stats``) are initialised likewise.
+    computed or allocated. Other collections (``batch_stats``) are initialised likewise. On
+    CPU the random bits are generated fused with the initializers (JAX's own unrolled threefry
+    lowering, bit-identical), so initialising an array needs no scratch beyond it.
 
     The values equal those of ``jax.jit(model.init)``; an eager ``model.init`` may differ from
     them in the last bit where XLA fuses the initializer's arithmetic differently. ``init`` runs
@@ -175,7 +177,10 @@ def materialize(
     inputs = [
         jnp.zeros(a.shape, a.dtype) if isinstance(a, jax.ShapeDtypeStruct) else a for a in arrays
     ]
-    values = jax.jit(init, out_shardings=_shardings(currents, mesh, rules))(key, inputs)
+    jitted = jax.jit(init, out_shardings=_shardings(currents, mesh, rules))
+    # Lowered with threefry unrolled: on CPU the default lowering holds 8x the output's bytes
+    # of scratch per random array (see flaxmock._prng); the values are bit-identical.
+    values = _prng.compile_fused(jitted, key, inputs)(key, inputs)
     values = [
         c.replace_boxed(v) if isinstance(c, nn.meta.AxisMetadata) else v
         for c, v in zip(currents, values, strict=True)

@@ -27,7 +27,7 @@ from penzai import pz
 from penzai.toolshed.unflaxify import ArgsAndKwargs
 from treescope import formatting_util
 
-from flaxmock import _errors, _fill, _layer, _record, _select, _specs, _walk
+from flaxmock import _errors, _fill, _layer, _prng, _record, _select, _specs, _walk
 
 #: How many input signatures a mock remembers besides the recorded one (least recently used
 #: ones are dropped). Bounds memory when a mock is called with ever new shapes.
@@ -334,7 +334,9 @@ class MockLayer(pz.nn.Layer):
         except TypeError:  # An unhashable fill callable: draw eagerly.
             draw = functools.partial(_draw, groups, self.info.fill, self.info.vmap_axis_name, where)
         seed = jnp.uint32(self.info.seed)
-        filled = draw(seed, jnp.uint32(_path_hash(self.info.call_path)), count, index, fold)
+        # The first call per signature compiles: lowered fused (same bits, no scratch).
+        with _prng.unrolled_threefry():
+            filled = draw(seed, jnp.uint32(_path_hash(self.info.call_path)), count, index, fold)
         values = [rebuild(list(arrays)) for (_, rebuild), arrays in zip(parts, filled, strict=True)]
         return values[0], list(zip(sown, values[1:], strict=True))
 
