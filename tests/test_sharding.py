@@ -1,4 +1,4 @@
-"""Sharded materialization on 8 simulated CPU devices (in a separate process)."""
+"""Sharded materialization and sharded mock outputs on 8 simulated CPU devices (subprocesses)."""
 
 from __future__ import annotations
 
@@ -54,14 +54,86 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_materialize_creates_sharded_parameters():
+MOCK_SCRIPT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, flax.linen as nn, numpy as np, pytest
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from penzai import pz
+    import flaxmock
+
+    class Up(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            w = self.param(
+                "w", nn.with_logical_partitioning(nn.initializers.normal(), ("embed", "mlp")),
+                (16, 32))
+            return {"h": x @ w, "n": 3}
+
+    class Down(nn.Module):
+        @nn.compact
+        def __call__(self, h):
+            w = self.param("w", nn.with_partitioning(nn.initializers.normal(), ("model", None)),
+                           (32, 16))
+            return h @ w
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return Down(name="down")(Up(name="up")(x)["h"])
+
+    mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("data", "model"))
+    rules = (("embed", None), ("mlp", "model"))
+    x = jax.device_put(jnp.ones((8, 16)), NamedSharding(mesh, P("data", None)))
+    model = Model()
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    with nn.logical_axis_rules(rules):
+        shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(variables), mesh, rules)
+    variables = jax.device_put(variables, shardings)
+
+    # The oracle: the shardings XLA gives the real calls' outputs.
+    real_up = jax.jit(lambda v, x: Up().apply(v, x)["h"])({"params": variables["params"]["up"]}, x)
+    real_h = real_up
+    real_out = jax.jit(model.apply)(variables, x)
+
+    tree = flaxmock.unflaxify(model, x)
+    mocked = flaxmock.mock(tree, ["up", "down"], mesh=mesh, rules=rules)
+    up = flaxmock.call(mocked.submodule_calls[(0, "up.__call__")], x)
+    assert up["n"] == 3
+    assert up["h"].shape == real_h.shape
+    assert up["h"].sharding.is_equivalent_to(real_h.sharding, 2), up["h"].sharding
+    out = flaxmock.call(mocked, x)
+    assert out.sharding.is_equivalent_to(real_out.sharding, 2), (out.sharding, real_out.sharding)
+    # The outputs really are split: not every device holds the whole array.
+    assert up["h"].addressable_shards[0].data.shape != up["h"].shape
+    # Under jit too.
+    jitted = pz.variable_jit(lambda t, x: flaxmock.call(t, x))(mocked, x)
+    assert jitted.sharding.is_equivalent_to(real_out.sharding, 2), jitted.sharding
+    # Without mesh=, outputs are not sharded on the mesh.
+    plain = flaxmock.call(flaxmock.mock(tree, ["up", "down"]), x)
+    assert not isinstance(plain.sharding, NamedSharding) or plain.sharding.mesh != mesh
+    with pytest.raises(flaxmock.InvalidArgumentError, match="expects a jax.sharding.Mesh"):
+        flaxmock.mock(tree, "up", mesh="data")
+    print("OK")
+    """
+)
+
+
+def _run(script: str) -> None:
     env = {
         **os.environ,
         "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
         "JAX_PLATFORMS": "cpu",
     }
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.strip().endswith("OK")
+
+
+def test_materialize_creates_sharded_parameters():
+    _run(SCRIPT)
+
+
+def test_mock_outputs_have_the_real_calls_shardings():
+    _run(MOCK_SCRIPT)

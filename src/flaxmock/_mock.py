@@ -14,6 +14,7 @@ is folded in as well, so each lane gets its own values while parameters stay sha
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import threading
@@ -58,6 +59,8 @@ class MockInfo:
       out: An explicit output spec given to ``mock(..., out=...)``, or None.
       vmap_axis_name: A ``jax.vmap`` axis whose lane index is folded into the key, or None.
       original: The layer this mock replaced (for ``unmock``).
+      mesh: A ``jax.sharding.Mesh``: outputs get the shardings the real call's would have.
+      rules: Logical axis rules for the parameters' ``nn.with_logical_partitioning`` names.
     """
 
     scope_path: tuple[str, ...]
@@ -72,12 +75,16 @@ class MockInfo:
     out: Any
     vmap_axis_name: str | None
     original: Any
+    mesh: Any = None
+    rules: Any = None
     cache: collections.OrderedDict = dataclasses.field(default_factory=collections.OrderedDict)
     call_args_list: collections.deque = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=CALL_HISTORY_SIZE)
     )
     # The output spec of the latest call (one element once called).
     last_out_spec: list = dataclasses.field(default_factory=list)
+    # Output shardings per (input signature, input shardings), when mesh is given.
+    shardings: dict = dataclasses.field(default_factory=dict)
 
     @property
     def path_str(self) -> str:
@@ -231,6 +238,12 @@ class MockLayer(pz.nn.Layer):
           ShapeInferenceError: the output shape depends on values (``jnp.nonzero`` without
             ``size=``), so ``jax.eval_shape`` cannot infer it.
         """
+        out_spec, sown = self._unsharded_output_spec(args_and_kwargs)
+        if self.info.mesh is None or self.info.out is not None:
+            return out_spec, sown
+        return self._with_shardings(args_and_kwargs, out_spec), sown
+
+    def _unsharded_output_spec(self, args_and_kwargs: ArgsAndKwargs) -> tuple[Any, tuple]:
         info = self.info
         if info.out is not None:
             return info.out, info.sown
@@ -255,6 +268,93 @@ class MockLayer(pz.nn.Layer):
         while len(info.cache) > SPEC_CACHE_SIZE:
             info.cache.popitem(last=False)
         return result
+
+    def _with_shardings(self, args_and_kwargs: ArgsAndKwargs, out_spec: Any) -> Any:
+        """``out_spec`` with the shardings XLA gives the real call's outputs on the mesh.
+
+        The real call is compiled (never run) with its parameters sharded as their partitioning
+        metadata says and the arguments sharded as given (replicated when not arrays on the
+        mesh); the compiled outputs' shardings are cached per input signature and shardings.
+        Under a trace (``jax.jit``) the arguments' shardings are unknown: the shardings of the
+        latest concrete call with the same signature are used, else replicated arguments.
+        """
+        info = self.info
+        mesh = info.mesh
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        arrays, rebuild = _specs.partition((args_and_kwargs.args, dict(args_and_kwargs.kwargs)))
+
+        def arg_sharding(a: Any) -> Any:
+            sharding = getattr(a, "sharding", None)
+            if isinstance(sharding, jax.sharding.NamedSharding) and sharding.mesh == mesh:
+                return sharding
+            return replicated
+
+        in_shardings = tuple(arg_sharding(a) for a in arrays)
+        sig = _specs.signature_of(_specs.specs_of(arrays))
+        key = (sig, in_shardings)
+        found = info.shardings.get(key)
+        if found is None and any(isinstance(a, jax.core.Tracer) for a in arrays):
+            # Under a trace the arguments' shardings are not known yet: reuse those of the
+            # latest concrete call with this signature, if any (else: replicated arguments).
+            found = next((v for (s, _), v in reversed(info.shardings.items()) if s == sig), None)
+        if found is None:
+            found = self._compile_shardings(arrays, rebuild, list(in_shardings))
+            info.shardings[key] = found
+            while len(info.shardings) > SPEC_CACHE_SIZE:
+                info.shardings.pop(next(iter(info.shardings)))
+        leaves, rebuild_out = _specs.partition(out_spec)
+        return rebuild_out(
+            [
+                jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+                for leaf, sharding in zip(leaves, found, strict=True)
+            ]
+        )
+
+    def _compile_shardings(self, arrays: list[Any], rebuild: Any, in_shardings: list) -> list:
+        from flaxmock import _materialize
+
+        info = self.info
+        mesh, rules = info.mesh, info.rules
+
+        def is_box(x: Any) -> bool:
+            return isinstance(x, nn.meta.AxisMetadata)
+
+        def var_sharding(v: Any) -> Any:
+            found = _materialize._shardings([v], mesh, rules)
+            assert found is not None  # mesh is set
+            return found[0]
+
+        var_shardings = jax.tree.map(var_sharding, info.variables, is_leaf=is_box)
+        variables = nn.meta.unbox(info.variables)
+        module, method = self.module, info.method
+
+        def real(variables: Any, arg_arrays: list[Any]) -> list[Any]:
+            a, kw = rebuild(arg_arrays)
+            out = module.apply(variables, *a, method=method, rngs=_layer.default_rngs(), **kw)
+            return _specs.partition(out)[0]
+
+        specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in arrays]
+        where = f"{self.path_str}.{self.method_name}"
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(_walk.isolated())
+                stack.enter_context(nn.logical_axis_rules(rules or ()))
+                try:
+                    # For constraints that name mesh axes without a mesh
+                    # (nn.with_logical_constraint); JAX refuses it inside a trace, where the
+                    # shardings of the parameters and arguments still apply.
+                    stack.enter_context(jax.set_mesh(mesh))
+                except ValueError:
+                    pass
+                jitted = jax.jit(real, in_shardings=(var_shardings, in_shardings))
+                compiled = jitted.lower(variables, specs).compile()
+        except Exception as e:
+            e.add_note(
+                f"flaxmock: compiling the real {where} on the mock's mesh, to find its outputs' "
+                "shardings, failed. Mock it without mesh= to get unsharded outputs."
+            )
+            raise
+        return list(compiled.output_shardings)
 
     def _infer(self, spec_in: Any) -> tuple[Any, tuple]:
         args, kwargs = spec_in
@@ -385,6 +485,8 @@ def mock_layer(
     fill: Any = None,
     out: Any = None,
     vmap_axis_name: str | None = None,
+    mesh: Any = None,
+    rules: Any = None,
 ) -> MockLayer:
     """Builds the :class:`MockLayer` that replaces one converted layer."""
     info = layer.info
@@ -408,6 +510,8 @@ def mock_layer(
         out=out_spec if out is not None else None,
         vmap_axis_name=vmap_axis_name,
         original=layer,
+        mesh=mesh,
+        rules=rules,
     )
     counter = pz.StateVariable(
         value=jnp.zeros((), jnp.uint32), label=f"flaxmock.counter:{where}:{id(mock_info)}"
@@ -452,6 +556,8 @@ def mock(
     fill: Any = None,
     out: Any = None,
     vmap_axis_name: str | None = None,
+    mesh: Any = None,
+    rules: Any = None,
 ) -> Any:
     """Replaces the layers ``where`` selects by mocks (:class:`MockLayer`).
 
@@ -471,6 +577,12 @@ def mock(
         output shape depends on values and cannot be inferred.
       vmap_axis_name: Fold the lane index of this ``jax.vmap`` axis into the key, so that each
         lane gets its own values.
+      mesh: A ``jax.sharding.Mesh``. Each mock's outputs then get the shardings the real
+        call's outputs would have on it: the real call is compiled once per input signature
+        (never run) with its parameters sharded by their ``nn.with_partitioning`` /
+        ``nn.with_logical_partitioning`` metadata and the arguments as given.
+      rules: Logical axis rules for ``nn.with_logical_partitioning`` names (default: those of
+        the surrounding ``nn.logical_axis_rules`` context when ``mock`` is called).
 
     Returns:
       A new tree; ``tree`` itself is unchanged.
@@ -488,10 +600,23 @@ def mock(
       >>> flaxmock.call(mocked, jnp.ones((4, 3))).shape
       (4, 2)
     """
+    if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
+        raise _errors.InvalidArgumentError(
+            f"mock: mesh= expects a jax.sharding.Mesh, got {type(mesh).__name__}. Fix: pass "
+            "jax.sharding.Mesh(devices, axis_names), or leave it out for unsharded outputs."
+        )
+    if mesh is not None and rules is None:
+        rules = tuple(nn.get_logical_axis_rules())
     selection = _select.select_layers(tree, where, (_layer.FlaxCallLayer,))
     return selection.apply(
         lambda layer: mock_layer(
-            layer, seed=seed, fill=fill, out=out, vmap_axis_name=vmap_axis_name
+            layer,
+            seed=seed,
+            fill=fill,
+            out=out,
+            vmap_axis_name=vmap_axis_name,
+            mesh=mesh,
+            rules=rules,
         )
     )
 
