@@ -401,7 +401,44 @@ def test_real_layer_reading_a_mocked_modules_variables_is_explained():
     tree = flaxmock.mock(flaxmock.unflaxify(Tying(), tokens), "embed")
     with pytest.raises(KeyError) as info:
         flaxmock.call(tree, tokens)
-    assert any("Mocked calls keep no values (embed.__call__)" in n for n in info.value.__notes__)
+    assert any("when they were mocked (embed.__call__)" in n for n in info.value.__notes__)
+    # With real values, the mock keeps them: the tied read works and equals apply with the
+    # mock's output substituted.
+    variables = Tying().init(jax.random.key(0), tokens)
+
+    def mocked():
+        return flaxmock.mock(flaxmock.unflaxify(Tying(), tokens, variables=variables), "embed")
+
+    out = flaxmock.call(mocked(), tokens)
+    # A fresh mock of the same seed and path draws the same first output.
+    first = flaxmock.call(mocked().submodule_calls[(0, "embed.__call__")], tokens)
+    table = variables["params"]["embed"]["embedding"]
+    np.testing.assert_allclose(out, first @ table.T, rtol=1e-6)
+
+
+def test_mocked_module_keeps_existing_state():
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool):
+            h = nn.BatchNorm(use_running_average=not train, name="bn")(x)
+            return nn.Dense(2, name="head")(h)
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 3)), jnp.float32)
+    variables = Net().init(jax.random.key(0), x, False)
+    variables = jax.tree.map(lambda v: v + 0.5, variables)  # stats that are not init's
+    tree = flaxmock.unflaxify(Net(), x, True, variables=variables, mutable=["batch_stats"])
+    mocked = flaxmock.mock(tree, "bn")
+    out, updates = flaxmock.call(mocked, x, True, mutable=["batch_stats"])
+    assert out.shape == (4, 2)
+    # The mocked BatchNorm leaves its running statistics as they were (a real one updates them).
+    for name in ("mean", "var"):
+        np.testing.assert_array_equal(
+            updates["batch_stats"]["bn"][name], variables["batch_stats"]["bn"][name]
+        )
+    _, real_updates = Net().apply(variables, x, True, mutable=["batch_stats"])
+    assert not np.allclose(
+        real_updates["batch_stats"]["bn"]["mean"], variables["batch_stats"]["bn"]["mean"]
+    )
 
 
 def test_mocking_a_mocked_layer_says_so(tree):

@@ -159,11 +159,15 @@ class Assembled:
     skip_setup: set[Path]  # Module paths with only replaced calls: their setup must not run.
 
 
-def assemble(root: FlaxCallLayer, *, include_replaced: bool = False) -> Assembled:
+def assemble(
+    root: FlaxCallLayer, *, include_replaced: bool = False, include_kept: bool = False
+) -> Assembled:
     """Collects the variables of every converted layer reachable from ``root``.
 
     With ``include_replaced``, mocks below ``root`` contribute the abstract variables they kept
-    of the layer they replaced (to infer shapes through the original code).
+    of the layer they replaced (to infer shapes through the original code). With
+    ``include_kept``, they contribute the real values they kept (``MockLayer.kept``: existing
+    state, tied parameters), for a run.
 
     Paths are made relative to ``root``'s scope. A module from outside ``root``'s subtree (a
     shared module passed in as an attribute) is adopted by Flax under its own name when ``root``
@@ -208,7 +212,9 @@ def assemble(root: FlaxCallLayer, *, include_replaced: bool = False) -> Assemble
                     p = p if p is not None else info.scope_path[-1:]
                     replaced_paths.add(p)
                     kept = getattr(info, "variables", None)
-                    if include_replaced and kept:
+                    if not include_replaced and include_kept:
+                        kept = getattr(child, "kept", None)
+                    if (include_replaced or include_kept) and kept:
                         for col, tree in kept.items():
                             for path, value in _record._flatten(tree).items():
                                 _set_in(variables.setdefault(col, {}), p + path, value)
@@ -363,7 +369,7 @@ def run(
     rngs: Any = None,
 ) -> Any:
     """Applies ``layer``'s module natively, redirecting replaced submodule calls."""
-    assembled = assemble(layer)
+    assembled = assemble(layer, include_kept=True)
     check_concrete(layer, assembled)
     mocks = mocks_reachable(layer)
     # Each run reserves one count per mock up front (atomically: threads calling one tree draw
@@ -391,10 +397,12 @@ def run(
             paths = sorted({f"{m.path_str}.{m.method_name}" for m in mocks})
             e.add_note(
                 "flaxmock: a real layer looked up a variable that is not there. Mocked calls "
-                f"keep no values ({', '.join(paths[:6])}{', ...' if len(paths) > 6 else ''}); "
-                "a real layer that reads a mocked module's variables (weight tying: "
+                "keep only the variables that held real values when they were mocked "
+                f"({', '.join(paths[:6])}{', ...' if len(paths) > 6 else ''}); a real layer "
+                "that reads an abstract mocked module's variables (weight tying: "
                 "`self.embed.variables[...]`, `self.embed.embedding`) fails. Fix: mock that "
-                "layer too, or leave the module it reads un-mocked."
+                "layer too, leave the module it reads un-mocked, or mock after giving values "
+                "(flaxmock.bind or materialize, then flaxmock.mock)."
             )
         raise
     for m in mocks:

@@ -157,12 +157,17 @@ class MockLayer(pz.nn.Layer):
       method_name: The name of the replaced method.
       counter: The number of calls so far, a ``pz.StateVariable`` (penzai state).
       info: The static :class:`MockInfo`.
+      kept: The replaced module's variables that held real values when it was mocked
+        (``{collection: nested dict}``): existing state (``batch_stats``, a decode ``cache``)
+        keeps its value under a mock, as the docs promise, and a real layer that reads the
+        mocked module's parameters (weight tying) still finds them. Abstract ones are dropped.
     """
 
     module: nn.Module = dataclasses.field(metadata={"pytree_node": False})
     method_name: str = dataclasses.field(metadata={"pytree_node": False})
     counter: Any
     info: MockInfo = dataclasses.field(metadata={"pytree_node": False})
+    kept: Any = dataclasses.field(default_factory=dict)
 
     def __call__(self, args_and_kwargs: ArgsAndKwargs, /, **side_inputs: Any) -> Any:
         """Returns random arrays with the real output's structure, shapes and dtypes."""
@@ -517,8 +522,26 @@ def mock_layer(
         value=jnp.zeros((), jnp.uint32), label=f"flaxmock.counter:{where}:{id(mock_info)}"
     )
     return MockLayer(
-        module=layer.module, method_name=layer.method_name, counter=counter, info=mock_info
+        module=layer.module,
+        method_name=layer.method_name,
+        counter=counter,
+        info=mock_info,
+        kept=_concrete(assembled.variables),
     )
+
+
+def _concrete(variables: dict[str, Any]) -> dict[str, Any]:
+    """The leaves of a variables dict that hold values (abstract specs dropped), nested."""
+    out: dict[str, Any] = {}
+    for col, tree in variables.items():
+        for path, value in _record._flatten(tree).items():
+            if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(value)):
+                continue
+            node = out.setdefault(col, {})
+            for k in path[:-1]:
+                node = node.setdefault(k, {})
+            node[path[-1]] = value
+    return out
 
 
 def explicit_mock(
