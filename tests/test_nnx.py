@@ -543,3 +543,149 @@ def test_summary_inside_scan_and_model_untouched():
     params = [v for _, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
     assert sum(r.param_count for r in rows) == sum(v.get_value().size for v in params)
     _assert_same_state(before, model)
+
+
+# --------------------------------------------------------------------------------------------
+# Stacks, raw JAX transforms, nnx.jit, attributes and containers.
+
+
+def test_mock_stack_size_inferred_explicit_and_checked():
+    model = Stack(rngs=nnx.Rngs(0))
+    x = jnp.ones((5, 4))
+    # Inferred: the stack's arrays (random keys included) share a leading axis of 3; a plain
+    # module's do not.
+    inferred = fnnx.mock(model, "blocks/lin")
+    assert inferred.blocks.lin.info.stack_size == 3
+    np.testing.assert_array_equal(inferred(x), fnnx.mock(model, "blocks/lin", stack_size=3)(x))
+    assert fnnx.mock(model, "head").head.info.stack_size is None
+    assert fnnx.mock(model, "head", stack_size=None).head.counter.get_value().shape == (2,)
+    with pytest.raises(
+        fnnx.StackSizeError,
+        match=r"stack_size=2\): blocks/lin \(Linear\) is not a stack of 2 layers.*leading axis "
+        r"of 3\. Fix: pass stack_size=3",
+    ):
+        fnnx.mock(model, "blocks/lin", stack_size=2)
+    with pytest.raises(fnnx.StackSizeError, match=r"head \(Linear\).*no leading axis shared"):
+        fnnx.mock(model, "head", stack_size=2)
+    with pytest.raises(fnnx.StackSizeError, match="expected a positive int"):
+        fnnx.mock(model, "head", stack_size=0)
+
+
+def test_mock_called_inside_raw_jax_scan_over_a_closure():
+    class Closure(nnx.Module):
+        def __init__(self, *, rngs):
+            self.lin = nnx.Linear(4, 4, rngs=rngs)
+
+        def __call__(self, xs):
+            def step(c, x):
+                c = self.lin(c + x)
+                return c, c
+
+            return jax.lax.scan(step, jnp.zeros(4), xs)
+
+    model = Closure(rngs=nnx.Rngs(0))
+    xs = jnp.ones((3, 4))
+    mocked = fnnx.mock(model, "lin")
+    # The counter of a module closed over by jax.lax.scan cannot change inside it (the real
+    # module's state could not either): the call works and counts nothing.
+    assert _specs(mocked(xs)) == _specs(model(xs))
+    assert mocked.lin.call_count == 0
+
+
+def test_nnx_jit_needs_values_abstract_models_shape_evaluate():
+    model = fnnx.abstract(MLP, rngs=nnx.Rngs(0))
+    x = jnp.ones((2, 3))
+    forward = nnx.jit(lambda m, x: m(x))
+    # JAX traces the call (the values are tracers there), then refuses to run it on
+    # ShapeDtypeStruct arguments.
+    with pytest.raises(TypeError, match="ShapeDtypeStruct"):
+        forward(model, x)
+    expected = jax.ShapeDtypeStruct((2, 2), jnp.float32)
+    assert forward.eval_shape(model, x) == fnnx.eval_shape(model, x) == expected
+    # Mocked whole, or materialized, it runs.
+    assert forward(fnnx.mock(model, nnx.Linear), x).shape == (2, 2)
+    assert forward(fnnx.materialize(fnnx.mock(model, "layers/0")), x).shape == (2, 2)
+
+
+def test_mock_reads_configuration_through_and_refuses_state():
+    model = fnnx.mock(MLP(rngs=nnx.Rngs(0)), nnx.Linear)
+    layer = model.layers[1]
+    assert (layer.in_features, layer.out_features, layer.use_bias) == (8, 8, True)
+    with pytest.raises(
+        fnnx.MockAttributeError, match=r"layers/1 is mocked: its attribute 'kernel' holds Param"
+    ):
+        _ = layer.kernel
+    with pytest.raises(AttributeError, match=r"the mock of layers/1, a Linear\) has no attribute"):
+        _ = layer.nothing
+    assert not hasattr(layer, "nothing")
+
+
+def test_containers_are_walked_into_never_mocked():
+    model = MLP(rngs=nnx.Rngs(0))
+    with pytest.raises(
+        flaxmock.SelectNothingError,
+        match=r"selects only containers \(layers \(List\)\).*select their elements \('layers/\*'\)",
+    ):
+        fnnx.mock(model, nnx.List)
+    everything = fnnx.mock(model, lambda path, module: path != "")
+    assert isinstance(everything.layers, nnx.List)
+    assert all(isinstance(layer, fnnx.MockModule) for layer in everything.layers)
+
+
+def test_summary_notes_vmap_over_an_ensemble():
+    class Ensemble(nnx.Module):
+        def __init__(self, *, rngs):
+            @nnx.split_rngs(splits=4)
+            @nnx.vmap(in_axes=0, out_axes=0)
+            def make(rngs):
+                return nnx.Linear(3, 2, rngs=rngs)
+
+            self.members = make(rngs)
+
+        def __call__(self, x):
+            return nnx.vmap(lambda member, x: member(x), in_axes=(0, None))(self.members, x)
+
+    model = fnnx.abstract(Ensemble, rngs=nnx.Rngs(0))
+    x = jax.ShapeDtypeStruct((5, 3), jnp.float32)
+    rows = fnnx.summary(model, x).rows
+    assert [(r.path, r.note, r.param_count) for r in rows] == [
+        ("<root>", "", 0),
+        ("members", "vmap x4", 4 * (3 * 2 + 2)),
+    ]
+    assert rows[0].outputs == jax.ShapeDtypeStruct((4, 5, 2), jnp.float32)
+    mocked = fnnx.mock(model, nnx.Linear)
+    assert mocked.members.info.stack_size == 4
+    assert mocked(jnp.ones((5, 3))).shape == (4, 5, 2)
+    assert fnnx.summary(mocked, x).rows[1].note == "mocked, vmap x4"
+
+
+def test_mock_reading_a_replaced_submodule_and_sowing_on_itself():
+    class Outer(nnx.Module):
+        def __init__(self, *, rngs):
+            self.block = Block(4, rngs=rngs)
+
+        def __call__(self, x):
+            return self.block.lin(x)  # Reaches into the block.
+
+    mocked = fnnx.mock(Outer(rngs=nnx.Rngs(0)), Block)
+    with pytest.raises(fnnx.MockAttributeError, match="its attribute 'lin' holds Linear state"):
+        mocked(jnp.ones((5, 4)))
+
+    class Sower(nnx.Module):
+        def __call__(self, x):
+            self.sow(nnx.Intermediate, "total", x.sum(), init_fn=lambda: 0.0, reduce_fn=jnp.add)
+            return x
+
+    class Host(nnx.Module):
+        def __init__(self):
+            self.sower = Sower()
+
+        def __call__(self, x):
+            return self.sower(self.sower(x))
+
+    x = jnp.ones((3,))
+    _, real = nnx.capture(Host(), nnx.Intermediate)(x)
+    out, sown = nnx.capture(fnnx.mock(Host(), Sower), nnx.Intermediate)(x)
+    # A custom reduce_fn is replayed: one scalar, not a tuple of two.
+    assert _specs(sown) == _specs(real)
+    assert sown["sower"]["total"].get_value().shape == ()

@@ -112,11 +112,14 @@ assert flaxmock.nnx.eval_shape(abstract_model, x) == out_spec
 # call, reproducible from `seed`. `where` is a class, a glob over `/`-joined attribute paths,
 # or a predicate `(path, module) -> bool`. The input model is untouched.
 #
-# Here the whole block stack is mocked. It is called inside `nnx.scan`, one layer at a time, so
-# the mock is told the stack size: its call counter is sliced with the stack.
+# Here the whole block stack is mocked. It is called inside `nnx.scan`, one layer at a time:
+# the mock sees that every array of the stack has a leading axis of 3 (the layers), so its call
+# counter gets that axis too and is sliced with the stack, each layer drawing its own numbers.
+# (`stack_size=` says it explicitly; `stack_size=None` turns it off.)
 
 # %%
-mocked = flaxmock.nnx.mock(model, "blocks", stack_size=3, seed=0)
+mocked = flaxmock.nnx.mock(model, "blocks", seed=0)
+assert mocked.blocks.info.stack_size == 3
 y1, y2 = mocked(x), mocked(x)
 assert y1.shape == (2, 5, 4) and y1.dtype == jnp.float32
 assert not np.array_equal(y1, y2)
@@ -142,7 +145,7 @@ assert mocked.blocks.call_count == 4
 # parameters are never computed. The un-mocked parts get exactly the values the factory gives.
 
 # %%
-partial = flaxmock.nnx.mock(abstract_model, "blocks", stack_size=3)
+partial = flaxmock.nnx.mock(abstract_model, "blocks")
 try:
     partial(x)
 except flaxmock.AbstractParameterError as e:
@@ -150,6 +153,15 @@ except flaxmock.AbstractParameterError as e:
 real_rest = flaxmock.nnx.materialize(partial, nnx.Rngs(0))
 assert np.array_equal(real_rest.head.kernel[...], model.head.kernel[...])
 assert real_rest(x).shape == (2, 5, 4)
+
+# %% [markdown]
+# `nnx.jit` needs real values too: JAX traces an abstract model but refuses to run it
+# (`... ShapeDtypeStruct is not a valid JAX type`). Materialize or mock first, or evaluate shapes
+# only with `nnx.jit(f).eval_shape(...)` or `flaxmock.nnx.eval_shape`.
+
+# %%
+assert forward(real_rest, x).shape == (2, 5, 4)
+assert forward.eval_shape(partial, x) == out_spec
 
 # %% [markdown]
 # ## Interception
@@ -181,11 +193,14 @@ assert nnx.Linear.__call__ is original_call
 #
 # `flaxmock.nnx.summary` runs the call abstractly under interception and lists one row per
 # module call: path, class, method, input and output specs, and the parameters each module owns.
-# It works on abstract and mocked models and allocates nothing.
+# It works on abstract and mocked models and allocates nothing. The body of `nnx.scan` (or
+# `nnx.vmap`) over the stack is listed once, with per-layer shapes, its parameters counted for
+# all layers, and a note: `scan x3`.
 
 # %%
 table = flaxmock.nnx.summary(abstract_model, jax.ShapeDtypeStruct((2, 5, 8), jnp.float32))
 print(table)
+assert [row.note for row in table.rows if row.path == "blocks/attn"] == ["scan x3"]
 n_params = sum(
     int(np.prod(v.get_value().shape))
     for _, v in nnx.iter_graph(abstract_model)

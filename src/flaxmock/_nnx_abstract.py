@@ -173,6 +173,12 @@ def abstract(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     naming the abstract parts. Its modules have guard subclasses of their classes (same names,
     ``isinstance`` unchanged) until materialized.
 
+    ``nnx.jit`` cannot run it either: JAX traces the call, then refuses the
+    ``ShapeDtypeStruct`` arguments (``TypeError: ... is not a valid JAX type``). A trace cannot
+    tell a compiled run from shape evaluation (JAX shares one trace cache between them), so no
+    earlier error is possible. Mock the abstract parts or materialize them first, or evaluate
+    shapes only: ``nnx.jit(f).eval_shape(model, x)`` or :func:`flaxmock.nnx.eval_shape`.
+
     Args:
       factory: A function or ``nnx.Module`` class returning a module.
       *args: Positional arguments of ``factory``.

@@ -17,7 +17,9 @@ does that as narrowly as it can:
 Unlike ``nnx.tabulate``, nothing is left patched when a call fails.
 
 Calls are seen when Python runs them: under ``nnx.jit`` at trace time only (a cached trace runs
-no Python), and a ``nnx.scan`` body as often as JAX traces it.
+no Python), and a ``nnx.scan`` body as often as JAX traces it. JAX also reuses the trace of a
+lifted-transform body it has seen with the same shapes and graph: the body of a method decorated
+with ``@nnx.scan``/``@nnx.vmap``, once traced, runs no Python on later calls.
 """
 
 from __future__ import annotations
@@ -76,14 +78,23 @@ _BASE_NAMES = frozenset(dir(nnx.Module))
 # Set on classes that must not be wrapped (flaxmock's own helper subclasses).
 NO_INTERCEPT_ATTR = "_flaxmock_no_intercept"
 
+# Flax's containers of modules: their own methods (`append`, `insert`) are list and dict
+# operations, not computations of a module.
+_CONTAINER_CLASSES = frozenset(
+    getattr(nnx, name) for name in ("List", "Dict") if hasattr(nnx, name)
+)
+
 
 def intercepted_method_names(cls: type) -> list[str]:
     """Names of the methods of ``cls``'s own ``__dict__`` that interception wraps.
 
     These are the plain functions defined in the class body whose name is ``__call__`` or
     public (no leading underscore), except names of the ``nnx.Module`` base API. Properties,
-    static and class methods are left alone.
+    static and class methods are left alone, and so are the methods of Flax's containers
+    ``nnx.List`` and ``nnx.Dict`` (a subclass's own methods are wrapped).
     """
+    if cls in _CONTAINER_CLASSES:
+        return []
     names = []
     for name, value in vars(cls).items():
         if name != "__call__" and (name.startswith("_") or name in _BASE_NAMES):
@@ -195,7 +206,9 @@ def intercept_methods(interceptor: Interceptor) -> Iterator[None]:
     Contexts nest like linen's: the outermost interceptor runs first. Interception is
     per thread: another thread's calls run unchanged. When the last context closes, even
     after an exception, every class attribute is the original object again. Under ``nnx.jit``
-    calls are seen when traced, not on cached calls.
+    calls are seen when traced, not on cached calls; likewise the body of a method decorated
+    with ``@nnx.scan``/``@nnx.vmap`` that JAX already traced for these shapes (the interceptor
+    neither sees nor changes those calls; :func:`flaxmock.nnx.summary` forces a new trace).
 
     Args:
       interceptor: A function ``(next_fun, args, kwargs, context) -> output``.

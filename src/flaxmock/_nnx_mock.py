@@ -8,26 +8,37 @@ real model frees nothing of the user's but holds no array of its own either.
 On a call, the mock infers the real output's specs by shape-evaluating the replaced module on
 the call's input specs (:func:`flaxmock.nnx.eval_shape`: nothing computed, nothing mutated),
 once per input signature (a bounded LRU cache), and fills them with the shared fill rules
-(``flaxmock.fill_tree``). Randomness, as in the linen ``MockLayer``: ``jax.random.key(seed)``
-folded with a stable hash of the mock's path, the method, and a call counter held as an
-``nnx.Variable`` (:class:`MockCounter`), so successive calls differ, also under ``nnx.jit``.
+(``flaxmock.fill_tree``). The same evaluation records what the module sows on itself
+(``self.sow``), which the mock sows again with random values. Randomness, as in the linen
+``MockLayer``: ``jax.random.key(seed)`` folded with a stable hash of the mock's path, the
+method, and a call counter held as an ``nnx.Variable`` (:class:`MockCounter`), so successive
+calls differ, also under ``nnx.jit``. The counter of a mock replacing a layer stack has the
+stack's leading axis, so that ``nnx.scan``/``nnx.vmap`` slice it with the stack.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import fnmatch
+import inspect
 import threading
 import zlib
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+from flax import errors as flax_errors
 from flax import nnx
 
-from flaxmock import _errors, _fill, _nnx_abstract, _nnx_intercept, _nnx_shapes, _specs
+from flaxmock import (
+    _errors,
+    _fill,
+    _nnx_abstract,
+    _nnx_intercept,
+    _nnx_select,
+    _nnx_shapes,
+    _specs,
+)
 
 #: How many input signatures a mock remembers per method (least recently used are dropped).
 SPEC_CACHE_SIZE = 64
@@ -35,17 +46,18 @@ SPEC_CACHE_SIZE = 64
 #: How many calls ``call_args_list`` remembers (the oldest are dropped).
 CALL_HISTORY_SIZE = 1024
 
-#: What ``mock(where=...)`` accepts: a module class, a glob over ``/``-joined paths, or a
-#: predicate ``(path, module) -> bool``.
-Where = type | str | Callable[[str, Any], bool]
-
 
 class MockCounter(nnx.Variable):
     """The call counter of a :class:`MockModule`: ``[lane, count]`` (``uint32``).
 
-    ``lane`` tells the layers of a stacked mock apart (``mock(..., stack_size=n)``: the counter
-    gets a leading axis of ``n``, sliced by ``nnx.scan``/``nnx.vmap`` like the stack).
+    ``lane`` tells the layers of a stacked mock apart: the counter of a mock replacing a stack of
+    ``n`` layers (built with ``nnx.vmap``) gets a leading axis of ``n``, so that
+    ``nnx.scan``/``nnx.vmap`` slice it like the stack's own state.
     """
+
+
+class MockAttributeError(_errors.FlaxmockError, AttributeError):
+    """Code read an attribute holding state (a parameter, a submodule) through a mock."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -73,6 +85,7 @@ class MockInfo:
     fill: Any
     out: Any
     stack_size: int | None
+    view: Any = None
     cache: collections.OrderedDict = dataclasses.field(default_factory=collections.OrderedDict)
     call_args_list: collections.deque = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=CALL_HISTORY_SIZE)
@@ -96,13 +109,34 @@ def _sliced_state(state: Any) -> Any:
     return jax.tree.map(drop, state, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
 
 
+# Attribute names a mock never forwards to the replaced module: Python's and NNX's own protocol
+# (looked up by Flax on every module, e.g. while walking the graph).
+_PRIVATE_PREFIXES = ("__", "_pytree__", "_object__", "_graph_node", "_flaxmock", "_nnx")
+
+# `nnx.Module.sow`'s signature, to record a replaced module's calls in a replayable form.
+_SOW_SIGNATURE = inspect.signature(nnx.Module.sow)
+
+# Where the random streams of sown values start (the output's stream is the key itself).
+_SOW_STREAM = 1 << 20
+
+# The mock's own attributes; any other attribute set on it (``model.eval()`` sets
+# ``deterministic`` on every module having one) is passed on to the replaced module when the
+# output specs are inferred.
+_OWN_ATTRIBUTES = frozenset({"info", "counter"})
+
+
 class MockModule(nnx.Module):
     """An ``nnx.Module`` returning random arrays with the replaced module's output specs.
 
     Built by :func:`mock`. Calling it (or any public method of the replaced module, e.g.
     ``embed.attend(x)``) returns random arrays of exactly the structure, shapes and dtypes the
     real module returns for these inputs; non-array outputs are returned as the real module
-    returns them.
+    returns them. What the replaced module sows on itself (``self.sow(nnx.Intermediate, ...)``)
+    the mock sows too, with random values.
+
+    Other attributes of the replaced module that hold no arrays (configuration such as
+    ``features`` or ``num_feature_axes``) read through the mock; setting one on the mock
+    (``model.eval()`` sets ``deterministic``) sets it on the replaced module for shape inference.
 
     Attributes:
       info: The static :class:`MockInfo`.
@@ -121,9 +155,29 @@ class MockModule(nnx.Module):
 
     def __getattr__(self, name: str) -> Any:
         info = vars(self).get("info")
-        if info is not None and name in info.method_names and name != "__call__":
+        if info is None or name.startswith(_PRIVATE_PREFIXES):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if name in info.method_names and name != "__call__":
             return lambda *args, **kwargs: self._emit(name, args, kwargs)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        try:
+            value = getattr(_replaced_view(info), name)
+        except AttributeError:
+            raise AttributeError(
+                f"{type(self).__name__!r} object (the mock of {info.path}, a "
+                f"{info.module_type.__name__}) has no attribute {name!r}"
+            ) from None
+        state = _holds_state(value)
+        if state:
+            raise MockAttributeError(
+                f"{info.path} is mocked: its attribute {name!r} holds "
+                f"{type(state[0]).__name__} state of the replaced "
+                f"{info.module_type.__name__}, which a mock does not keep. Fix it in one of "
+                "these ways:\n"
+                f"  1. mock the code that reads {name!r} too (its module, with a class, glob or "
+                "predicate selecting it);\n"
+                f"  2. do not mock {info.path} (select fewer modules)."
+            )
+        return value
 
     @property
     def path(self) -> str:
@@ -145,20 +199,38 @@ class MockModule(nnx.Module):
         """
         return list(self.info.call_args_list)
 
+    def _overrides(self) -> tuple[tuple[str, Any], ...]:
+        """Configuration set on the mock after it was built, to be passed on to the original.
+
+        State on the mock (its counter, values it sowed) is not configuration.
+        """
+        return tuple(
+            sorted(
+                (name, value)
+                for name, value in vars(self).items()
+                if name not in _OWN_ATTRIBUTES
+                and not name.startswith("_")
+                and not _holds_state(value)
+            )
+        )
+
     def _output_spec(self, method: str, args: Any, kwargs: Any) -> Any:
         """The output specs of ``method`` for these arguments, inferred once per signature.
+
+        Returns:
+          ``(output specs, sown)``: ``sown`` holds the arguments of each ``self.sow(...)`` call
+          the replaced module makes on itself, with the value as specs.
 
         Raises:
           InvalidArgumentError: a non-array argument cannot be hashed (so cannot be static).
           ShapeInferenceError: the output shape depends on input values.
         """
         info = self.info
-        if info.out is not None:
-            return info.out
         spec_in = _specs.specs_of((args, kwargs))
         # Inside nnx.scan/vmap over a stack, the counter is one layer's (no leading axis).
         sliced = info.stack_size is not None and self.counter.get_value().ndim == 1
-        sig = _specs.signature_of(spec_in)
+        overrides = self._overrides()
+        sig = _specs.signature_of((spec_in, overrides))
         if sig is None:
             bad = _specs.unhashable_leaves(spec_in)
             raise _errors.InvalidArgumentError(
@@ -171,24 +243,46 @@ class MockModule(nnx.Module):
             if key in info.cache:
                 info.cache.move_to_end(key)
                 return info.cache[key]
-        result = self._infer(method, spec_in, sliced)
+        result = self._infer(method, spec_in, sliced, overrides)
         with info.lock:
             info.cache[key] = result
             while len(info.cache) > SPEC_CACHE_SIZE:
                 info.cache.popitem(last=False)
         return result
 
-    def _infer(self, method: str, spec_in: Any, sliced: bool) -> Any:
+    def _infer(self, method: str, spec_in: Any, sliced: bool, overrides: Any) -> Any:
         info = self.info
         state = _sliced_state(info.state) if sliced else info.state
         args, kwargs = spec_in
+        sown: list[dict[str, Any]] = []
+
+        def on_merge(copy: Any) -> None:
+            # Record the replaced module's own `self.sow(...)` calls (its children are gone
+            # with it), to replay them with random values. An instance attribute, set past
+            # NNX's `__setattr__`: the traced copy's graph stays as it is.
+            def record_sow(*sow_args: Any, **sow_kwargs: Any) -> bool:
+                bound = _SOW_SIGNATURE.bind(copy, *sow_args, **sow_kwargs)
+                sown.append(dict(list(bound.arguments.items())[1:]))
+                return True
+
+            object.__setattr__(copy, "sow", record_sow)
+
         try:
             # The replaced module's own calls are flaxmock's business, not the user's: no
             # interceptor sees them (a summary shows the mock's row only).
             with _nnx_intercept.suspended():
                 original = nnx.merge(info.graphdef, state)
                 _nnx_abstract.unguard(original)
-                return _nnx_shapes.eval_shape(original, *args, method=method, **kwargs)
+                if overrides:
+                    original.set_attributes(**dict(overrides), raise_if_not_found=False)
+                out, sown_specs = _nnx_shapes.eval_shape_call(
+                    original,
+                    args,
+                    kwargs,
+                    method=method,
+                    on_merge=on_merge,
+                    extra=lambda: [call["value"] for call in sown],
+                )
         except jax.errors.ConcretizationTypeError as e:
             raise _errors.ShapeInferenceError(
                 f"{info.path}.{method}: cannot infer the output shape for inputs "
@@ -202,14 +296,26 @@ class MockModule(nnx.Module):
                 "cannot give their output shape."
             )
             raise
+        for call, spec in zip(sown, sown_specs, strict=True):
+            call["value"] = spec
+        return out, tuple(sown)
 
     def _emit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Returns random arrays shaped like ``method``'s real output, and advances the counter."""
         info = self.info
-        out_spec = self._output_spec(method, args, kwargs)
+        if info.out is not None:
+            out_spec, sown = info.out, ()
+        else:
+            out_spec, sown = self._output_spec(method, args, kwargs)
         info.call_args_list.append(_specs.specs_of((args, kwargs)))
         counter = self.counter.get_value()
-        self.counter.set_value(counter.at[..., 1].add(1))
+        try:
+            self.counter.set_value(counter.at[..., 1].add(1))
+        except flax_errors.TraceContextError:
+            # Called inside a raw JAX transform (`jax.lax.scan` over a closure) that cannot
+            # update this module's state, as for the real module's own state: the draw stays
+            # the same for every step of that transform.
+            pass
         key = jax.random.fold_in(jax.random.key(info.seed), info.path_hash)
         key = jax.random.fold_in(key, info.method_names.index(method))
         if counter.ndim == 1:
@@ -217,7 +323,41 @@ class MockModule(nnx.Module):
         else:
             # A whole stack called at once (outside scan): one draw for all of it.
             key = jax.random.fold_in(key, counter[0, 1])
-        return _fill.fill_tree(key, out_spec, info.fill, where=f"{info.path}.{method}")
+        out = _fill.fill_tree(key, out_spec, info.fill, where=f"{info.path}.{method}")
+        call: dict[str, Any]
+        for i, call in enumerate(sown):
+            # As the replaced module did: into `nnx.capture`'s collections when one is active,
+            # else onto the module (Flax's deprecated way, with Flax's warning).
+            value = _fill.fill_tree(
+                jax.random.fold_in(key, _SOW_STREAM + i),
+                call["value"],
+                info.fill,
+                where=f"{info.path}.{method}: sow {call['name']!r}",
+            )
+            self.sow(**{**call, "value": value})
+        return out
+
+
+def _holds_state(value: Any) -> list[Any]:
+    """The variables, modules and arrays in ``value`` (a pytree)."""
+    return [
+        leaf
+        for leaf in jax.tree.leaves(
+            value, is_leaf=lambda x: isinstance(x, nnx.Variable | nnx.Module)
+        )
+        if isinstance(leaf, nnx.Variable | nnx.Module) or _specs.is_array(leaf)
+    ]
+
+
+def _replaced_view(info: MockInfo) -> Any:
+    """The replaced module rebuilt with abstract state, to read its configuration from."""
+    with info.lock:
+        view = info.view
+        if view is None:
+            view = nnx.merge(info.graphdef, info.state)
+            _nnx_abstract.unguard(view)
+            object.__setattr__(info, "view", view)
+        return view
 
 
 def _method_names(cls: type) -> tuple[str, ...]:
@@ -228,45 +368,14 @@ def _method_names(cls: type) -> tuple[str, ...]:
     return ("__call__", *sorted(names - {"__call__"}))
 
 
-def _matcher(where: Where) -> Callable[[str, Any], bool]:
-    if isinstance(where, type):
-        if not issubclass(where, nnx.Module):
-            raise _errors.InvalidSelectorError(
-                f"mock(where={where.__name__}): a class selector must be an nnx.Module "
-                "subclass, such as nnx.Linear."
-            )
-        return lambda path, module: isinstance(module, where)
-    if isinstance(where, str):
-        return lambda path, module: fnmatch.fnmatchcase(path, where)
-    if callable(where):
-        return where
-    raise _errors.InvalidSelectorError(
-        f"mock(where={where!r}): expected an nnx.Module class (nnx.Linear), a glob over "
-        "'/'-joined paths ('layers/*/attn'), or a predicate (path, module) -> bool."
-    )
-
-
-def _set_child(parent: Any, key: Any, value: Any) -> None:
-    if isinstance(key, str) and isinstance(parent, nnx.Pytree):
-        setattr(parent, key, value)
-    else:
-        parent[key] = value
-
-
-def _get_child(parent: Any, key: Any) -> Any:
-    if isinstance(key, str) and isinstance(parent, nnx.Pytree):
-        return getattr(parent, key)
-    return parent[key]
-
-
 def mock(
     model: Any,
-    where: Where,
+    where: _nnx_select.Where,
     *,
     seed: int = 0,
     fill: _fill.Fill = None,
     out: Any = None,
-    stack_size: int | None = None,
+    stack_size: int | None | Literal["auto"] = "auto",
 ) -> Any:
     """Returns a copy of ``model`` with every selected submodule replaced by a :class:`MockModule`.
 
@@ -294,7 +403,11 @@ def mock(
         shape depends on input values and so cannot be inferred.
       stack_size: For a stack of layers built with ``nnx.vmap`` and run inside
         ``nnx.scan``/``nnx.vmap``: the length of its leading layer axis, so that the mock's
-        counter is sliced with the stack and each layer draws its own numbers.
+        counter is sliced with the stack and each layer draws its own numbers. ``"auto"``
+        (the default) infers it per mock: a module whose arrays all share a leading axis of
+        ``n`` is taken for a stack of ``n`` (a module without arrays, for the stack it is in);
+        a module that merely looks so and is not run sliced behaves the same either way.
+        None: not a stack.
 
     Returns:
       The mocked copy (a :class:`MockModule` itself if ``where`` selects the root).
@@ -303,6 +416,7 @@ def mock(
       SelectNothingError: ``where`` selects no submodule; the message lists available paths.
       InvalidSelectorError: ``where`` is of an unsupported kind.
       UnsupportedDtypeError: ``out`` has a dtype the fill rules do not cover.
+      StackSizeError: ``stack_size`` is not the leading axis of a selected module's arrays.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -314,7 +428,7 @@ def mock(
       >>> y.shape, bool((y >= 0).all()), mocked.layers[0].call_count
       ((2, 4), True, 1)
     """
-    match = _matcher(where)
+    match = _nnx_select.matcher(where)
     if out is not None:
         _fill.check_fillable(out, fill, where="mock(out=...)")
     else:
@@ -323,9 +437,16 @@ def mock(
     _nnx_abstract.unguard(copy)
     available: list[str] = []
     selected: list[tuple[_nnx_shapes.Path, Any]] = []
-    for path, module in _nnx_shapes.iter_module_paths(copy):
+    containers: list[str] = []
+    modules = dict(_nnx_shapes.iter_module_paths(copy))
+    for path, module in modules.items():
         text = "/".join(str(k) for k in path)
         if any(path[: len(p)] == p for p, _ in selected) or isinstance(module, MockModule):
+            continue
+        if _nnx_select.is_container(module):
+            # `nnx.List`/`nnx.Dict` only hold modules: they are walked into, never replaced.
+            if match(text, module):
+                containers.append(f"{text or '<root>'} ({type(module).__name__})")
             continue
         available.append(f"{text or '<root>'} ({type(module).__name__})")
         if match(text, module):
@@ -333,13 +454,20 @@ def mock(
     if not selected:
         shown = "\n".join(f"  {p}" for p in available[:20])
         more = f"\n  ... and {len(available) - 20} more" if len(available) > 20 else ""
+        why = (
+            f" It selects only containers ({', '.join(containers)}), which hold modules and are "
+            "never replaced themselves: select their elements ('layers/*')."
+            if containers
+            else ""
+        )
         raise _errors.SelectNothingError(
-            f"mock(where={where!r}) selects no module of {type(model).__name__}. Paths are "
-            f"'/'-joined attribute names and list indices; available:\n{shown}{more}"
+            f"mock(where={where!r}) selects no module of {type(model).__name__}.{why} Paths "
+            f"are '/'-joined attribute names and list indices; available:\n{shown}{more}"
         )
     mocks: dict[int, MockModule] = {}
     for path, module in selected:
         if id(module) not in mocks:
+            size = _nnx_select.stack_size(modules, path, module, stack_size)
             graphdef, state = nnx.split(module)
             abstract_state = jax.tree.map(
                 _specs.spec_of, state, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct)
@@ -353,15 +481,15 @@ def mock(
                 seed=seed,
                 fill=fill,
                 out=out,
-                stack_size=stack_size,
+                stack_size=size,
             )
             mocks[id(module)] = MockModule(info)
         if not path:
             return mocks[id(module)]
         parent = copy
         for key in path[:-1]:
-            parent = _get_child(parent, key)
-        _set_child(parent, path[-1], mocks[id(module)])
+            parent = _nnx_select.get_child(parent, key)
+        _nnx_select.set_child(parent, path[-1], mocks[id(module)])
     _nnx_abstract.guard(copy)
     _nnx_abstract.set_origin(copy, _nnx_abstract.origin_of(model))
     return copy

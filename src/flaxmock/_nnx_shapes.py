@@ -118,8 +118,14 @@ def eval_shape_call(
     *,
     method: str | Callable[..., Any] = "__call__",
     on_merge: Callable[[nnx.Module], None] | None = None,
+    extra: Callable[[], Any] | None = None,
 ) -> Any:
-    """:func:`eval_shape` with explicit ``args``/``kwargs``; ``on_merge`` sees the traced copy."""
+    """:func:`eval_shape` with explicit ``args``/``kwargs``; ``on_merge`` sees the traced copy.
+
+    With ``extra``, a function called inside the trace after the call, returns
+    ``(output specs, specs of what extra() returned)``: a way to get the specs of values seen
+    during the call (arrays there are tracers, which must not leave the trace).
+    """
     graphdef, state = nnx.split(model)
     arrays, combine = _specs.partition((args, kwargs))
     statics: list[Any] = []
@@ -130,6 +136,8 @@ def eval_shape_call(
             on_merge(copy)
         call_args, call_kwargs = combine(arrays)
         out = bound_method(copy, method)(*call_args, **call_kwargs)
+        if extra is not None:
+            out = (out, extra())
         out_arrays, out_combine = _specs.partition(out)
         statics[:] = [out_combine]
         return out_arrays

@@ -4,6 +4,11 @@ The call runs under :func:`flaxmock.nnx.eval_shape` (nothing computed or allocat
 untouched) inside :func:`flaxmock.nnx.intercept_methods`; each intercepted call becomes a
 :class:`~flaxmock.CallRow` in the order calls *start* (a parent before its children), as the
 linen ``summary`` orders them.
+
+Lifted transforms (``nnx.scan``, ``nnx.vmap``, ``nnx.remat``) call fresh copies of the modules
+passed to them. Each variable of the traced model carries a tag in its metadata (which the
+copies keep) naming its path, so a copy's rows are named after the original module; comparing
+the copy's shapes with the original's gives the ``scan x3`` note.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ import numpy as np
 from flax import nnx
 
 from flaxmock import _nnx_abstract, _nnx_intercept, _nnx_mock, _nnx_shapes, _specs, _table
+
+# The variable metadata key under which a summary tags its traced copy's variables.
+_TAG = "flaxmock_summary_path"
 
 
 def _owned_params(model: Any) -> dict[str, tuple[int, int]]:
@@ -51,7 +59,11 @@ def summary(
     model's total. Helper methods (``self.encode(x)``) and Flax's built-in modules get their
     own rows; mocks are marked ``mocked``. The call is shape-evaluated: it works on abstract
     models (:func:`flaxmock.nnx.abstract`), allocates nothing, and leaves ``model`` untouched.
-    Inside ``nnx.scan``/``nnx.vmap`` bodies, calls appear as often as JAX traces the body.
+    The body of an ``nnx.scan``/``nnx.vmap`` over a layer stack is listed with per-layer (per
+    lane) shapes, its rows named after the stack's modules, its parameters counted for all
+    layers, and a note ``scan x3``/``vmap x3`` (as the linen summary notes lifted transforms);
+    it appears as often as JAX traces it (usually once). Bodies JAX traced before, e.g. of a
+    method decorated with ``@nnx.scan``, are traced anew so that none is missing.
 
     Args:
       model: An ``nnx.Module``, real or abstract, possibly mocked.
@@ -77,37 +89,91 @@ def summary(
     owned = _owned_params(model)
     rows: list[_table.CallRow | None] = []
     paths: dict[int, _nnx_shapes.Path] = {}
-    known: list[tuple[_nnx_shapes.Path, Any]] = []
-    active: list[_nnx_shapes.Path] = []
+    notes: dict[int, str] = {}
+    shapes: dict[_nnx_shapes.Path, tuple[int, ...]] = {}
+    known: list[tuple[_nnx_shapes.Path, type]] = []
+    active: list[tuple[_nnx_shapes.Path, str]] = []
+    # Ids key the dicts above: the modules stay alive until the summary ends so that no id is
+    # reused by a later copy.
+    alive: list[Any] = []
+    # A fresh object per summary, put in every variable's metadata: it changes the graph
+    # definitions the model's lifted transforms see, so that JAX traces their bodies anew
+    # (a body traced before, e.g. a method decorated with `@nnx.scan` called earlier with the
+    # same shapes, would otherwise come from JAX's cache, its calls unseen). JAX keeps one
+    # cached trace per summary and transformed function.
+    token = object()
 
     def register(root: Any, prefix: _nnx_shapes.Path) -> None:
+        alive.append(root)
         for path, module in _nnx_shapes.iter_module_paths(root):
             paths.setdefault(id(module), (*prefix, *path))
-            known.append(((*prefix, *path), module))
 
     def on_merge(copy: Any) -> None:
         register(copy, ())
+        known.extend(
+            (path, _nnx_abstract.public_type(module))
+            for path, module in _nnx_shapes.iter_module_paths(copy)
+        )
+        for path, var in _nnx_shapes.iter_variables(copy):
+            shapes[path] = tuple(np.shape(var.get_value()))
+            var.set_metadata(_TAG, (token, path))
+
+    def original_path(module: Any) -> _nnx_shapes.Path | None:
+        # Lifted transforms (nnx.scan, nnx.vmap, nnx.remat) call a fresh copy of a submodule;
+        # its variables keep their metadata, so the tag names the original.
+        for rel, var in _nnx_shapes.iter_variables(module):
+            tag = var.get_metadata(_TAG, None)
+            if (
+                isinstance(tag, tuple)
+                and tag[0] is token
+                and tag[1][len(tag[1]) - len(rel) :] == rel
+            ):
+                return tag[1][: len(tag[1]) - len(rel)]
+        # A module without variables: the one module of its class under the calling module.
+        parent = active[-1][0] if active else ()
+        kind = _nnx_abstract.public_type(module)
+        found = {path for path, other in known if path[: len(parent)] == parent and other is kind}
+        return found.pop() if len(found) == 1 else None
+
+    def stack_note(module: Any, prefix: _nnx_shapes.Path) -> str | None:
+        """``scan x3`` for a copy whose variables lost the leading layer axis of the original's.
+
+        None when ``module`` has no variable to tell by.
+        """
+        for rel, var in _nnx_shapes.iter_variables(module):
+            value = var.get_value()
+            before = shapes.get((*prefix, *rel))
+            if before is None or (not before and not np.ndim(value)):
+                continue
+            if before[1:] == tuple(np.shape(value)):
+                # A vmap body sees batch tracers; a scan body sees per-step values.
+                kind = "vmap" if type(value).__name__ == "BatchTracer" else "scan"
+                return f"{kind} x{before[0]}"
+            return ""
+        return None
 
     def path_of(module: Any) -> str:
         if id(module) not in paths:
-            # Lifted transforms (nnx.scan, nnx.vmap) call a fresh copy of a submodule: find
-            # the one module of the same class under the calling module, and name the copy
-            # and its children after it.
-            parent = active[-1] if active else ()
-            kind = _nnx_abstract.public_type(module)
-            found = {
-                path
-                for path, other in known
-                if path[: len(parent)] == parent and _nnx_abstract.public_type(other) is kind
-            }
-            if len(found) != 1:
-                return f"<{kind.__name__}>"
-            register(module, found.pop())
+            found = original_path(module)
+            if found is None:
+                return f"<{_nnx_abstract.public_type(module).__name__}>"
+            register(module, found)
+            # Modules without variables take the note of their parent in the copy.
+            inherited = {(): active[-1][1] if active else ""}
+            for rel, child in _nnx_shapes.iter_module_paths(module):
+                note = stack_note(child, (*found, *rel))
+                if note is None:
+                    note = next(
+                        inherited[rel[:k]] for k in range(len(rel), -1, -1) if rel[:k] in inherited
+                    )
+                inherited[rel] = note
+                notes.setdefault(id(child), note)
         return _nnx_shapes.path_str(paths[id(module)])
 
     def record(next_fun: Any, call_args: Any, call_kwargs: Any, context: Any) -> Any:
         module = context.module
         path = path_of(module)
+        stacked = notes.get(id(module), "")
         if isinstance(module, _nnx_mock.MockModule):
             module_type, note, params = module.info.module_type.__name__, "mocked", (0, 0)
         else:
@@ -115,9 +181,10 @@ def summary(
             # A module seen twice (a helper method, a shared module) counts its parameters at
             # its first call only, so that the rows add up.
             note, params = "", owned.pop(path, (0, 0))
+        note = ", ".join(part for part in (note, stacked) if part)
         index = len(rows)
         rows.append(None)
-        active.append(paths.get(id(module), ()))
+        active.append((paths.get(id(module), ()), stacked))
         try:
             out = next_fun(*call_args, **call_kwargs)
         finally:

@@ -24,18 +24,22 @@ from flaxmock._nnx_abstract import abstract as abstract
 from flaxmock._nnx_abstract import materialize as materialize
 from flaxmock._nnx_intercept import InterceptorContext as InterceptorContext
 from flaxmock._nnx_intercept import intercept_methods as intercept_methods
+from flaxmock._nnx_mock import MockAttributeError as MockAttributeError
 from flaxmock._nnx_mock import MockCounter as MockCounter
 from flaxmock._nnx_mock import MockInfo as MockInfo
 from flaxmock._nnx_mock import MockModule as MockModule
 from flaxmock._nnx_mock import mock as mock
+from flaxmock._nnx_select import StackSizeError as StackSizeError
 from flaxmock._nnx_shapes import eval_shape as eval_shape
 from flaxmock._nnx_summary import summary as summary
 
 __all__ = [
     "InterceptorContext",
+    "MockAttributeError",
     "MockCounter",
     "MockInfo",
     "MockModule",
+    "StackSizeError",
     "UnknownFactoryError",
     "abstract",
     "eval_shape",
