@@ -247,3 +247,86 @@ def test_mock_inside_scanned_remat_80_layer_8b_model_abstract():
     variables = jax.eval_shape(lambda k: model.init(k, tokens), jax.random.key(0))
     ref = jax.eval_shape(model.apply, variables, tokens)
     assert (out.shape, out.dtype) == (ref.shape, ref.dtype) == ((1, 16, 128256), jnp.float32)
+
+
+# Transforms of functions and methods, a lifted class at the root, branches.
+
+
+class GruModel(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.RNN(nn.GRUCell(4), name="gru")(x)
+
+
+def test_function_form_scan_is_named_with_its_length():
+    # nn.RNN scans a method of its cell (flax.core.lift.scan on a function): no lifted class
+    # names it, the stack does; the length is the sequence's, not a parameter's leading axis.
+    x = jnp.ones((2, 3, 5))
+    tree = flaxmock.unflaxify(GruModel(), x)
+    body = layer_at(tree, "GRUCell_0", "scan_fn")
+    assert body.info.transforms == ("scan",)
+    assert body.info.steps == 3
+    assert "scan x3" in str(flaxmock.summary(tree))
+
+
+class Pair(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3, name="decoder")(nn.Dense(4, name="encoder")(x))
+
+
+def test_lifted_class_at_the_root_is_the_root():
+    batched = nn.vmap(
+        Pair, in_axes=0, out_axes=0, variable_axes={"params": None}, split_rngs={"params": False}
+    )()
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 6, 3)), jnp.float32)
+    variables = batched.init(jax.random.key(0), x)
+    tree = flaxmock.unflaxify(batched, x, variables=variables)
+    paths = {layer.info.path_str for _, layer in _layer.iter_layers(tree)}
+    assert paths == {"<root>", "encoder", "decoder"}
+    assert not any(layer.info.detached for _, layer in _layer.iter_layers(tree))
+    np.testing.assert_array_equal(flaxmock.call(tree, x), batched.apply(variables, x))
+    out = flaxmock.call(flaxmock.mock(tree, "encoder"), x)
+    assert out.shape == (2, 6, 3)
+
+
+class Switch(nn.Module):
+    """flax.linen.switch's docstring example: every branch runs once while initialising."""
+
+    def setup(self):
+        self.dense = nn.Dense(2)
+        self.heads = [nn.Dense(2) for _ in range(3)]
+
+    def __call__(self, x, index):
+        branches = [lambda mdl, x, i=i: mdl.heads[i](x) for i in range(3)]
+        if self.is_mutable_collection("params"):
+            for branch in branches:
+                branch(self, x)
+        return nn.switch(index, branches, self, self.dense(x))
+
+
+def test_switch_branches_and_init_only_calls():
+    x, index = jnp.ones((1, 2)), jnp.int32(1)
+    model = Switch()
+    variables = model.init(jax.random.key(0), x, index)
+    # With variables (real or abstract), apply's path is recorded: params are not mutable
+    # while recording, and every branch's calls are kept.
+    tree = flaxmock.unflaxify(model, x, index, variables=variables)
+    np.testing.assert_array_equal(flaxmock.call(tree, x, index), model.apply(variables, x, index))
+    body = layer_at(tree, "<root>", "<lambda>")
+    assert body.info.transforms == ("switch",)
+    assert sorted(k[1] for k in body.submodule_calls) == [
+        "heads_0.__call__",
+        "heads_1.__call__",
+        "heads_2.__call__",
+    ]
+    abstract = flaxmock.unflaxify(
+        model, x, index, variables=jax.eval_shape(model.init, jax.random.key(0), x, index)
+    )
+    # materialize runs init, which makes the init-only calls: matched by name, or run natively.
+    real = flaxmock.materialize(flaxmock.mock(abstract, "heads_0"), jax.random.key(0))
+    assert flaxmock.call(real, x, index).shape == (1, 2)
+    # Converted without variables, init's path is recorded; the error says how to convert.
+    init_path = flaxmock.unflaxify(model, x, index)
+    with pytest.raises(flaxmock.CallStructureError, match=r"variables=jax.eval_shape\(model.init"):
+        flaxmock.eval_shape(flaxmock.call, init_path, x, index)

@@ -178,9 +178,15 @@ def build(
 
 
 def _steps(rec: _record.CallRecord, flat: dict[tuple[str, Path], Any]) -> int | None:
-    """The number of steps of a scanned or vmapped body: the leading axis of its variables."""
+    """The number of steps of a scanned or vmapped body.
+
+    For a scan, what Flax's scan saw while recording (its length); otherwise the leading axis
+    of the body's variables (stacked along the mapped axis).
+    """
     if rec.detached or not ({"scan", "vmap"} & set(rec.transforms)):
         return None
+    if rec.steps is not None:
+        return rec.steps
     n = len(rec.scope_path)
     for (_, path), value in flat.items():
         shape = getattr(_layer._unbox(value), "shape", None)

@@ -251,11 +251,22 @@ class Dispatcher:
     of ``nn.vmap`` when ``split_rngs`` asks for it.
     """
 
-    def __init__(self, root: FlaxCallLayer, skip_setup: set[Path], counts: dict[int, Any]):
+    def __init__(
+        self,
+        root: FlaxCallLayer,
+        skip_setup: set[Path],
+        counts: dict[int, Any],
+        *,
+        lenient: bool = False,
+    ):
         self.walk = _walk.Walk(root)
         self.skip_setup = skip_setup
         self.counts = counts
         self.dispatched: dict[int, int] = {}
+        # For ``init`` (materialize): a call the tree has not seen (a model that initialises
+        # every branch, or calls submodules only ``if self.is_initializing()``) is matched by
+        # name alone, else runs natively, instead of raising CallStructureError.
+        self.lenient = lenient
 
     def _step_fold(self, module: nn.Module, kind: str) -> Any:
         if not (kind == _walk.LIFTED or self.walk.in_lifted) or not module.has_rng("params"):
@@ -282,6 +293,11 @@ class Dispatcher:
         parent: FlaxCallLayer = self.walk.top.payload
         key = self.walk.next_key(context, advance=kind != _walk.LIFTED)
         node = parent.submodule_calls.get(key)
+        if node is None and self.lenient:
+            same_name = [k for k in parent.submodule_calls if k[1] == key[1]]
+            if len(same_name) != 1:
+                return self.walk.call_inline(next_fun, args, kwargs, context)
+            node = parent.submodule_calls[same_name[0]]
         if node is None:
             raise _errors.CallStructureError(
                 f"{parent.path_str}.{parent.method_name} made the submodule call {key!r}, which "
@@ -289,7 +305,11 @@ class Dispatcher:
                 f"{sorted(parent.submodule_calls)!r}). The model took another Python path for "
                 "these arguments (a different flag, mode or input structure). Fix: convert the "
                 "model again with arguments that take this path: flaxmock.unflaxify(model, "
-                "*args, **kwargs)."
+                "*args, **kwargs). If the model calls other submodules while initialising "
+                "(`self.is_initializing()`, nn.switch initialising every branch) and the tree "
+                "was converted without variables (which records init), convert with abstract "
+                "variables so that apply's path is recorded: flaxmock.unflaxify(model, *args, "
+                "variables=jax.eval_shape(model.init, jax.random.key(0), *args))."
             )
         if isinstance(node, FlaxCallLayer):
             try:

@@ -155,7 +155,9 @@ def materialize(
         # even traced (and calls whose shapes depend on values do not break the trace). Flax
         # derives each module's keys from its own scope path, so skipping the mocked modules
         # leaves every other module's values as ``init`` gives them.
-        dispatcher = _layer.Dispatcher(root, assembled.skip_setup, {id(m): 0 for m in mocks})
+        dispatcher = _layer.Dispatcher(
+            root, assembled.skip_setup, {id(m): 0 for m in mocks}, lenient=True
+        )
         with nn.intercept_methods(dispatcher):
             variables = root.module.init(
                 {"params": key}, *a, method=root.info.method, mutable=True, **kw

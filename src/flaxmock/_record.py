@@ -14,6 +14,7 @@ import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -57,6 +58,8 @@ class CallRecord:
     rng_names: frozenset[str] = frozenset()
     # The lifted transforms this call is the body of (("scan", "remat")), outermost first.
     transforms: tuple[str, ...] = ()
+    # For a scanned body: the number of steps, as Flax's scan saw it (None if unknown).
+    steps: int | None = None
     # Inside a nested ``module.apply``: its variables come from that call, not the tree, and
     # ``scope_path`` is a display path: ``base`` (the caller's path and the nested module's
     # name) followed by the path inside the nested apply.
@@ -157,10 +160,16 @@ class Recorder:
             key=key,
             in_spec=_specs.specs_of((args, kwargs)),
             transforms=self.walk.transforms_of(context) if kind == _walk.LIFTED else (),
+            steps=self.walk.steps_of(context) if kind == _walk.LIFTED else None,
             detached=detached,
             base=base,
         )
-        # A lifted body traced again replaces its earlier record (same key, same call).
+        # A lifted body traced again replaces its earlier record (same key, same call), except
+        # the branches of nn.cond / nn.switch: each trace is another branch, and a run traces
+        # them all, so the calls of every branch are kept.
+        previous = parent.children.get(key)
+        if previous is not None and {"cond", "switch"} & set(record.transforms):
+            record.children.update(previous.children)
         parent.children[key] = record
         given = self._given_out(record)
         if given is not None:
@@ -238,8 +247,14 @@ def record(
             if variables is None:
                 out, new_vars = module.init_with_output(rngs, *a, method=method, mutable=True, **kw)
             else:
+                # Every collection but the given parameters is mutable, to see what the call
+                # writes; ``params`` stays immutable as in a real apply, so code that branches
+                # on ``self.is_mutable_collection("params")`` (initialising every nn.switch
+                # branch) takes apply's path.
+                given = rebuild_vars(var_arrays)
+                mutable: Any = flax.core.DenyList("params") if "params" in given else True
                 out, new_vars = module.apply(
-                    rebuild_vars(var_arrays), *a, rngs=rngs, method=method, mutable=True, **kw
+                    given, *a, rngs=rngs, method=method, mutable=mutable, **kw
                 )
         root = recorder.root
         root.in_spec = _specs.specs_of((a, kw))

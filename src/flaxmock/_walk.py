@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import sys
 import threading
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,6 +80,83 @@ _TRANSFORM_PREFIXES = (
 )
 
 
+#: ``flax.core.lift`` functions, by name, and the transform each stands for.
+_LIFT_FUNCTIONS = {
+    "scan": "scan",
+    "vmap": "vmap",
+    "checkpoint": "remat",
+    "remat_scan": "remat/scan",
+    "jit": "jit",
+    "while_loop": "while_loop",
+    "cond": "cond",
+    "switch": "switch",
+    "map_variables": "map_variables",
+    "custom_vjp": "custom_vjp",
+    "vjp": "vjp",
+    "jvp": "jvp",
+    "value_and_grad": "grad",
+}
+_LIFT_FILE = os.path.join("flax", "core", "lift.py")
+_MODULE_FILE = os.path.join("flax", "linen", "module.py")
+_APPLY_FUNCTIONS = frozenset({"apply", "init", "init_with_output"})
+
+
+def _markers_between(walk: Walk) -> list[str]:
+    """What Python runs between the current intercepted call and the enclosing one.
+
+    Walks the stack outward from the interceptor frame of the current call (the innermost
+    frame of a ``__call__`` whose ``self.walk`` is ``walk``) to the next one (the enclosing
+    call's), and returns, innermost first, the ``flax.core.lift`` transforms (``"scan"``) and
+    ``"apply"`` for ``Module.apply``/``init`` frames. Flax names lifted classes after their
+    transforms, but a transform applied to a function or method (``nn.RNN``'s scan, an
+    ``@nn.scan`` method, ``nn.cond`` branches) and a nested ``apply`` leave only this trace.
+    """
+    markers: list[str] = []
+    seen_own = False
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__call__" and getattr(frame.f_locals.get("self"), "walk", None) is walk:
+            if seen_own:
+                break
+            seen_own = True
+        elif seen_own:
+            filename = code.co_filename
+            if filename.endswith(_LIFT_FILE):
+                name = _LIFT_FUNCTIONS.get(code.co_qualname.split(".")[0])
+                if name is not None and (not markers or markers[-1] != name):
+                    markers.append(name)
+            elif filename.endswith(_MODULE_FILE) and code.co_name in _APPLY_FUNCTIONS:
+                if not markers or markers[-1] != "apply":
+                    markers.append("apply")
+        frame = frame.f_back
+    return markers
+
+
+_AXES_SCAN_FILE = os.path.join("flax", "core", "axes_scan.py")
+
+
+def _scan_length() -> int | None:
+    """The number of steps of the innermost ``flax.core.axes_scan`` scan being traced, if any.
+
+    Read from the locals of its ``scan_fn`` frame: ``length`` when given, else the leading
+    axis of the scanned inputs (``xs_flat``, already moved to the front).
+    """
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "scan_fn" and code.co_filename.endswith(_AXES_SCAN_FILE):
+            local = frame.f_locals
+            length = local.get("length")
+            if isinstance(length, int):
+                return length
+            xs = local.get("xs_flat")
+            shape = getattr(xs[0], "shape", None) if xs else None
+            return int(shape[0]) if shape else None
+        frame = frame.f_back
+    return None
+
+
 def transform_names(lifted_class_name: str, body_class_name: str) -> tuple[str, ...]:
     """``("scan", "remat")`` from a lifted class name such as ``ScanCheckpointBlock``."""
     name = lifted_class_name
@@ -107,6 +187,10 @@ class Frame:
     detached: bool = False  # This call is the root of a nested ``module.apply``.
     # Lifted classes seen by Flax's setup validation, by module name (for summaries).
     lifted_classes: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Transforms found on the Python stack for LIFTED calls, by id of the body module.
+    lifted_markers: dict[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # Steps of scanned LIFTED calls, read from Flax's scan on the stack, by id of the body.
+    lifted_steps: dict[int, int | None] = dataclasses.field(default_factory=dict)
 
 
 class Walk:
@@ -136,7 +220,13 @@ class Walk:
         if context.method_name == "setup":
             return SETUP
         scope = getattr(module, "scope", None)
-        if self.root.module is None and scope is not None and scope.path == ():
+        is_test_scope = type(scope).__name__ == "TestScope"
+        if (
+            self.root.module is None
+            and scope is not None
+            and scope.path == ()
+            and not is_test_scope
+        ):
             # The applied module itself, bound at the root scope. (With ``method=`` a plain
             # function, the first intercepted call may be a child's instead.)
             self.root.module = module
@@ -145,12 +235,28 @@ class Walk:
             return INLINE
         if any(f.module is module for f in self.stack):
             return INLINE
-        if isinstance(scope, flax_scope.Scope) and type(scope).__name__ == "TestScope":
+        if isinstance(scope, flax_scope.Scope) and is_test_scope:
             self.top.lifted_classes.setdefault(module.name, type(module).__name__)
             return INLINE
         if not isinstance(module.parent, nn.Module):
             if scope is None:
                 return INLINE
+            # The body of a lifted transform, or the root of a nested ``module.apply``: which
+            # one Flax ran last tells (a lifted body of the root itself is at path () too).
+            markers = _markers_between(self)
+            if "scan" in markers or any(
+                "scan" in transform_names(c, type(module).__name__)
+                for c in [self.top.lifted_classes.get(module.name, "")]
+                if c
+            ):
+                self.top.lifted_steps[id(module)] = _scan_length()
+            if markers:
+                if markers[0] == "apply":
+                    return NESTED
+                self.top.lifted_markers[id(module)] = tuple(
+                    m for m in reversed(markers) if m != "apply"
+                )
+                return LIFTED
             return NESTED if scope.path == () else LIFTED
         return CHILD
 
@@ -163,12 +269,22 @@ class Walk:
         return key
 
     def transforms_of(self, context: Any) -> tuple[str, ...]:
-        """The transforms wrapping a LIFTED call, as seen by Flax's setup validation."""
+        """The transforms wrapping a LIFTED call, outermost first.
+
+        From the lifted class Flax's setup validation ran (``ScanRematBlock``), else from the
+        ``flax.core.lift`` functions on the stack (a transform of a function or method).
+        """
         module = context.module
         lifted = self.top.lifted_classes.get(module.name)
-        if lifted is None:
-            return ("lifted",)
-        return transform_names(lifted, type(module).__name__)
+        if lifted is not None:
+            names = transform_names(lifted, type(module).__name__)
+            if names:
+                return names
+        return self.top.lifted_markers.get(id(module)) or ("lifted",)
+
+    def steps_of(self, context: Any) -> int | None:
+        """The number of steps of a scanned LIFTED call, when Flax's scan showed it."""
+        return self.top.lifted_steps.get(id(context.module))
 
     def call_inline(self, next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
         """Runs an inline call; everything inside an inline region is inline too."""
