@@ -75,6 +75,7 @@ _TRANSFORM_PREFIXES = (
     ("Vjp", "vjp"),
     ("Jvp", "jvp"),
     ("MapVariables", "map_variables"),
+    ("Map_variables", "map_variables"),
     ("WhileLoop", "while_loop"),
     ("Cond", "cond"),
 )
