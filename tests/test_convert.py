@@ -74,7 +74,7 @@ def assert_specs_equal(actual, expected):
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", zoo.PARAMS, ids=IDS)
 def test_real_variables_equal_apply(case, jit):
     model, variables = init_variables(case)
     tree = flaxmock.unflaxify(
@@ -99,7 +99,7 @@ def test_real_variables_equal_apply(case, jit):
     assert_trees_equal(out, ref)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", zoo.PARAMS, ids=IDS)
 def test_abstract_eval_shape_equals_apply(case):
     model, variables = init_variables(case)
     tree = flaxmock.unflaxify(model, *case.args, method=case.method, **case.kwargs)
@@ -119,7 +119,7 @@ def test_abstract_eval_shape_equals_apply(case):
     assert_specs_equal(out, ref)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", zoo.PARAMS, ids=IDS)
 def test_abstract_parameters_allocate_nothing(case):
     model = case.make()
     tree = flaxmock.unflaxify(model, *case.args, method=case.method, **case.kwargs)
@@ -131,7 +131,7 @@ def test_abstract_parameters_allocate_nothing(case):
         assert isinstance(leaf, jax.ShapeDtypeStruct)
 
 
-@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("case", zoo.PARAMS, ids=IDS)
 def test_abstract_call_names_layers_without_values(case):
     model = case.make()
     tree = flaxmock.unflaxify(model, *case.args, method=case.method, **case.kwargs)

@@ -2,7 +2,8 @@
 
 Each :class:`ZooCase` builds a small linen model and concrete arguments so that
 ``model.init(key, *args, **kwargs)`` and ``model.apply`` both run. Tests use
-``pytest.mark.parametrize("case", CASES, ids=IDS)``, or ``cases("lifted")`` for a subset.
+``pytest.mark.parametrize("case", PARAMS, ids=IDS)`` (the costliest marked ``slow``), or
+``cases("lifted")`` for a subset.
 
 Tags: ``setup``, ``method`` (a ``method=`` other than ``__call__``), ``shared`` (one module called
 from several places or its variables read directly), ``mutable``, ``rng``, ``static_args``
@@ -18,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from flaxmock.examples import llama
 from zoo_case import ZooCase
@@ -461,6 +463,41 @@ import zoo_wild_text  # noqa: E402
 import zoo_wild_vision  # noqa: E402
 
 CASES = CASES + zoo_wild_vision.CASES + zoo_wild_text.CASES + zoo_wild_seq.CASES
+
+#: Cases that cost the most per test (big scans, many layers) and mostly repeat what a cheaper
+#: case covers: marked ``slow``, run with ``pytest -m slow`` (tests/conftest.py skips them
+#: otherwise), so that ``make test`` stays within a few minutes on two cores.
+SLOW_IDS = frozenset(
+    {
+        "vision_bigvision_vit_scan",
+        "vision_scan_resnet_bn",
+        "vision_unet_diffusion",
+        "vision_swin",
+        "vision_vit_dropout",
+        "vision_resnet_bottleneck_bf16_eval",
+        "vision_mae",
+        "text_maxtext",
+        "text_bert_mlm_remat",
+        "text_t5_encode",
+        "text_gpt2",
+        "seq_bidirectional",
+        "seq_conv_lstm",
+        "seq_scanned_lstm_encode",
+        "seq_remat_static_custom_vjp",
+        "seq_s4d",
+        "seq_wavenet_tcn",
+        "seq_rnn_lstm_gru_bare",
+        "vision_convnext_droppath",
+        "vision_dcgan_generator",
+        "vision_unet_encode",
+    }
+)
+assert SLOW_IDS <= {case.id for case in CASES}, SLOW_IDS - {case.id for case in CASES}
+
+#: ``CASES`` for ``pytest.mark.parametrize``, the slow ones marked.
+PARAMS = [
+    pytest.param(case, marks=pytest.mark.slow) if case.id in SLOW_IDS else case for case in CASES
+]
 
 IDS = [case.id for case in CASES]
 

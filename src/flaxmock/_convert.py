@@ -131,7 +131,7 @@ def build(
     for (col, path), value in flat.items():
         # The longest called prefix: walk up from the variable's parent path.
         owner = next(path[:k] for k in range(len(path) - 1, -1, -1) if path[:k] in called)
-        name = "/".join(path[len(owner) :])
+        name = _layer.name_of(path[len(owner) :])
         owned.setdefault(owner, {}).setdefault(col, {})[name] = value
 
     def make(rec: _record.CallRecord, call_path: tuple) -> _layer.FlaxCallLayer:

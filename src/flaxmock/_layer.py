@@ -138,16 +138,30 @@ def _set_in(tree: dict, path: Path, value: Any) -> None:
     tree[path[-1]] = value
 
 
+def name_of(path: Path) -> str:
+    """A variable's name in a layer's scope data: its relative path joined with ``/``.
+
+    A ``/`` inside one key (``nn.SpectralNorm`` stores ``"Dense_0/kernel/u"`` as one key) is
+    escaped as ``%2F`` (and ``%`` as ``%25``), so that :func:`path_of` gives the path back.
+    """
+    return "/".join(str(k).replace("%", "%25").replace("/", "%2F") for k in path)
+
+
+def path_of(name: str) -> Path:
+    """The relative path of a variable named by :func:`name_of`."""
+    return tuple(k.replace("%2F", "/").replace("%25", "%") for k in name.split("/"))
+
+
 def own_variables(layer: FlaxCallLayer) -> Iterator[tuple[str, Path, Any, str | None]]:
     """Yields ``(collection, relative path, value, label)`` for each variable ``layer`` owns."""
     data = layer.scope_data
     if data is None:
         return
     for name, param in data.parameters.items():
-        yield "params", tuple(name.split("/")), param.value, getattr(param, "label", None)
+        yield "params", path_of(name), param.value, getattr(param, "label", None)
     for col, entries in data.immutable_variables.items():
         for name, value in entries.items():
-            yield col, tuple(name.split("/")), value, None
+            yield col, path_of(name), value, None
 
 
 @dataclasses.dataclass

@@ -39,14 +39,14 @@ def _with_values(layer: Any, values: dict[tuple[str, Path], Any], base: Path) ->
     if data is not None:
         params = {
             name: pz.ParameterValue(
-                value=values.get(("params", here + tuple(name.split("/"))), p.value),
+                value=values.get(("params", here + _layer.path_of(name)), p.value),
                 label=p.label,
             )
             for name, p in data.parameters.items()
         }
         others = {
             col: {
-                name: values.get((col, here + tuple(name.split("/"))), v)
+                name: values.get((col, here + _layer.path_of(name)), v)
                 for name, v in entries.items()
             }
             for col, entries in data.immutable_variables.items()

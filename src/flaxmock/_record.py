@@ -240,6 +240,8 @@ def record(
     arrays, rebuild = _specs.partition((args, kwargs))
     recorder = Recorder(module, method_name_of(method), outs)
     flat_vars, rebuild_vars = _specs.partition(variables)
+    # Whether ``params`` stays immutable while recording with variables (see run).
+    params_immutable = [True]
 
     def run(var_arrays: list[Any], arg_arrays: list[Any]) -> Any:
         a, kw = rebuild(arg_arrays)
@@ -252,7 +254,9 @@ def record(
                 # on ``self.is_mutable_collection("params")`` (initialising every nn.switch
                 # branch) takes apply's path.
                 given = rebuild_vars(var_arrays)
-                mutable: Any = flax.core.DenyList("params") if "params" in given else True
+                mutable: Any = True
+                if "params" in given and params_immutable[0]:
+                    mutable = flax.core.DenyList("params")
                 out, new_vars = module.apply(
                     given, *a, rngs=rngs, method=method, mutable=mutable, **kw
                 )
@@ -267,7 +271,17 @@ def record(
         return new_vars if variables is None else None
 
     try:
-        abstract_vars = jax.eval_shape(run, flat_vars, arrays)
+        try:
+            abstract_vars = jax.eval_shape(run, flat_vars, arrays)
+        except Exception:
+            if variables is None:
+                raise
+            # Some lifted transforms fail when only some collections are mutable (Flax's
+            # nn.map_variables fails on apply(..., mutable=["intermediates"]) too): record
+            # again with everything mutable, as earlier versions did.
+            recorder = Recorder(module, method_name_of(method), outs)
+            params_immutable[0] = False
+            abstract_vars = jax.eval_shape(run, flat_vars, arrays)
     except jax.errors.ConcretizationTypeError as e:
         if not any(n.startswith("flaxmock:") for n in getattr(e, "__notes__", ())):
             name = f"{type(module).__name__}.{method_name_of(method)}"
