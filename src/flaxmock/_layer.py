@@ -225,10 +225,12 @@ def assemble(
                     p = rel(info.scope_path)
                     p = p if p is not None else info.scope_path[-1:]
                     replaced_paths.add(p)
-                    kept = getattr(info, "variables", None)
-                    if not include_replaced and include_kept:
+                    kept = None
+                    if include_replaced:
+                        kept = getattr(info, "variables", None)
+                    elif include_kept:
                         kept = getattr(child, "kept", None)
-                    if (include_replaced or include_kept) and kept:
+                    if kept:
                         for col, tree in kept.items():
                             for path, value in _record._flatten(tree).items():
                                 _set_in(variables.setdefault(col, {}), p + path, value)

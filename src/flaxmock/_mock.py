@@ -575,10 +575,7 @@ def _concrete(variables: dict[str, Any]) -> dict[str, Any]:
         for path, value in _record._flatten(tree).items():
             if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(value)):
                 continue
-            node = out.setdefault(col, {})
-            for k in path[:-1]:
-                node = node.setdefault(k, {})
-            node[path[-1]] = value
+            _layer._set_in(out.setdefault(col, {}), path, value)
     return out
 
 

@@ -151,6 +151,7 @@ class Recorder:
         if kind == _walk.NESTED:
             base = parent.scope_path + (str(module.name),)
         detached = kind == _walk.NESTED or parent.detached
+        transforms = self.walk.transforms_of(context) if kind == _walk.LIFTED else ()
         record = CallRecord(
             # A deep clone: submodules held as attributes (a shared embedding) are bound in the
             # trace, and their scopes and setup attributes hold its tracers.
@@ -159,8 +160,8 @@ class Recorder:
             scope_path=(base if detached else ()) + tuple(module.scope.path),
             key=key,
             in_spec=_specs.specs_of((args, kwargs)),
-            transforms=self.walk.transforms_of(context) if kind == _walk.LIFTED else (),
-            steps=self.walk.steps_of(context) if kind == _walk.LIFTED else None,
+            transforms=transforms,
+            steps=_walk.scan_length() if "scan" in transforms else None,
             detached=detached,
             base=base,
         )
@@ -274,7 +275,7 @@ def record(
         try:
             abstract_vars = jax.eval_shape(run, flat_vars, arrays)
         except Exception:
-            if variables is None:
+            if variables is None or "params" not in variables:
                 raise
             # Some lifted transforms fail when only some collections are mutable (Flax's
             # nn.map_variables fails on apply(..., mutable=["intermediates"]) too): record

@@ -137,7 +137,7 @@ def _markers_between(walk: Walk) -> list[str]:
 _AXES_SCAN_FILE = os.path.join("flax", "core", "axes_scan.py")
 
 
-def _scan_length() -> int | None:
+def scan_length() -> int | None:
     """The number of steps of the innermost ``flax.core.axes_scan`` scan being traced, if any.
 
     Read from the locals of its ``scan_fn`` frame: ``length`` when given, else the leading
@@ -188,10 +188,6 @@ class Frame:
     detached: bool = False  # This call is the root of a nested ``module.apply``.
     # Lifted classes seen by Flax's setup validation, by module name (for summaries).
     lifted_classes: dict[str, str] = dataclasses.field(default_factory=dict)
-    # Transforms found on the Python stack for LIFTED calls, by id of the body module.
-    lifted_markers: dict[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)
-    # Steps of scanned LIFTED calls, read from Flax's scan on the stack, by id of the body.
-    lifted_steps: dict[int, int | None] = dataclasses.field(default_factory=dict)
 
 
 class Walk:
@@ -242,23 +238,13 @@ class Walk:
         if not isinstance(module.parent, nn.Module):
             if scope is None:
                 return INLINE
-            # The body of a lifted transform, or the root of a nested ``module.apply``: which
-            # one Flax ran last tells (a lifted body of the root itself is at path () too).
-            markers = _markers_between(self)
-            if "scan" in markers or any(
-                "scan" in transform_names(c, type(module).__name__)
-                for c in [self.top.lifted_classes.get(module.name, "")]
-                if c
-            ):
-                self.top.lifted_steps[id(module)] = _scan_length()
-            if markers:
-                if markers[0] == "apply":
-                    return NESTED
-                self.top.lifted_markers[id(module)] = tuple(
-                    m for m in reversed(markers) if m != "apply"
-                )
+            if scope.path != ():
                 return LIFTED
-            return NESTED if scope.path == () else LIFTED
+            # At path (): the root of a nested ``module.apply``, or the body of a transform of
+            # the applied module itself (a vmapped class applied at the root, ``nn.cond`` on
+            # ``self``). Which one Flax ran last tells them apart; only then is the stack read.
+            markers = _markers_between(self)
+            return LIFTED if markers and markers[0] != "apply" else NESTED
         return CHILD
 
     def next_key(self, context: Any, *, advance: bool = True) -> tuple[int, str]:
@@ -281,11 +267,9 @@ class Walk:
             names = transform_names(lifted, type(module).__name__)
             if names:
                 return names
-        return self.top.lifted_markers.get(id(module)) or ("lifted",)
-
-    def steps_of(self, context: Any) -> int | None:
-        """The number of steps of a scanned LIFTED call, when Flax's scan showed it."""
-        return self.top.lifted_steps.get(id(context.module))
+        # Called from the interceptor, so the stack still holds the transform's frames.
+        markers = [m for m in reversed(_markers_between(self)) if m != "apply"]
+        return tuple(markers) or ("lifted",)
 
     def call_inline(self, next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
         """Runs an inline call; everything inside an inline region is inline too."""
