@@ -17,8 +17,9 @@ Two costs are not parameters, and the table shows them apart:
 
 - random generation: jax's default threefry PRNG, lowered as a loop on CPU, needs 8x the
   output's bytes of scratch per array (the 8B embedding: 1 GiB of bf16 values, 8.4 GB of
-  scratch). ``materialize`` lowers it unrolled (bit-identical values; ``flaxmock._prng``), which
-  removes the scratch; ``--prng rbg`` shows XLA's RngBitGenerator for comparison;
+  scratch). ``materialize`` lowers it unrolled (bit-identical values;
+  ``flaxmock._core.prng``), which removes the scratch; ``--prng rbg`` shows XLA's
+  RngBitGenerator for comparison;
 - the forward itself: XLA on CPU computes a bfloat16 matmul in float32, so the output head's
   matmul holds a float32 copy of its kernel (2 GiB at 8B) while it runs. Any run of that head on
   CPU pays it; a fresh process measures one such matmul alone (``matmul`` phase).

@@ -15,62 +15,17 @@ import pytest
 
 import flaxmock
 import zoo
-from flaxmock import _layer
+from flaxmock._linen import layer as _layer
+from helpers import (
+    apply_rngs,
+    assert_specs_equal,
+    assert_trees_equal,
+    init_variables,
+    with_python_outputs,
+)
 
 CASES = zoo.CASES
 IDS = [c.id for c in CASES]
-
-
-def init_variables(case: zoo.ZooCase):
-    model = case.make()
-    rngs = {"params": jax.random.key(0), **{r: jax.random.key(1) for r in case.rngs}}
-    variables = model.init(rngs, *case.args, method=case.method, **case.kwargs, **case.init_kwargs)
-    # module.init also returns what it sowed; apply is given what a checkpoint holds.
-    return model, {k: v for k, v in variables.items() if k != "intermediates"}
-
-
-def apply_rngs(case: zoo.ZooCase):
-    return {r: jax.random.key(2) for r in case.rngs} or None
-
-
-def with_python_outputs(jitted_maker, fn):
-    """Wraps ``jitted_maker(fn)`` so that fn may return Python values (None, ints, strings).
-
-    ``jax.jit`` returns only arrays: the rest of the output is captured at trace time.
-    """
-    rebuilds = []
-
-    def arrays_only(*args):
-        arrays, rebuild = flaxmock._specs.partition(fn(*args))
-        rebuilds.append(rebuild)
-        return arrays
-
-    compiled = jitted_maker(arrays_only)
-    return lambda *args: (lambda arrays: rebuilds[-1](arrays))(compiled(*args))
-
-
-def assert_trees_equal(actual, expected):
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for path, a, e in zip(
-        [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(expected)[0]],
-        jax.tree.leaves(actual),
-        jax.tree.leaves(expected),
-        strict=True,
-    ):
-        if hasattr(e, "shape"):
-            assert a.shape == e.shape and a.dtype == e.dtype, path
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(e), err_msg=path)
-        else:
-            assert a == e, path
-
-
-def assert_specs_equal(actual, expected):
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        if hasattr(e, "shape"):
-            assert (a.shape, a.dtype) == (e.shape, e.dtype)
-        else:
-            assert a == e
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
@@ -90,7 +45,7 @@ def test_real_variables_equal_apply(case, jit):
             variables, *args, method=case.method, mutable=case.mutable, rngs=rngs, **case.kwargs
         )
 
-    arrays, rebuild = flaxmock._specs.partition(case.args)
+    arrays, rebuild = flaxmock._core.specs.partition(case.args)
     if jit:
         out = with_python_outputs(jax.jit, lambda t, a: via_tree(t, rebuild(a)))(tree, arrays)
         ref = with_python_outputs(jax.jit, lambda v, a: via_apply(v, rebuild(a)))(variables, arrays)

@@ -1,4 +1,4 @@
-"""Tests of the random fill rules in ``flaxmock._fill``."""
+"""Tests of the random fill rules in ``flaxmock._core.fill``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from flaxmock import _fill
-from flaxmock._errors import FillError, UnsupportedDtypeError
+from flaxmock._core import fill as _fill
+from flaxmock._core.errors import FillError, UnsupportedDtypeError
 
 KEY = jax.random.key(0)
 THREEFRY = jax.random.key(0).dtype

@@ -10,40 +10,8 @@ import pytest
 from penzai import pz
 
 import flaxmock
-from flaxmock import _layer
-from test_convert import assert_specs_equal, assert_trees_equal
-
-
-class Body(nn.Module):
-    """One scanned step: a tuple carry, a broadcast argument, a sown value."""
-
-    dim: int = 8
-
-    @nn.compact
-    def __call__(self, carry, bias):
-        h, count = carry
-        pre = nn.Dense(self.dim, name="proj")(h) + bias
-        h = nn.LayerNorm(name="norm")(jnp.tanh(pre))
-        self.sow("intermediates", "h", h)
-        return (h, count + 1), pre[..., 0]
-
-
-class Stack(nn.Module):
-    layers: int = 4
-    dim: int = 8
-
-    @nn.compact
-    def __call__(self, x):
-        scanned = nn.scan(
-            nn.remat(Body),
-            variable_axes={"params": 0, "intermediates": 0},
-            split_rngs={"params": True},
-            in_axes=(nn.broadcast,),
-            length=self.layers,
-        )
-        (h, count), per_step = scanned(dim=self.dim, name="blocks")((x, 0), jnp.ones(self.dim))
-        return nn.Dense(2, name="head")(h), count, per_step
-
+from flaxmock._linen import layer as _layer
+from helpers import Head, Stack, assert_specs_equal, assert_trees_equal
 
 X = jnp.linspace(-1, 1, 16).reshape(2, 8)
 
@@ -150,16 +118,6 @@ def test_vmap_ensemble_reified_and_lanes_differ_when_mocked():
     out = flaxmock.call(flaxmock.mock(tree, "members"), x)
     assert out.shape == (3, 2, 4)
     assert not np.array_equal(out[0], out[1])
-
-
-class Head(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        kernel = self.param("head_kernel", nn.initializers.normal(), (5, 3))
-        # A nested apply: the inner module gets its variables from this call, not from the tree.
-        return nn.Dense(3, name="inner").apply(
-            {"params": {"kernel": kernel, "bias": jnp.zeros(3)}}, jnp.tanh(x)
-        )
 
 
 def test_nested_apply_is_a_layer_with_its_own_variables():

@@ -11,8 +11,8 @@ from penzai import pz
 
 import flaxmock
 import zoo
-from flaxmock import _layer
-from test_convert import apply_rngs, assert_trees_equal, init_variables
+from flaxmock._linen import layer as _layer
+from helpers import apply_rngs, assert_trees_equal, init_variables
 
 CASES = zoo.CASES
 IDS = [c.id for c in CASES]
@@ -31,7 +31,7 @@ def test_materialize_gives_init_values(case):
         assert out is not None
         return
     # The values are those of a jit-compiled init; eager init may differ in the last bit.
-    arrays, rebuild = flaxmock._specs.partition(case.args)
+    arrays, rebuild = flaxmock._core.specs.partition(case.args)
     variables = jax.jit(lambda k, a: model.init(k, *rebuild(a), method=case.method, **case.kwargs))(
         jax.random.key(0), arrays
     )
@@ -128,7 +128,7 @@ def test_materialize_computes_only_unmocked_leaves():
     needed = {
         (col, path)
         for col, t in _layer.assemble(tree).variables.items()
-        for path in flaxmock._record._flatten(t)
+        for path in flaxmock._linen.record._flatten(t)
     }
     assert needed == {("params", ("small", "kernel")), ("params", ("small", "bias"))}
 

@@ -12,8 +12,8 @@ from penzai import pz
 
 import flaxmock
 import zoo
-from flaxmock import _layer
-from test_convert import (
+from flaxmock._linen import layer as _layer
+from helpers import (
     apply_rngs,
     assert_specs_equal,
     assert_trees_equal,
@@ -130,7 +130,7 @@ def test_partial_mock_rest_runs_exactly(case, jit):
             )
 
     state = {"done": False, "root_seen": False}
-    arrays, rebuild = flaxmock._specs.partition(case.args)
+    arrays, rebuild = flaxmock._core.specs.partition(case.args)
     if jit:
         out = with_python_outputs(
             pz.variable_jit,

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from flaxmock import _prng
+from flaxmock._core import prng as _prng
 
 INITS = {
     "normal": nn.initializers.normal(0.02),

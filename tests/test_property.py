@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 import flaxmock
 import strategies
-from flaxmock import _layer, _select
+from flaxmock._core import select as _select
+from flaxmock._linen import layer as _layer
 
 X = jnp.linspace(-1.0, 1.0, 2 * strategies.WIDTH).reshape(2, strategies.WIDTH)
 MUTABLE = ["intermediates"]

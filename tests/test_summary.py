@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 
 import flaxmock
-from test_lifted import Head, Stack
+from helpers import Head, Stack
 
 
 class Tied(nn.Module):

@@ -1,4 +1,4 @@
-"""Tests of the summary table in ``flaxmock._table``."""
+"""Tests of the summary table in ``flaxmock._core.table``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from penzai.toolshed.unflaxify import ArgsAndKwargs
 
-from flaxmock._table import (
+from flaxmock._core.table import (
     CallRow,
     Summary,
     describe_inputs,

@@ -5,42 +5,47 @@ submodule call and abstract parameters; selected calls are replaced by random-ou
 (:func:`mock`); the tree is called like ``module.apply`` (:func:`call`).
 """
 
+import importlib.metadata
+
 from penzai.toolshed.unflaxify import ArgsAndKwargs as ArgsAndKwargs
 from penzai.toolshed.unflaxify import InterceptedFlaxModuleMethod as InterceptedFlaxModuleMethod
 
-from flaxmock._call import call as call
-from flaxmock._call import eval_shape as eval_shape
-from flaxmock._convert import unflaxify as unflaxify
-from flaxmock._errors import AbstractParameterError as AbstractParameterError
-from flaxmock._errors import BindVariablesError as BindVariablesError
-from flaxmock._errors import CallStructureError as CallStructureError
-from flaxmock._errors import ConvertError as ConvertError
-from flaxmock._errors import FillError as FillError
-from flaxmock._errors import FlaxmockError as FlaxmockError
-from flaxmock._errors import InvalidArgumentError as InvalidArgumentError
-from flaxmock._errors import InvalidSelectorError as InvalidSelectorError
-from flaxmock._errors import MockerAttributeError as MockerAttributeError
-from flaxmock._errors import SelectNothingError as SelectNothingError
-from flaxmock._errors import ShapeInferenceError as ShapeInferenceError
-from flaxmock._errors import UnsupportedDtypeError as UnsupportedDtypeError
-from flaxmock._fill import fill_array as fill_array
-from flaxmock._fill import fill_tree as fill_tree
-from flaxmock._layer import CallInfo as CallInfo
-from flaxmock._layer import FlaxCallLayer as FlaxCallLayer
-from flaxmock._materialize import bind as bind
-from flaxmock._materialize import materialize as materialize
-from flaxmock._mock import MockInfo as MockInfo
-from flaxmock._mock import MockLayer as MockLayer
-from flaxmock._mock import mock as mock
-from flaxmock._mock import unmock as unmock
-from flaxmock._mocker import MockedModule as MockedModule
-from flaxmock._mocker import Mocker as Mocker
-from flaxmock._select import selector as selector
-from flaxmock._summary import summary as summary
-from flaxmock._table import CallRow as CallRow
-from flaxmock._table import Summary as Summary
+# The NNX front end, reachable as `flaxmock.nnx` after `import flaxmock` (imported last: it
+# imports the core, which must be initialised first).
+from flaxmock import nnx as nnx  # noqa: E402
+from flaxmock._core.errors import AbstractParameterError as AbstractParameterError
+from flaxmock._core.errors import BindVariablesError as BindVariablesError
+from flaxmock._core.errors import CallStructureError as CallStructureError
+from flaxmock._core.errors import ConvertError as ConvertError
+from flaxmock._core.errors import FillError as FillError
+from flaxmock._core.errors import FlaxmockError as FlaxmockError
+from flaxmock._core.errors import InvalidArgumentError as InvalidArgumentError
+from flaxmock._core.errors import InvalidSelectorError as InvalidSelectorError
+from flaxmock._core.errors import MockerAttributeError as MockerAttributeError
+from flaxmock._core.errors import SelectNothingError as SelectNothingError
+from flaxmock._core.errors import ShapeInferenceError as ShapeInferenceError
+from flaxmock._core.errors import UnsupportedDtypeError as UnsupportedDtypeError
+from flaxmock._core.fill import fill_array as fill_array
+from flaxmock._core.fill import fill_tree as fill_tree
+from flaxmock._core.select import selector as selector
+from flaxmock._core.table import CallRow as CallRow
+from flaxmock._core.table import Summary as Summary
+from flaxmock._linen.call import call as call
+from flaxmock._linen.call import eval_shape as eval_shape
+from flaxmock._linen.convert import unflaxify as unflaxify
+from flaxmock._linen.layer import CallInfo as CallInfo
+from flaxmock._linen.layer import FlaxCallLayer as FlaxCallLayer
+from flaxmock._linen.materialize import bind as bind
+from flaxmock._linen.materialize import materialize as materialize
+from flaxmock._linen.mock import MockInfo as MockInfo
+from flaxmock._linen.mock import MockLayer as MockLayer
+from flaxmock._linen.mock import mock as mock
+from flaxmock._linen.mock import unmock as unmock
+from flaxmock._linen.mocker import MockedModule as MockedModule
+from flaxmock._linen.mocker import Mocker as Mocker
+from flaxmock._linen.summary import summary as summary
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("flaxmock")
 
 __all__ = [
     "AbstractParameterError",

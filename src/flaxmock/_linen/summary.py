@@ -8,7 +8,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from flaxmock import _layer, _table
+from flaxmock._core import table as _table
+from flaxmock._linen import layer as _layer
 
 
 def _leaf_size(value: Any) -> tuple[int, int]:

@@ -19,19 +19,19 @@ Examples:
   (2, 4096)
 """
 
-from flaxmock._errors import UnknownFactoryError as UnknownFactoryError
-from flaxmock._nnx_abstract import abstract as abstract
-from flaxmock._nnx_abstract import materialize as materialize
-from flaxmock._nnx_intercept import InterceptorContext as InterceptorContext
-from flaxmock._nnx_intercept import intercept_methods as intercept_methods
-from flaxmock._nnx_mock import MockAttributeError as MockAttributeError
-from flaxmock._nnx_mock import MockCounter as MockCounter
-from flaxmock._nnx_mock import MockInfo as MockInfo
-from flaxmock._nnx_mock import MockModule as MockModule
-from flaxmock._nnx_mock import mock as mock
-from flaxmock._nnx_select import StackSizeError as StackSizeError
-from flaxmock._nnx_shapes import eval_shape as eval_shape
-from flaxmock._nnx_summary import summary as summary
+from flaxmock._core.errors import UnknownFactoryError as UnknownFactoryError
+from flaxmock.nnx._abstract import abstract as abstract
+from flaxmock.nnx._abstract import materialize as materialize
+from flaxmock.nnx._intercept import InterceptorContext as InterceptorContext
+from flaxmock.nnx._intercept import intercept_methods as intercept_methods
+from flaxmock.nnx._mock import MockAttributeError as MockAttributeError
+from flaxmock.nnx._mock import MockCounter as MockCounter
+from flaxmock.nnx._mock import MockInfo as MockInfo
+from flaxmock.nnx._mock import MockModule as MockModule
+from flaxmock.nnx._mock import mock as mock
+from flaxmock.nnx._select import StackSizeError as StackSizeError
+from flaxmock.nnx._shapes import eval_shape as eval_shape
+from flaxmock.nnx._summary import summary as summary
 
 __all__ = [
     "InterceptorContext",

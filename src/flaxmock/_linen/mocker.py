@@ -15,7 +15,13 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from flaxmock import _call, _convert, _errors, _fill, _mock, _record, _specs
+from flaxmock._core import errors as _errors
+from flaxmock._core import fill as _fill
+from flaxmock._core import specs as _specs
+from flaxmock._linen import call as _call
+from flaxmock._linen import convert as _convert
+from flaxmock._linen import mock as _mock
+from flaxmock._linen import record as _record
 
 
 def _derived_seed(seed: int, name: str) -> int:
@@ -93,7 +99,7 @@ class MockedModule:
     def __repr__(self) -> str:
         out = "not called yet"
         if self.layer is not None:
-            from flaxmock import _table
+            from flaxmock._core import table as _table
 
             info = self.layer.info
             out = _table.describe_specs(

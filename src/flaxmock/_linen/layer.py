@@ -26,7 +26,9 @@ from penzai.toolshed.unflaxify import (
     InterceptedFlaxScopeData,
 )
 
-from flaxmock import _errors, _record, _walk
+from flaxmock._core import errors as _errors
+from flaxmock._linen import record as _record
+from flaxmock._linen import walk as _walk
 
 Path = tuple[str, ...]
 CallKey = tuple[int, str]
@@ -86,8 +88,8 @@ class FlaxCallLayer(InterceptedFlaxModuleMethod):
 
     A subclass of penzai's ``InterceptedFlaxModuleMethod`` (so ``pz.select``, treescope and
     penzai's tooling treat it as one) that runs natively: see the module docstring of
-    ``flaxmock._layer``. Its parameters are frozen ``pz.ParameterValue`` leaves holding arrays,
-    or ``jax.ShapeDtypeStruct`` for an abstract tree, so the tree is a plain pytree.
+    ``flaxmock._linen.layer``. Its parameters are frozen ``pz.ParameterValue`` leaves holding
+    arrays, or ``jax.ShapeDtypeStruct`` for an abstract tree, so the tree is a plain pytree.
 
     Attributes:
       module: The unbound Flax module.

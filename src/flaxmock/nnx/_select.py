@@ -15,7 +15,9 @@ from typing import Any
 import jax
 from flax import nnx
 
-from flaxmock import _errors, _nnx_shapes, _specs
+from flaxmock._core import errors as _errors
+from flaxmock._core import specs as _specs
+from flaxmock.nnx import _shapes as _nnx_shapes
 
 #: What ``mock(where=...)`` accepts: a module class, a glob over ``/``-joined paths, or a
 #: predicate ``(path, module) -> bool``.

@@ -30,15 +30,13 @@ import jax.numpy as jnp
 from flax import errors as flax_errors
 from flax import nnx
 
-from flaxmock import (
-    _errors,
-    _fill,
-    _nnx_abstract,
-    _nnx_intercept,
-    _nnx_select,
-    _nnx_shapes,
-    _specs,
-)
+from flaxmock._core import errors as _errors
+from flaxmock._core import fill as _fill
+from flaxmock._core import specs as _specs
+from flaxmock.nnx import _abstract as _nnx_abstract
+from flaxmock.nnx import _intercept as _nnx_intercept
+from flaxmock.nnx import _select as _nnx_select
+from flaxmock.nnx import _shapes as _nnx_shapes
 
 #: How many input signatures a mock remembers per method (least recently used are dropped).
 SPEC_CACHE_SIZE = 64

@@ -9,7 +9,8 @@ from flax.core import scope as flax_scope
 from penzai import pz
 from penzai.toolshed.unflaxify import ArgsAndKwargs
 
-from flaxmock import _layer, _specs
+from flaxmock._core import specs as _specs
+from flaxmock._linen import layer as _layer
 
 
 def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs: Any) -> Any:

@@ -19,7 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flaxmock import _specs, _walk
+from flaxmock._core import specs as _specs
+from flaxmock._linen import walk as _walk
 
 Path = tuple[str, ...]
 

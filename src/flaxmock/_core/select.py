@@ -15,7 +15,7 @@ from typing import Any
 import flax.linen as nn
 from penzai import pz
 
-from flaxmock import _errors
+from flaxmock._core import errors as _errors
 
 Where = type | str | Callable[[Any], bool] | Sequence[Any]
 
@@ -79,7 +79,7 @@ def selector(where: Where) -> Callable[[Any], bool]:
       >>> pz.select(tree).at_subtrees_where(flaxmock.selector(nn.Dense)).count()
       2
     """
-    from flaxmock import _layer
+    from flaxmock._linen import layer as _layer
 
     pred = predicate(where)
     return lambda node: isinstance(node, _layer.FlaxCallLayer) and pred(node)
@@ -106,7 +106,7 @@ def select_layers(tree: Any, where: Where, kinds: tuple[type, ...]) -> pz.Select
         lambda node: isinstance(node, kinds) and pred(node)
     )
     if selection.count() == 0:
-        from flaxmock import _layer
+        from flaxmock._linen import layer as _layer
 
         others = [
             layer

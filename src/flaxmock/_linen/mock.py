@@ -29,7 +29,13 @@ from penzai import pz
 from penzai.toolshed.unflaxify import ArgsAndKwargs
 from treescope import formatting_util
 
-from flaxmock import _errors, _fill, _layer, _record, _select, _specs, _walk
+from flaxmock._core import errors as _errors
+from flaxmock._core import fill as _fill
+from flaxmock._core import select as _select
+from flaxmock._core import specs as _specs
+from flaxmock._linen import layer as _layer
+from flaxmock._linen import record as _record
+from flaxmock._linen import walk as _walk
 
 #: How many input signatures a mock remembers besides the recorded one (least recently used
 #: ones are dropped). Bounds memory when a mock is called with ever new shapes.
@@ -353,7 +359,7 @@ class MockLayer(pz.nn.Layer):
         )
 
     def _compile_shardings(self, arrays: list[Any], rebuild: Any, in_shardings: list) -> list:
-        from flaxmock import _materialize
+        from flaxmock._linen import materialize as _materialize
 
         info = self.info
         mesh, rules = info.mesh, info.rules
@@ -476,7 +482,7 @@ class MockLayer(pz.nn.Layer):
         except TypeError:  # An unhashable fill callable: draw eagerly.
             draw = functools.partial(_draw, groups, self.info.fill, self.info.vmap_axis_name, where)
         seed = jnp.uint32(self.info.seed)
-        # Lowered as JAX does by default: the unrolled threefry of flaxmock._prng would save
+        # Lowered as JAX does by default: the unrolled threefry of flaxmock._core.prng would save
         # scratch, but XLA fuses it into each leaf's slice, and compiling a call with twenty
         # outputs would take seconds instead of a fraction of one.
         filled = draw(seed, jnp.uint32(_path_hash(self.info.call_path)), count, index, fold)
@@ -488,7 +494,7 @@ class MockLayer(pz.nn.Layer):
 
     def summary_line(self) -> str:
         """One line: the mocked module type, its call path and the recorded output spec."""
-        from flaxmock import _table
+        from flaxmock._core import table as _table
 
         return (
             f"mock of {type(self.module).__name__} at {self.path_str}.{self.method_name} "

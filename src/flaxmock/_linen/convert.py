@@ -3,7 +3,7 @@
 The conversion is one abstract trace (``jax.eval_shape``) of the call under a recording
 interceptor (``_record``): of ``module.init`` when no variables are given, which yields the
 abstract variables and the call records together, or of ``module.apply`` otherwise. Each
-submodule call becomes a :class:`~flaxmock._layer.FlaxCallLayer` holding the variables its
+submodule call becomes a :class:`~flaxmock._linen.layer.FlaxCallLayer` holding the variables its
 module owns; nothing is computed and, with abstract variables, nothing is allocated.
 """
 
@@ -17,7 +17,9 @@ import jax
 from penzai import pz
 from penzai.toolshed.unflaxify import InterceptedFlaxScopeData
 
-from flaxmock import _errors, _layer, _record
+from flaxmock._core import errors as _errors
+from flaxmock._linen import layer as _layer
+from flaxmock._linen import record as _record
 
 Path = tuple[str, ...]
 

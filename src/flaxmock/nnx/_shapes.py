@@ -19,7 +19,7 @@ import jax
 from flax import nnx
 from flax.nnx import graphlib
 
-from flaxmock import _specs
+from flaxmock._core import specs as _specs
 
 #: A path in a module graph: attribute names and list indices.
 Path = tuple[Any, ...]

@@ -16,7 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 from penzai import pz
 
-from flaxmock import _errors, _layer, _prng, _record, _specs
+from flaxmock._core import errors as _errors
+from flaxmock._core import prng as _prng
+from flaxmock._core import specs as _specs
+from flaxmock._linen import layer as _layer
+from flaxmock._linen import record as _record
 
 Path = tuple[str, ...]
 
@@ -181,7 +185,7 @@ def materialize(
     ]
     jitted = jax.jit(init, out_shardings=_shardings(currents, mesh, rules))
     # Lowered with threefry unrolled: on CPU the default lowering holds 8x the output's bytes
-    # of scratch per random array (see flaxmock._prng); the values are bit-identical.
+    # of scratch per random array (see flaxmock._core.prng); the values are bit-identical.
     values = _prng.compile_fused(jitted, key, inputs)(key, inputs)
     values = [
         c.replace_boxed(v) if isinstance(c, nn.meta.AxisMetadata) else v

@@ -26,7 +26,9 @@ from typing import Any
 import jax
 from flax import nnx
 
-from flaxmock import _errors, _nnx_intercept, _nnx_shapes
+from flaxmock._core import errors as _errors
+from flaxmock.nnx import _intercept as _nnx_intercept
+from flaxmock.nnx import _shapes as _nnx_shapes
 
 # model -> (factory, args, kwargs): how an abstract model was built. Weak, so that models are
 # freed normally; copies made by flaxmock (mock, materialize) carry the entry over.

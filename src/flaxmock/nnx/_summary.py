@@ -19,7 +19,12 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from flaxmock import _nnx_abstract, _nnx_intercept, _nnx_mock, _nnx_shapes, _specs, _table
+from flaxmock._core import specs as _specs
+from flaxmock._core import table as _table
+from flaxmock.nnx import _abstract as _nnx_abstract
+from flaxmock.nnx import _intercept as _nnx_intercept
+from flaxmock.nnx import _mock as _nnx_mock
+from flaxmock.nnx import _shapes as _nnx_shapes
 
 # The variable metadata key under which a summary tags its traced copy's variables.
 _TAG = "flaxmock_summary_path"

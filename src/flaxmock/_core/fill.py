@@ -15,8 +15,9 @@ The default rules (``fill=None`` or ``"normal"``) by dtype:
 * ``bool``: Bernoulli(0.5);
 * typed PRNG key arrays (``jax.random.key``): fresh keys of the same key implementation.
 
-Other dtypes (object, string, void, ...) raise :class:`~flaxmock._errors.UnsupportedDtypeError`;
-:func:`check_fillable` reports them all at mock-creation time instead of inside a trace.
+Other dtypes (object, string, void, ...) raise
+:class:`~flaxmock._core.errors.UnsupportedDtypeError`; :func:`check_fillable` reports them all
+at mock-creation time instead of inside a trace.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any, TypeAlias
 import jax
 import jax.numpy as jnp
 
-from flaxmock import _errors, _prng
+from flaxmock._core import errors as _errors
+from flaxmock._core import prng as _prng
 
 #: A fill policy: ``None``/``"normal"`` (the default rules), ``"zeros"``, ``"ones"``,
 #: ``"uniform"``, or a callable ``(key, spec) -> array`` returning an array of exactly ``spec``'s
@@ -235,7 +237,7 @@ def fill_tree(key: jax.Array, specs: Any, fill: Fill = None, *, where: str = "")
     """
     leaves, treedef = jax.tree_util.tree_flatten(specs, is_leaf=_is_spec)
     # Eager draws compile jax.random's functions on first use: lowered fused (same bits, no
-    # 8x scratch on CPU; see flaxmock._prng).
+    # 8x scratch on CPU; see flaxmock._core.prng).
     with _prng.unrolled_threefry():
         filled = [
             fill_array(jax.random.fold_in(key, i), leaf, fill, where=where)
@@ -270,7 +272,7 @@ def check_fillable(specs: Any, fill: Fill = None, *, where: str = "") -> None:
       >>> check_fillable(bad, where="enc/tok")  # doctest: +ELLIPSIS
       Traceback (most recent call last):
       ...
-      flaxmock._errors.UnsupportedDtypeError: Cannot fill the output at enc/tok: ...
+      flaxmock._core.errors.UnsupportedDtypeError: Cannot fill the output at enc/tok: ...
     """
     _check_policy(fill)
     leaves = jax.tree_util.tree_flatten_with_path(specs, is_leaf=_is_spec)[0]

@@ -1,0 +1,110 @@
+"""Helpers shared by the test modules: assertions, zoo plumbing and small shared models.
+
+No test module imports another; what two of them need lives here.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import flaxmock
+from zoo_case import ZooCase
+
+
+def init_variables(case: ZooCase):
+    model = case.make()
+    rngs = {"params": jax.random.key(0), **{r: jax.random.key(1) for r in case.rngs}}
+    variables = model.init(rngs, *case.args, method=case.method, **case.kwargs, **case.init_kwargs)
+    # module.init also returns what it sowed; apply is given what a checkpoint holds.
+    return model, {k: v for k, v in variables.items() if k != "intermediates"}
+
+
+def apply_rngs(case: ZooCase):
+    return {r: jax.random.key(2) for r in case.rngs} or None
+
+
+def with_python_outputs(jitted_maker, fn):
+    """Wraps ``jitted_maker(fn)`` so that fn may return Python values (None, ints, strings).
+
+    ``jax.jit`` returns only arrays: the rest of the output is captured at trace time.
+    """
+    rebuilds = []
+
+    def arrays_only(*args):
+        arrays, rebuild = flaxmock._core.specs.partition(fn(*args))
+        rebuilds.append(rebuild)
+        return arrays
+
+    compiled = jitted_maker(arrays_only)
+    return lambda *args: (lambda arrays: rebuilds[-1](arrays))(compiled(*args))
+
+
+def assert_trees_equal(actual, expected):
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for path, a, e in zip(
+        [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(expected)[0]],
+        jax.tree.leaves(actual),
+        jax.tree.leaves(expected),
+        strict=True,
+    ):
+        if hasattr(e, "shape"):
+            assert a.shape == e.shape and a.dtype == e.dtype, path
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(e), err_msg=path)
+        else:
+            assert a == e, path
+
+
+def assert_specs_equal(actual, expected):
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        if hasattr(e, "shape"):
+            assert (a.shape, a.dtype) == (e.shape, e.dtype)
+        else:
+            assert a == e
+
+
+# Small models shared by several test modules.
+
+
+class Body(nn.Module):
+    """One scanned step: a tuple carry, a broadcast argument, a sown value."""
+
+    dim: int = 8
+
+    @nn.compact
+    def __call__(self, carry, bias):
+        h, count = carry
+        pre = nn.Dense(self.dim, name="proj")(h) + bias
+        h = nn.LayerNorm(name="norm")(jnp.tanh(pre))
+        self.sow("intermediates", "h", h)
+        return (h, count + 1), pre[..., 0]
+
+
+class Stack(nn.Module):
+    layers: int = 4
+    dim: int = 8
+
+    @nn.compact
+    def __call__(self, x):
+        scanned = nn.scan(
+            nn.remat(Body),
+            variable_axes={"params": 0, "intermediates": 0},
+            split_rngs={"params": True},
+            in_axes=(nn.broadcast,),
+            length=self.layers,
+        )
+        (h, count), per_step = scanned(dim=self.dim, name="blocks")((x, 0), jnp.ones(self.dim))
+        return nn.Dense(2, name="head")(h), count, per_step
+
+
+class Head(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("head_kernel", nn.initializers.normal(), (5, 3))
+        # A nested apply: the inner module gets its variables from this call, not from the tree.
+        return nn.Dense(3, name="inner").apply(
+            {"params": {"kernel": kernel, "bias": jnp.zeros(3)}}, jnp.tanh(x)
+        )
