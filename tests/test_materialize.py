@@ -11,7 +11,6 @@ from penzai import pz
 
 import flaxmock
 import zoo
-from flaxmock._linen import layer as _layer
 from helpers import apply_rngs, assert_trees_equal, init_variables
 
 CASES = zoo.CASES
@@ -127,7 +126,7 @@ def test_materialize_computes_only_unmocked_leaves():
     tree = flaxmock.mock(flaxmock.unflaxify(Net(), X), "big")
     needed = {
         (col, path)
-        for col, t in _layer.assemble(tree).variables.items()
+        for col, t in flaxmock._linen.assemble.assemble(tree).variables.items()
         for path in flaxmock._linen.record._flatten(t)
     }
     assert needed == {("params", ("small", "kernel")), ("params", ("small", "bias"))}

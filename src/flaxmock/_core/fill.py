@@ -151,7 +151,7 @@ def _fill_default(key: jax.Array, spec: jax.ShapeDtypeStruct, policy: str, where
     return _draw_floats(key, shape, dtype, uniform)
 
 
-def _apply_sharding(x: jax.Array, spec: jax.ShapeDtypeStruct) -> jax.Array:
+def apply_sharding(x: jax.Array, spec: jax.ShapeDtypeStruct) -> jax.Array:
     sharding = getattr(spec, "sharding", None)
     if not isinstance(sharding, jax.sharding.Sharding):
         return x
@@ -201,7 +201,7 @@ def fill_array(
             )
     else:
         out = _fill_default(key, spec, fill or "normal", where)
-    return _apply_sharding(out, spec)
+    return apply_sharding(out, spec)
 
 
 def _short(shape: Any, dtype: Any) -> str:

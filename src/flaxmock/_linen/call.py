@@ -10,6 +10,7 @@ from penzai import pz
 from penzai.toolshed.unflaxify import ArgsAndKwargs
 
 from flaxmock._core import specs as _specs
+from flaxmock._linen import dispatch as _dispatch
 from flaxmock._linen import layer as _layer
 
 
@@ -45,7 +46,7 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
       True
     """
     if isinstance(tree, _layer.FlaxCallLayer):
-        return _layer.run(tree, args, kwargs, mutable=mutable, rngs=rngs)
+        return _dispatch.run(tree, args, kwargs, mutable=mutable, rngs=rngs)
     call_args = ArgsAndKwargs(args=args, kwargs=kwargs)
     emit = getattr(tree, "emit", None)
     if emit is None:

@@ -20,6 +20,7 @@ from penzai.toolshed.unflaxify import InterceptedFlaxScopeData
 from flaxmock._core import errors as _errors
 from flaxmock._linen import layer as _layer
 from flaxmock._linen import record as _record
+from flaxmock._linen import variables as _vars
 
 Path = tuple[str, ...]
 
@@ -30,14 +31,6 @@ def _normalize_rngs(rngs: Any) -> dict[str, Any]:
     if isinstance(rngs, Mapping):
         return dict(rngs)
     return {"params": rngs}
-
-
-def _flatten_variables(variables: Any) -> dict[tuple[str, Path], Any]:
-    out = {}
-    for col, tree in variables.items():
-        for path, leaf in _record._flatten(tree).items():
-            out[(col, path)] = leaf
-    return out
 
 
 def _check_module(module: Any) -> None:
@@ -129,11 +122,11 @@ def build(
     # Calls inside a nested ``module.apply`` get their variables from that call's own dict.
     called = {rec.scope_path for _, rec in records if not rec.detached}
     owned: dict[Path, dict[str, dict[str, Any]]] = {}
-    flat = _flatten_variables(variables)
+    flat = _vars.flatten_variables(variables)
     for (col, path), value in flat.items():
         # The longest called prefix: walk up from the variable's parent path.
         owner = next(path[:k] for k in range(len(path) - 1, -1, -1) if path[:k] in called)
-        name = _layer.name_of(path[len(owner) :])
+        name = _vars.name_of(path[len(owner) :])
         owned.setdefault(owner, {}).setdefault(col, {})[name] = value
 
     def make(rec: _record.CallRecord, call_path: tuple) -> _layer.FlaxCallLayer:
@@ -191,7 +184,7 @@ def _steps(rec: _record.CallRecord, flat: dict[tuple[str, Path], Any]) -> int | 
         return rec.steps
     n = len(rec.scope_path)
     for (_, path), value in flat.items():
-        shape = getattr(_layer._unbox(value), "shape", None)
+        shape = getattr(_vars.unbox(value), "shape", None)
         if path[:n] == rec.scope_path and shape:
             return int(shape[0])
     return None

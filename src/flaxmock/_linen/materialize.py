@@ -19,19 +19,18 @@ from penzai import pz
 from flaxmock._core import errors as _errors
 from flaxmock._core import prng as _prng
 from flaxmock._core import specs as _specs
+from flaxmock._linen import assemble as _assemble
+from flaxmock._linen import dispatch as _dispatch
 from flaxmock._linen import layer as _layer
-from flaxmock._linen import record as _record
+from flaxmock._linen import shardings as _shardings
+from flaxmock._linen import variables as _vars
 
 Path = tuple[str, ...]
 
 
 def _needed(tree: _layer.FlaxCallLayer) -> dict[tuple[str, Path], Any]:
     """``{(collection, path): current value}`` of every variable an un-mocked layer owns."""
-    out = {}
-    for col, tree_ in _layer.assemble(tree).variables.items():
-        for path, value in _record._flatten(tree_).items():
-            out[(col, path)] = value
-    return out
+    return _vars.flatten_variables(_assemble.assemble(tree).variables)
 
 
 def _with_values(layer: Any, values: dict[tuple[str, Path], Any], base: Path) -> Any:
@@ -43,14 +42,14 @@ def _with_values(layer: Any, values: dict[tuple[str, Path], Any], base: Path) ->
     if data is not None:
         params = {
             name: pz.ParameterValue(
-                value=values.get(("params", here + _layer.path_of(name)), p.value),
+                value=values.get(("params", here + _vars.path_of(name)), p.value),
                 label=p.label,
             )
             for name, p in data.parameters.items()
         }
         others = {
             col: {
-                name: values.get((col, here + _layer.path_of(name)), v)
+                name: values.get((col, here + _vars.path_of(name)), v)
                 for name, v in entries.items()
             }
             for col, entries in data.immutable_variables.items()
@@ -72,19 +71,6 @@ def _check_root(tree: Any, what: str) -> _layer.FlaxCallLayer:
             f"{type(tree).__name__}. A tree mocked whole has no parameters to give values to."
         )
     return tree
-
-
-def _shardings(currents: list[Any], mesh: Any, rules: Any) -> list[Any] | None:
-    """Mesh shardings of the given (boxed, abstract) variables, from their partitioning."""
-    if mesh is None:
-        return None
-    specs = nn.get_partition_spec(currents)
-    if rules is None:
-        rules = nn.get_logical_axis_rules()
-    logical = any(isinstance(c, nn.LogicallyPartitioned) for c in currents)
-    if logical:
-        return list(nn.logical_to_mesh_sharding(specs, mesh, rules))
-    return [jax.sharding.NamedSharding(mesh, s) for s in specs]
 
 
 def materialize(
@@ -149,8 +135,8 @@ def materialize(
         args, kwargs = root.info.in_spec
     arrays, rebuild = _specs.partition((tuple(args), dict(kwargs)))
 
-    assembled = _layer.assemble(root)
-    mocks = _layer.mocks_reachable(root)
+    assembled = _assemble.assemble(root)
+    mocks = _assemble.mocks_reachable(root)
 
     def init(key: jax.Array, arg_arrays: list[Any]) -> list[Any]:
         a, kw = rebuild(arg_arrays)
@@ -159,17 +145,14 @@ def materialize(
         # even traced (and calls whose shapes depend on values do not break the trace). Flax
         # derives each module's keys from its own scope path, so skipping the mocked modules
         # leaves every other module's values as ``init`` gives them.
-        dispatcher = _layer.Dispatcher(
+        dispatcher = _dispatch.Dispatcher(
             root, assembled.skip_setup, {id(m): 0 for m in mocks}, lenient=True
         )
         with nn.intercept_methods(dispatcher):
             variables = root.module.init(
                 {"params": key}, *a, method=root.info.method, mutable=True, **kw
             )
-        flat = {}
-        for col, t in variables.items():
-            for path, value in _record._flatten(t).items():
-                flat[(col, path)] = value
+        flat = _vars.flatten_variables(variables)
         missing = [k for k in needed if k not in flat]
         if missing:
             raise _errors.BindVariablesError(
@@ -178,12 +161,12 @@ def materialize(
                 "cannot be initialised from the model; give their values with flaxmock.bind."
             )
         # Unboxed, so that out_shardings line up with the leaves; boxes are put back below.
-        return [_layer._unbox(flat[k]) for k in needed]
+        return [_vars.unbox(flat[k]) for k in needed]
 
     inputs = [
         jnp.zeros(a.shape, a.dtype) if isinstance(a, jax.ShapeDtypeStruct) else a for a in arrays
     ]
-    jitted = jax.jit(init, out_shardings=_shardings(currents, mesh, rules))
+    jitted = jax.jit(init, out_shardings=_shardings.variable_shardings(currents, mesh, rules))
     # Lowered with threefry unrolled: on CPU the default lowering holds 8x the output's bytes
     # of scratch per random array (see flaxmock._core.prng); the values are bit-identical.
     values = _prng.compile_fused(jitted, key, inputs)(key, inputs)
@@ -195,7 +178,7 @@ def materialize(
 
 
 def _describe(value: Any) -> str:
-    value = _layer._unbox(value)
+    value = _vars.unbox(value)
     shape = getattr(value, "shape", None)
     if shape is None:
         return type(value).__name__
@@ -231,10 +214,7 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
     """
     root = _check_root(tree, "bind")
     needed = _needed(root)
-    given = {}
-    for col, t in dict(variables).items():
-        for path, value in _record._flatten(t).items():
-            given[(col, path)] = value
+    given = _vars.flatten_variables(dict(variables))
     problems = []
     values = {}
     for k, current in sorted(needed.items()):
@@ -243,7 +223,7 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
             problems.append(f"  missing: {name} (expected {_describe(current)})")
             continue
         value = given[k]
-        want, got = _layer._unbox(current), _layer._unbox(value)
+        want, got = _vars.unbox(current), _vars.unbox(value)
         if tuple(np.shape(got)) != tuple(want.shape) or np.dtype(got.dtype) != np.dtype(want.dtype):
             problems.append(
                 f"  wrong shape or dtype: {name}: expected {_describe(want)}, got {_describe(got)}"

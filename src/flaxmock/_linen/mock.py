@@ -14,7 +14,6 @@ is folded in as well, so each lane gets its own values while parameters stay sha
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import functools
 import math
@@ -33,8 +32,11 @@ from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
 from flaxmock._core import select as _select
 from flaxmock._core import specs as _specs
+from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import layer as _layer
 from flaxmock._linen import record as _record
+from flaxmock._linen import shardings as _shardings
+from flaxmock._linen import variables as _vars
 from flaxmock._linen import walk as _walk
 
 #: How many input signatures a mock remembers besides the recorded one (least recently used
@@ -164,7 +166,7 @@ def _draw_by_dtype(
         for i, size in zip(indices, sizes, strict=True):
             spec = group[i]
             leaf = flat[offset : offset + size].reshape(spec.shape)
-            out[i] = _fill._apply_sharding(leaf, spec)
+            out[i] = _fill.apply_sharding(leaf, spec)
             offset += size
     return out
 
@@ -346,7 +348,17 @@ class MockLayer(pz.nn.Layer):
             # latest concrete call with this signature, if any (else: replicated arguments).
             found = next((v for (s, _), v in reversed(info.shardings.items()) if s == sig), None)
         if found is None:
-            found = self._compile_shardings(arrays, rebuild, list(in_shardings))
+            found = _shardings.real_output_shardings(
+                self.module,
+                info.method,
+                info.variables,
+                arrays,
+                rebuild,
+                list(in_shardings),
+                mesh=mesh,
+                rules=info.rules,
+                where=f"{self.path_str}.{self.method_name}",
+            )
             info.shardings[key] = found
             while len(info.shardings) > SPEC_CACHE_SIZE:
                 info.shardings.pop(next(iter(info.shardings)))
@@ -357,52 +369,6 @@ class MockLayer(pz.nn.Layer):
                 for leaf, sharding in zip(leaves, found, strict=True)
             ]
         )
-
-    def _compile_shardings(self, arrays: list[Any], rebuild: Any, in_shardings: list) -> list:
-        from flaxmock._linen import materialize as _materialize
-
-        info = self.info
-        mesh, rules = info.mesh, info.rules
-
-        def is_box(x: Any) -> bool:
-            return isinstance(x, nn.meta.AxisMetadata)
-
-        def var_sharding(v: Any) -> Any:
-            found = _materialize._shardings([v], mesh, rules)
-            assert found is not None  # mesh is set
-            return found[0]
-
-        var_shardings = jax.tree.map(var_sharding, info.variables, is_leaf=is_box)
-        variables = nn.meta.unbox(info.variables)
-        module, method = self.module, info.method
-
-        def real(variables: Any, arg_arrays: list[Any]) -> list[Any]:
-            a, kw = rebuild(arg_arrays)
-            out = module.apply(variables, *a, method=method, rngs=_layer.default_rngs(), **kw)
-            return _specs.partition(out)[0]
-
-        specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in arrays]
-        where = f"{self.path_str}.{self.method_name}"
-        try:
-            with contextlib.ExitStack() as stack:
-                stack.enter_context(_walk.isolated())
-                stack.enter_context(nn.logical_axis_rules(rules or ()))
-                try:
-                    # For constraints that name mesh axes without a mesh
-                    # (nn.with_logical_constraint); JAX refuses it inside a trace, where the
-                    # shardings of the parameters and arguments still apply.
-                    stack.enter_context(jax.set_mesh(mesh))
-                except ValueError:
-                    pass
-                jitted = jax.jit(real, in_shardings=(var_shardings, in_shardings))
-                compiled = jitted.lower(variables, specs).compile()
-        except Exception as e:
-            e.add_note(
-                f"flaxmock: compiling the real {where} on the mock's mesh, to find its outputs' "
-                "shardings, failed. Mock it without mesh= to get unsharded outputs."
-            )
-            raise
-        return list(compiled.output_shardings)
 
     def _infer(self, spec_in: Any) -> tuple[Any, tuple]:
         args, kwargs = spec_in
@@ -539,7 +505,7 @@ def mock_layer(
 ) -> MockLayer:
     """Builds the :class:`MockLayer` that replaces one converted layer."""
     info = layer.info
-    assembled = _layer.assemble(layer, include_replaced=True)
+    assembled = _assemble.assemble(layer, include_replaced=True)
     variables = _specs.specs_of(assembled.variables)
     where = f"{info.path_str}.{layer.method_name}"
     out_spec = _specs.specs_of(out) if out is not None else info.out_spec
@@ -576,13 +542,13 @@ def mock_layer(
 
 def _concrete(variables: dict[str, Any]) -> dict[str, Any]:
     """The leaves of a variables dict that hold values (abstract specs dropped), nested."""
-    out: dict[str, Any] = {}
-    for col, tree in variables.items():
-        for path, value in _record._flatten(tree).items():
-            if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(value)):
-                continue
-            _layer._set_in(out.setdefault(col, {}), path, value)
-    return out
+    return _vars.nest(
+        {
+            k: value
+            for k, value in _vars.flatten_variables(variables).items()
+            if not any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(value))
+        }
+    )
 
 
 def explicit_mock(

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from flaxmock._core import specs as _specs
+from flaxmock._linen import variables as _vars
 from flaxmock._linen import walk as _walk
 
 Path = tuple[str, ...]
@@ -72,28 +73,11 @@ class CallRecord:
         return "/".join(self.scope_path)
 
 
-def _flatten(tree: Any, prefix: Path = ()) -> dict[Path, Any]:
-    """Flattens nested mappings into ``{path: leaf}``; tuples and boxes are leaves."""
-    out: dict[Path, Any] = {}
-    if isinstance(tree, Mapping):
-        for k, v in tree.items():
-            out.update(_flatten(v, prefix + (str(k),)))
-    else:
-        out[prefix] = tree
-    return out
-
-
 def _snapshot(module: nn.Module) -> dict[tuple[str, Path], Any]:
     scope = module.scope
     if scope is None:
         return {}
-    out = {}
-    for col, tree in scope.variables().items():
-        if col == "params":
-            continue
-        for path, leaf in _flatten(tree).items():
-            out[(col, path)] = leaf
-    return out
+    return _vars.flatten_variables(scope.variables(), skip=("params",))
 
 
 def _sown_between(before: dict, after: dict) -> tuple[SownEntry, ...]:
@@ -266,8 +250,10 @@ def record(
         root.in_spec = _specs.specs_of((a, kw))
         root.out_spec = _specs.specs_of(out)
         # Everything sown anywhere is the root call's sown output.
-        before = _flatten_collections(rebuild_vars(var_arrays) if variables is not None else {})
-        root.sown = _sown_between(before, _flatten_collections(new_vars))
+        before = _vars.flatten_variables(
+            rebuild_vars(var_arrays) if variables is not None else {}, skip=("params",)
+        )
+        root.sown = _sown_between(before, _vars.flatten_variables(new_vars, skip=("params",)))
         # The walk's frames hold the trace's bound modules, whose scopes hold its tracers.
         recorder.walk = _walk.Walk(root)
         return new_vars if variables is None else None
@@ -300,13 +286,3 @@ def record(
     if variables is None:
         variables = {k: v for k, v in abstract_vars.items() if k != "intermediates"}
     return recorder.root, variables
-
-
-def _flatten_collections(variables: Any) -> dict[tuple[str, Path], Any]:
-    out = {}
-    for col, tree in (variables or {}).items():
-        if col == "params":
-            continue
-        for path, leaf in _flatten(tree).items():
-            out[(col, path)] = leaf
-    return out

@@ -9,11 +9,13 @@ import jax
 import numpy as np
 
 from flaxmock._core import table as _table
+from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import layer as _layer
+from flaxmock._linen import variables as _vars
 
 
 def _leaf_size(value: Any) -> tuple[int, int]:
-    value = _layer._unbox(value)
+    value = _vars.unbox(value)
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
     if shape is None or dtype is None:
@@ -31,7 +33,7 @@ def _owned(layer: Any, seen: set[Any]) -> tuple[int, int]:
     count = nbytes = 0
     if not isinstance(layer, _layer.FlaxCallLayer):
         return 0, 0
-    for col, path, value, label in _layer.own_variables(layer):
+    for col, path, value, label in _assemble.own_variables(layer):
         if col != "params":
             continue
         ident = label or (layer.info.scope_path, path)

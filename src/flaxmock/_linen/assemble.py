@@ -1,0 +1,140 @@
+"""Assembling the variables of a run: every un-mocked layer's own, in the root's coordinates.
+
+A converted layer owns the variables of its module (``scope_data``); a run of a layer applies
+its module once with the variables of every un-mocked layer below it, nested as Flax expects.
+Replaced calls (mocks) contribute only what they kept (existing state, tied parameters), and
+modules whose every call was replaced are named so that their ``setup`` is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+
+from flaxmock._core import errors as _errors
+from flaxmock._linen import variables as _vars
+from flaxmock._linen.layer import FlaxCallLayer
+
+Path = tuple[str, ...]
+
+
+def own_variables(layer: FlaxCallLayer) -> Iterator[tuple[str, Path, Any, str | None]]:
+    """Yields ``(collection, relative path, value, label)`` for each variable ``layer`` owns."""
+    data = layer.scope_data
+    if data is None:
+        return
+    for name, param in data.parameters.items():
+        yield "params", _vars.path_of(name), param.value, getattr(param, "label", None)
+    for col, entries in data.immutable_variables.items():
+        for name, value in entries.items():
+            yield col, _vars.path_of(name), value, None
+
+
+@dataclasses.dataclass
+class Assembled:
+    """The variables of the un-mocked layers under a root, in the root's coordinates."""
+
+    variables: dict[str, Any]
+    abstract: dict[str, list[str]]  # Layer path -> its variables that are still abstract.
+    skip_setup: set[Path]  # Module paths with only replaced calls: their setup must not run.
+
+
+def assemble(
+    root: FlaxCallLayer, *, include_replaced: bool = False, include_kept: bool = False
+) -> Assembled:
+    """Collects the variables of every converted layer reachable from ``root``.
+
+    With ``include_replaced``, mocks below ``root`` contribute the abstract variables they kept
+    of the layer they replaced (to infer shapes through the original code). With
+    ``include_kept``, they contribute the real values they kept (``MockLayer.kept``: existing
+    state, tied parameters), for a run.
+
+    Paths are made relative to ``root``'s scope. A module from outside ``root``'s subtree (a
+    shared module passed in as an attribute) is adopted by Flax under its own name when ``root``
+    is applied on its own, so it is placed there.
+    """
+    variables: dict[str, Any] = {}
+    abstract: dict[str, list[str]] = {}
+    plain_paths: set[Path] = set()
+    replaced_paths: set[Path] = set()
+    remaps: list[tuple[Path, Path]] = [(root.info.scope_path, ())]
+
+    def rel(path: Path) -> Path | None:
+        best = None
+        for src, dst in remaps:
+            if path[: len(src)] == src and (best is None or len(src) > len(best[0])):
+                best = (src, dst)
+        return None if best is None else best[1] + path[len(best[0]) :]
+
+    def visit(layer: FlaxCallLayer) -> None:
+        if layer.info.detached:
+            # A nested ``module.apply`` brings its own variables; its paths are its own.
+            return
+        here = rel(layer.info.scope_path)
+        if here is None:
+            remaps.append((layer.info.scope_path, layer.info.scope_path[-1:]))
+            here = layer.info.scope_path[-1:]
+        plain_paths.add(here)
+        for col, path, value, _ in own_variables(layer):
+            _vars.set_in(variables.setdefault(col, {}), here + path, value)
+            if isinstance(_vars.unbox(value), jax.ShapeDtypeStruct):
+                abstract.setdefault(layer.path_str, []).append("/".join((col,) + path))
+        for child in layer.submodule_calls.values():
+            if isinstance(child, FlaxCallLayer):
+                visit(child)
+            else:
+                info = getattr(child, "info", None)
+                original = getattr(info, "original", None)
+                if original is not None and original.info.detached:
+                    continue
+                if info is not None and getattr(info, "scope_path", None) is not None:
+                    p = rel(info.scope_path)
+                    p = p if p is not None else info.scope_path[-1:]
+                    replaced_paths.add(p)
+                    kept = None
+                    if include_replaced:
+                        kept = getattr(info, "variables", None)
+                    elif include_kept:
+                        kept = getattr(child, "kept", None)
+                    if kept:
+                        for col, tree in kept.items():
+                            for path, value in _vars.flatten(tree).items():
+                                _vars.set_in(variables.setdefault(col, {}), p + path, value)
+
+    visit(root)
+    return Assembled(variables, abstract, replaced_paths - plain_paths)
+
+
+def mocks_reachable(root: FlaxCallLayer) -> list[Any]:
+    """Every replaced layer with an ``emit`` (a mock) that a run of ``root`` can dispatch."""
+    found = []
+
+    def visit(layer: Any) -> None:
+        for child in layer.submodule_calls.values():
+            if isinstance(child, FlaxCallLayer):
+                visit(child)
+            elif hasattr(child, "emit"):
+                found.append(child)
+
+    visit(root)
+    return found
+
+
+def check_concrete(root: FlaxCallLayer, assembled: Assembled) -> None:
+    if not assembled.abstract:
+        return
+    lines = [
+        f"  {path}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+        for path, names in assembled.abstract.items()
+    ]
+    raise _errors.AbstractParameterError(
+        f"Cannot run {root.path_str}.{root.method_name}: these un-mocked layers still have "
+        "abstract parameters (jax.ShapeDtypeStruct), which hold no values:\n"
+        + "\n".join(lines)
+        + "\nFix, for each: 1. mock it: flaxmock.mock(tree, where=...); 2. give it values: "
+        "flaxmock.materialize(tree, key) or flaxmock.bind(tree, variables); or 3. only trace "
+        "shapes: flaxmock.eval_shape(flaxmock.call, tree, *args)."
+    )

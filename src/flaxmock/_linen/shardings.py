@@ -1,0 +1,88 @@
+"""Shardings over a mesh: of parameters, from their partitioning metadata, and of a call's outputs.
+
+``materialize(..., mesh=)`` creates parameters with :func:`variable_shardings`;
+``mock(..., mesh=)`` gives mock outputs the shardings :func:`real_output_shardings` finds by
+compiling the real call (never running it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from flaxmock._core import specs as _specs
+from flaxmock._linen import walk as _walk
+from flaxmock._linen.layer import default_rngs
+
+
+def variable_shardings(currents: list[Any], mesh: Any, rules: Any) -> list[Any] | None:
+    """Mesh shardings of the given (boxed, abstract) variables, from their partitioning."""
+    if mesh is None:
+        return None
+    specs = nn.get_partition_spec(currents)
+    if rules is None:
+        rules = nn.get_logical_axis_rules()
+    logical = any(isinstance(c, nn.LogicallyPartitioned) for c in currents)
+    if logical:
+        return list(nn.logical_to_mesh_sharding(specs, mesh, rules))
+    return [jax.sharding.NamedSharding(mesh, s) for s in specs]
+
+
+def real_output_shardings(
+    module: nn.Module,
+    method: Any,
+    variables: Any,
+    arrays: list[Any],
+    rebuild: Any,
+    in_shardings: list[Any],
+    *,
+    mesh: Any,
+    rules: Any,
+    where: str,
+) -> list[Any]:
+    """The shardings XLA gives the outputs of ``module.apply`` compiled (never run) on ``mesh``.
+
+    The parameters (abstract ``variables``, boxed as the model boxes them) are sharded by their
+    partitioning metadata, the array arguments by ``in_shardings``.
+    """
+
+    def is_box(x: Any) -> bool:
+        return isinstance(x, nn.meta.AxisMetadata)
+
+    def var_sharding(v: Any) -> Any:
+        found = variable_shardings([v], mesh, rules)
+        assert found is not None  # mesh is set
+        return found[0]
+
+    var_shardings = jax.tree.map(var_sharding, variables, is_leaf=is_box)
+    variables = nn.meta.unbox(variables)
+
+    def real(variables: Any, arg_arrays: list[Any]) -> list[Any]:
+        a, kw = rebuild(arg_arrays)
+        out = module.apply(variables, *a, method=method, rngs=default_rngs(), **kw)
+        return _specs.partition(out)[0]
+
+    specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in arrays]
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_walk.isolated())
+            stack.enter_context(nn.logical_axis_rules(rules or ()))
+            try:
+                # For constraints that name mesh axes without a mesh
+                # (nn.with_logical_constraint); JAX refuses it inside a trace, where the
+                # shardings of the parameters and arguments still apply.
+                stack.enter_context(jax.set_mesh(mesh))
+            except ValueError:
+                pass
+            jitted = jax.jit(real, in_shardings=(var_shardings, in_shardings))
+            compiled = jitted.lower(variables, specs).compile()
+    except Exception as e:
+        e.add_note(
+            f"flaxmock: compiling the real {where} on the mock's mesh, to find its outputs' "
+            "shardings, failed. Mock it without mesh= to get unsharded outputs."
+        )
+        raise
+    return list(compiled.output_shardings)
