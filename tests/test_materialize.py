@@ -127,7 +127,7 @@ def test_materialize_computes_only_unmocked_leaves():
     needed = {
         (col, path)
         for col, t in flaxmock._linen.assemble.assemble(tree).variables.items()
-        for path in flaxmock._linen.record._flatten(t)
+        for path in flaxmock._linen.variables.flatten(t)
     }
     assert needed == {("params", ("small", "kernel")), ("params", ("small", "bias"))}
 
