@@ -684,12 +684,14 @@ def _window_offsets(size: int) -> np.ndarray:
 
 def _shift_mask(h: int, w: int, size: int, shift: int) -> np.ndarray:
     """-100 between positions of a window that come from different regions after the roll."""
-    region = np.zeros((1, h, w, 1), np.float32)
+    # Plain NumPy throughout: this runs while JAX traces, and must stay a constant.
+    region = np.zeros((h, w), np.int32)
     bands = [(0, h - size), (h - size, h - shift), (h - shift, h)]
     for i, (r0, r1) in enumerate(bands):
         for j, (c0, c1) in enumerate(bands):
-            region[:, r0:r1, c0:c1] = 3 * i + j
-    ids = np.asarray(to_windows(jnp.asarray(region), size))[..., 0]
+            region[r0:r1, c0:c1] = 3 * i + j
+    blocks = region.reshape(h // size, size, w // size, size).swapaxes(1, 2)
+    ids = blocks.reshape(-1, size * size)
     return np.where(ids[:, :, None] != ids[:, None, :], -100.0, 0.0).astype(np.float32)
 
 
