@@ -456,8 +456,9 @@ CASES: list[ZooCase] = [
     ),
 ]
 
-# Models written the way third-party code writes them (vision, text, sequence), each family in
-# its own module; they go through every test that parametrises over CASES.
+# Our own models with the idioms of public vision, text and sequence models (each module's
+# docstring tables its cases, their idioms and the model that motivated them); they go through
+# every test that parametrises over CASES.
 import zoo_wild_seq  # noqa: E402
 import zoo_wild_text  # noqa: E402
 import zoo_wild_vision  # noqa: E402

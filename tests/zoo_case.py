@@ -1,4 +1,4 @@
-"""The record of one zoo case, shared by ``zoo.py`` and the third-party-style zoos."""
+"""The record of one linen zoo case, shared by ``zoo.py`` and the ``zoo_wild_*`` modules."""
 
 from __future__ import annotations
 

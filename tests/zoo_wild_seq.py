@@ -1,17 +1,85 @@
-"""Zoo cases written the way third-party sequence models are (RNNs, state spaces, control flow).
+"""Zoo cases with the idioms of public sequence models, in small models of our own.
 
 Recurrent layers as Flax users write them (``nn.RNN`` over Flax's cells, ``nn.Bidirectional``,
-the flax examples' hand-scanned LSTM), control flow over submodules with Flax's lifted
+an LSTM scanned over time by a decorator), control flow over submodules with Flax's lifted
 ``nn.cond`` / ``nn.switch`` / ``nn.while_loop``, the other lifted transforms (``nn.jit``,
-``nn.map_variables``, ``nn.checkpoint`` with ``static_argnums``, ``nn.custom_vjp``), an S4D
-state-space layer with complex intermediates, and causal temporal convolutions (TCN, WaveNet).
-Every case is tiny: batch 2, 4 to 6 steps, 4 to 8 features.
+``nn.map_variables``, ``nn.checkpoint`` with ``static_argnums``, ``nn.custom_vjp``), a diagonal
+state-space layer with complex intermediates, and causal dilated convolutions. Every case is
+tiny: batch 2, 4 to 6 steps, 4 to 8 features. The code is ours; the table names the model that
+motivated each case.
+
+==================================  ========================================  ======================
+case id                             idioms exercised                          motivated by
+==================================  ========================================  ======================
+seq_rnn_lstm_gru                    nn.RNN(nn.OptimizedLSTMCell,              Flax nn.RNN users
+                                    return_carry=True): a (c, h) carry out;   (flax examples
+                                    nn.RNN(nn.GRUCell) with seq_lengths       sst2-style
+                                                                              classifiers)
+
+seq_rnn_lstm_gru_bare               the same with nn.RNN as the first call:   Flax nn.RNN users
+                                    a mocked call inside the body of a
+                                    transformed method
+
+seq_bidirectional                   nn.Bidirectional over an LSTM and a GRU   bidirectional RNN
+                                    with return_carry: a tuple of carries,    taggers
+                                    one of them a tuple
+
+seq_conv_lstm                       nn.RNN(nn.ConvLSTMCell) over (batch,      ConvLSTM precipitation
+                                    time, h, w, c) frames after a per-frame   nowcasting
+                                    nn.Conv; a (c, h) carry out
+
+seq_scanned_lstm_encode             functools.partial(nn.scan,                flax examples seq2seq
+                                    variable_broadcast='params',              and sst2 LSTMs
+                                    split_rngs={'params': False}, in_axes=1,
+                                    out_axes=1) as a decorator on a compact
+                                    __call__; per-step sow with
+                                    reduce_fn/init_fn; an @nn.nowrap method
+                                    making a cell with parent=None; two
+                                    instances of the scanned class in
+                                    setup(); method='encode' returning a
+                                    carry tuple and states
+
+seq_control_flow                    nn.cond on a data-dependent predicate     the examples in Flax's
+                                    with branches sharing submodules;         nn.cond / nn.switch /
+                                    nn.while_loop over a Dense with an int32  nn.while_loop
+                                    counter carried and returned; nn.switch   docstrings
+                                    over lambdas in front of one shared head
+
+seq_jit_map_variables               nn.jit applied to a module class;         MADE-style masked
+                                    nn.map_variables(nn.Dense, 'params',      autoregressive layers
+                                    trans_in_fn=..., init=True) masking a
+                                    kernel
+
+seq_remat_static_custom_vjp         nn.checkpoint(block,                      gradient-surgery and
+                                    static_argnums=(2,)) around Dropout (a    memory-saving recipes
+                                    dropout rng inside remat); nn.custom_vjp
+                                    with nn.vjp forward and a
+                                    sign-of-gradient backward over a Dense
+
+seq_s4d                             self.param with constant, lambda,         the annotated S4 (S4D)
+                                    normal, ones and closure initialisers;
+                                    complex arithmetic and a complex kernel
+                                    sown; FFT convolution; nn.vmap over
+                                    channels with variable_axes on axis 1;
+                                    the unbatched net batched by a
+                                    module-level nn.vmap class used as a
+                                    child
+
+seq_s4d_lifted_root                 the applied (root) module is itself a     the annotated S4 (S4D)
+                                    class made by nn.vmap
+
+seq_wavenet_tcn                     causal 1-D convolutions (padding ((k -    WaveNet and TCN
+                                    1) * d, 0), kernel_dilation); a 1x1
+                                    projection only when widths differ;
+                                    gated tanh * sigmoid; skip outputs
+                                    summed; sow with reduce_fn/init_fn and a
+                                    plain sow
+==================================  ========================================  ======================
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -19,66 +87,62 @@ import jax.numpy as jnp
 import numpy as np
 
 from zoo_case import ZooCase
+from zoo_parts import Inputs, TwoLayer
 
-_rng = np.random.default_rng(7)
-
-
-def _normal(*shape: int, dtype: Any = jnp.float32) -> jax.Array:
-    return jnp.asarray(_rng.standard_normal(shape), dtype)
+_in = Inputs(7)
 
 
-# --- nn.RNN over Flax's own cells -------------------------------------------------------------
+# --- nn.RNN over Flax's own cells -----------------------------------------------------------
 
 
-class LstmGruStack(nn.Module):
-    """An LSTM layer whose final carry is returned, then a GRU layer on padded sequences."""
+class TwoRecurrences(nn.Module):
+    """An LSTM whose final carry is returned, then a GRU over padded sequences."""
 
     hidden: int = 8
     project: bool = True
 
     @nn.compact
-    def __call__(self, x, seq_lengths):
+    def __call__(self, x, lengths):
         if self.project:
-            x = nn.Dense(6, name="in_proj")(x)
-        carry, ys = nn.RNN(nn.OptimizedLSTMCell(self.hidden), return_carry=True, name="lstm")(x)
-        ys = nn.RNN(nn.GRUCell(6), name="gru")(ys, seq_lengths=seq_lengths)
-        return carry, nn.Dense(4, name="head")(ys)
+            x = nn.Dense(6, name="proj")(x)
+        lstm = nn.RNN(nn.OptimizedLSTMCell(self.hidden), return_carry=True, name="lstm")
+        carry, h = lstm(x)
+        h = nn.RNN(nn.GRUCell(6), name="gru")(h, seq_lengths=lengths)
+        return carry, nn.Dense(4, name="out")(h)
 
 
-class BiRnnTagger(nn.Module):
-    """A bidirectional tagger: LSTM forward, GRU backward, per-step logits and both carries."""
+class BothWaysTagger(nn.Module):
+    """Tags every token from an LSTM read forwards and a GRU read backwards."""
 
     @nn.compact
-    def __call__(self, tokens, seq_lengths):
-        x = nn.Embed(16, 6, name="embed")(tokens)
-        bi = nn.Bidirectional(
-            nn.RNN(nn.LSTMCell(4)),
-            nn.RNN(nn.GRUCell(4)),
-            return_carry=True,
-            name="bi",
+    def __call__(self, ids, lengths):
+        x = nn.Embed(16, 6, name="tokens")(ids)
+        both = nn.Bidirectional(
+            nn.RNN(nn.LSTMCell(4)), nn.RNN(nn.GRUCell(4)), return_carry=True, name="both"
         )
-        (fwd_carry, bwd_carry), ys = bi(x, seq_lengths=seq_lengths)
-        return (fwd_carry, bwd_carry), nn.Dense(3, name="tags")(ys)
+        carries, h = both(x, seq_lengths=lengths)
+        return carries, nn.Dense(3, name="tags")(h)
 
 
-class ConvLstmNet(nn.Module):
-    """A conv stem, a ConvLSTM over frames (batch, time, h, w, channels), a 1x1 readout."""
+class FrameRecurrence(nn.Module):
+    """Frames ``(batch, time, h, w, c)``: a conv on each, a ConvLSTM across them."""
 
     @nn.compact
     def __call__(self, frames):
-        frames = nn.relu(nn.Conv(3, (3, 3), name="stem")(frames))
-        rnn = nn.RNN(nn.ConvLSTMCell(4, kernel_size=(3, 3)), return_carry=True, name="convlstm")
-        (c, h), ys = rnn(frames)
-        return (c, h), nn.Conv(2, (1, 1), name="readout")(ys[:, -1])
+        x = nn.relu(nn.Conv(3, (3, 3), name="per_frame")(frames))
+        rnn = nn.RNN(nn.ConvLSTMCell(4, kernel_size=(3, 3)), return_carry=True, name="conv_lstm")
+        carry, h = rnn(x)
+        return carry, nn.Conv(2, (1, 1), name="out")(h[:, -1])
 
 
-# --- the flax examples' hand-scanned LSTM (seq2seq, sst2), with a method= other than __call__ --
+# --- an LSTM scanned over time by a decorator, in an encoder-decoder ------------------------
 
 
-class ScannedLSTM(nn.Module):
-    """``nn.scan`` over time applied to ``__call__`` as a decorator, as the flax examples do."""
+class TimeLoopLSTM(nn.Module):
+    """One LSTM cell applied along axis 1 by ``nn.scan`` on ``__call__`` (params shared by all
+    steps); each step adds its output norm to a sown running total."""
 
-    features: int
+    width: int
 
     @functools.partial(
         nn.scan,
@@ -89,260 +153,248 @@ class ScannedLSTM(nn.Module):
         out_axes=1,
     )
     @nn.compact
-    def __call__(self, carry, x):
-        carry, y = nn.OptimizedLSTMCell(self.features, name="cell")(carry, x)
+    def __call__(self, carry, x_t):
+        carry, h_t = nn.OptimizedLSTMCell(self.width, name="cell")(carry, x_t)
+        total = jnp.linalg.norm(h_t, axis=-1)
         self.sow(
             "intermediates",
-            "h_norm",
-            jnp.linalg.norm(y, axis=-1),
+            "norm_total",
+            total,
             reduce_fn=lambda acc, new: acc + new,
             init_fn=lambda: 0.0,
         )
-        return carry, y
+        return carry, h_t
 
     @nn.nowrap
-    def initialize_carry(self, batch: int) -> tuple[jax.Array, jax.Array]:
-        cell = nn.OptimizedLSTMCell(self.features, parent=None)
-        return cell.initialize_carry(jax.random.key(0), (batch, self.features))
+    def zero_carry(self, batch: int):
+        """A carry made by a cell outside the module tree (``parent=None``)."""
+        cell = nn.OptimizedLSTMCell(self.width, parent=None)
+        return cell.initialize_carry(jax.random.key(0), (batch, self.width))
 
 
-class Seq2Seq(nn.Module):
-    """Encoder/decoder with setup(): ``encode`` returns the final carry (a tuple) and the states."""
+class RecurrentTranslator(nn.Module):
+    """``encode`` returns the final carry (a tuple) and the states; ``__call__`` decodes."""
 
     vocab: int = 12
-    hidden: int = 6
+    width: int = 6
 
     def setup(self):
-        self.embed = nn.Embed(self.vocab, 5)
-        self.encoder = ScannedLSTM(self.hidden)
-        self.decoder = ScannedLSTM(self.hidden)
-        self.proj = nn.Dense(self.vocab)
+        self.tokens = nn.Embed(self.vocab, 5)
+        self.reader = TimeLoopLSTM(self.width)
+        self.writer = TimeLoopLSTM(self.width)
+        self.to_vocab = nn.Dense(self.vocab)
 
-    def encode(self, tokens):
-        carry = self.encoder.initialize_carry(tokens.shape[0])
-        return self.encoder(carry, self.embed(tokens))
+    def encode(self, ids):
+        return self.reader(self.reader.zero_carry(ids.shape[0]), self.tokens(ids))
 
-    def __call__(self, tokens, targets):
-        carry, _ = self.encode(tokens)
-        _, ys = self.decoder(carry, self.embed(targets))
-        return self.proj(ys)
+    def __call__(self, ids, targets):
+        carry, _ = self.encode(ids)
+        _, h = self.writer(carry, self.tokens(targets))
+        return self.to_vocab(h)
 
 
 # --- Flax's lifted control flow over submodules ---------------------------------------------
 
 
-class ControlFlow(nn.Module):
-    """``nn.cond`` on a data-dependent predicate, ``nn.switch`` over activation heads, and a
-    fori-style ``nn.while_loop`` refining a carry with a Dense.
+class Branching(nn.Module):
+    """``nn.cond`` on a data-dependent predicate, a counted ``nn.while_loop`` over a Dense, and
+    ``nn.switch`` over activations in front of one shared head.
 
-    The branches use the same submodules (so init creates the same variables in each), as in
-    the examples of Flax's docstrings; the loop's Dense is called once before the loop, since
-    variables cannot be created inside it.
+    The branches of ``cond`` and ``switch`` call the same submodules, so init creates the same
+    variables whichever runs; the loop's Dense runs once before the loop, since variables
+    cannot be created inside it.
     """
 
     steps: int = 3
 
     def setup(self):
-        self.gate = nn.Dense(6)
-        self.proj = nn.Dense(6)
-        self.cell = nn.Dense(6)
-        self.head = nn.Dense(4)
+        self.inp = nn.Dense(6)
+        self.either = nn.Dense(6)
+        self.step = nn.Dense(6)
+        self.out = nn.Dense(4)
 
     def __call__(self, x):
-        h = self.gate(x)
+        h = self.inp(x)
         h = nn.cond(
-            h.mean() > 0,
-            lambda mdl, v: nn.relu(mdl.proj(v)),
-            lambda mdl, v: -mdl.proj(v) * 0.5,
+            jnp.mean(h) > 0,
+            lambda m, v: nn.relu(m.either(v)),
+            lambda m, v: -0.5 * m.either(v),
             self,
             h,
         )
-        h = self.cell(h)
+        h = self.step(h)
 
-        def cond_fn(mdl, carry):
-            return carry[0] < self.steps
+        def more(m, state):
+            return state[0] < self.steps
 
-        def body_fn(mdl, carry):
-            i, v = carry
-            return i + 1, jnp.tanh(mdl(v)) + v
+        def refine(m, state):
+            count, v = state
+            return count + 1, v + jnp.tanh(m(v))
 
-        n, h = nn.while_loop(cond_fn, body_fn, self.cell, (jnp.int32(0), h))
-        branches = [
-            lambda mdl, v: mdl.head(nn.gelu(v)),
-            lambda mdl, v: mdl.head(jnp.tanh(v)),
-            lambda mdl, v: mdl.head(v) * 2.0,
+        count, h = nn.while_loop(more, refine, self.step, (jnp.int32(0), h))
+        heads = [
+            lambda m, v: m.out(nn.gelu(v)),
+            lambda m, v: m.out(jnp.tanh(v)),
+            lambda m, v: 2.0 * m.out(v),
         ]
-        index = jnp.argmax(jnp.abs(h).sum(axis=0)[:3])
-        return n, nn.switch(index, branches, self, h)
+        pick = jnp.argmax(jnp.abs(h).sum(axis=0)[: len(heads)])
+        return count, nn.switch(pick, heads, self, h)
 
 
-class SwitchExperts(nn.Module):
-    """Flax's documented ``nn.switch`` idiom: every branch runs once, outside, during init.
-
-    The experts own different variables, so init must create all of them outside the switch.
-    """
+class ExpertSwitch(nn.Module):
+    """``nn.switch`` over experts with different variables: every branch runs once, outside
+    the switch, while initialising."""
 
     def setup(self):
-        self.gate = nn.Dense(6)
-        self.experts = [nn.Dense(4, name=f"expert_{i}") for i in range(3)]
+        self.inp = nn.Dense(6)
+        self.experts = [nn.Dense(4, name=f"expert{i}") for i in range(3)]
 
     def __call__(self, x):
-        h = self.gate(x)
+        h = self.inp(x)
 
-        def head_fn(i):
-            return lambda mdl, v: mdl.experts[i](v)
+        def expert(i):
+            return lambda m, v: m.experts[i](v)
 
-        branches = [head_fn(i) for i in range(len(self.experts))]
-        if self.is_mutable_collection("params"):  # run all branches on init
+        branches = [expert(i) for i in range(3)]
+        if self.is_mutable_collection("params"):
             for branch in branches:
                 branch(self, h)
-        index = jnp.argmax(jnp.abs(h).sum(axis=0)[:3])
-        return nn.switch(index, branches, self, h)
+        pick = jnp.argmax(jnp.abs(h).sum(axis=0)[:3])
+        return nn.switch(pick, branches, self, h)
 
 
 # --- the other lifted transforms ------------------------------------------------------------
 
-
-class FeedForward(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        return nn.Dense(x.shape[-1], name="wo")(nn.gelu(nn.Dense(8, name="wi")(x)))
+JitTwoLayer = nn.jit(TwoLayer)
 
 
-JitFeedForward = nn.jit(FeedForward)
+def _strictly_earlier(params):
+    """MADE-style masking: output j of the masked Dense sees inputs i < j only."""
+    if "kernel" not in params:
+        return params
+    n_in, n_out = params["kernel"].shape
+    allowed = jnp.arange(n_in)[:, None] < jnp.arange(n_out)[None, :]
+    return {**params, "kernel": params["kernel"] * allowed}
 
 
-def _causal_mask(kernel: jax.Array) -> jax.Array:
-    # MADE-style autoregressive mask: output i sees inputs < i only.
-    n_in, n_out = kernel.shape
-    return kernel * (jnp.arange(n_in)[:, None] < jnp.arange(n_out)[None, :])
-
-
-class JitMapVariables(nn.Module):
-    """An ``nn.jit``-wrapped block class and an ``nn.map_variables`` masked Dense."""
+class JitAndMasked(nn.Module):
+    """A class wrapped by ``nn.jit`` and an ``nn.map_variables`` Dense with a masked kernel."""
 
     @nn.compact
     def __call__(self, x):
-        h = JitFeedForward(name="ffn")(x)
-        masked = nn.map_variables(
-            nn.Dense,
-            "params",
-            trans_in_fn=lambda v: (
-                {**v, "kernel": _causal_mask(v["kernel"])} if "kernel" in v else v
-            ),
-            init=True,
-        )(x.shape[-1], name="masked")
-        return masked(h) + x
+        h = JitTwoLayer(8, name="jitted")(x)
+        masked_cls = nn.map_variables(nn.Dense, "params", trans_in_fn=_strictly_earlier, init=True)
+        return x + masked_cls(x.shape[-1], name="masked")(h)
 
 
-class DropBlock(nn.Module):
+class NoisyResidual(nn.Module):
     @nn.compact
     def __call__(self, x, deterministic: bool):
-        # Pre-activation residual block.
         h = nn.Dense(x.shape[-1], name="dense")(nn.gelu(x))
         return x + nn.Dropout(0.25)(h, deterministic=deterministic)
 
 
-class RematCustomVjp(nn.Module):
-    """``nn.checkpoint`` with ``static_argnums`` (self is 0), and a sign-gradient ``custom_vjp``."""
+class CheckpointAndSignGrad(nn.Module):
+    """``nn.checkpoint`` with ``static_argnums`` (self is 0), then a head whose parameter
+    gradients are replaced by their signs through ``nn.custom_vjp``."""
 
     @nn.compact
     def __call__(self, x, deterministic: bool = False):
-        block = nn.checkpoint(DropBlock, static_argnums=(2,))
+        block_cls = nn.checkpoint(NoisyResidual, static_argnums=(2,))
         for i in range(2):
-            x = block(name=f"block_{i}")(x, deterministic)
+            x = block_cls(name=f"res{i}")(x, deterministic)
 
-        def f(mdl, v):
-            return mdl(v)
+        def run(m, v):
+            return m(v)
 
-        def fwd(mdl, v):
-            return nn.vjp(f, mdl, v)
+        def forward(m, v):
+            return nn.vjp(run, m, v)
 
-        def bwd(vjp_fn, y_t):
-            params_t, *inputs_t = vjp_fn(y_t)
-            return (jax.tree.map(jnp.sign, params_t), *inputs_t)
+        def backward(pullback, grad):
+            param_grads, *input_grads = pullback(grad)
+            return (jax.tree.map(jnp.sign, param_grads), *input_grads)
 
-        sign_grad = nn.custom_vjp(f, forward_fn=fwd, backward_fn=bwd)
+        sign_grad = nn.custom_vjp(run, forward_fn=forward, backward_fn=backward)
         return sign_grad(nn.Dense(3, name="head"), x)
 
 
-# --- an S4D state-space layer (complex diagonal SSM, FFT convolution) ------------------------
+# --- a diagonal state-space layer -----------------------------------------------------------
 
 
-def _log_step_init(dt_min: float = 0.001, dt_max: float = 0.1):
+def _uniform_log(low: float, high: float):
+    """An initialiser drawing ``log(step)`` uniformly between ``log(low)`` and ``log(high)``."""
+
     def init(key, shape):
-        return jax.random.uniform(key, shape) * (np.log(dt_max) - np.log(dt_min)) + np.log(dt_min)
+        return jax.random.uniform(key, shape, minval=np.log(low), maxval=np.log(high))
 
     return init
 
 
-class S4DKernel(nn.Module):
-    """One S4D layer on a single channel, as in the annotated S4; vmapped over channels."""
+class DiagonalSSM(nn.Module):
+    """One channel through a complex diagonal state space: discretised, unrolled into a
+    convolution kernel (sown), applied by FFT. Unbatched, single channel."""
 
-    n: int = 4
+    states: int = 4
     length: int = 6
 
     @nn.compact
     def __call__(self, u):
-        lambda_re = self.param("Lambda_re", nn.initializers.constant(-0.5), (self.n,))
-        lambda_im = self.param(
-            "Lambda_im",
+        decay = self.param("decay", nn.initializers.constant(-0.5), (self.states,))
+        freq = self.param(
+            "freq",
             lambda key, shape: jnp.pi * jnp.arange(shape[0], dtype=jnp.float32),
-            (self.n,),
+            (self.states,),
         )
-        c = self.param("C", nn.initializers.normal(0.5**0.5), (self.n, 2))
-        d = self.param("D", nn.initializers.ones, (1,))
-        log_step = self.param("log_step", _log_step_init(), (1,))
-        lam = jnp.clip(lambda_re, None, -1e-4) + 1j * lambda_im
-        c = c[..., 0] + 1j * c[..., 1]
-        step = jnp.exp(log_step)
-        # Zero-order hold discretisation, then the Vandermonde kernel K[l] = sum_n C B Lbar^l.
-        lam_bar = jnp.exp(lam * step)
-        b_bar = (lam_bar - 1.0) / lam
-        k = (c * b_bar) @ (lam_bar[:, None] ** jnp.arange(self.length))
-        self.sow("intermediates", "kernel", k)
-        ud = jnp.fft.rfft(jnp.pad(u, (0, self.length)))
-        kd = jnp.fft.rfft(jnp.pad(k.real, (0, self.length)))
-        y = jnp.fft.irfft(ud * kd)[: self.length]
-        return y + d * u
+        readout = self.param("readout", nn.initializers.normal(0.7), (self.states, 2))
+        skip = self.param("skip", nn.initializers.ones, (1,))
+        log_dt = self.param("log_dt", _uniform_log(1e-3, 1e-1), (1,))
+        poles = jnp.minimum(decay, -1e-4) + 1j * freq
+        dt = jnp.exp(log_dt)
+        # Zero-order hold: x' = a x + u becomes x[k+1] = exp(a dt) x[k] + (exp(a dt) - 1) / a u[k].
+        step = jnp.exp(poles * dt)
+        gain = (readout[:, 0] + 1j * readout[:, 1]) * (step - 1.0) / poles
+        kernel = jnp.sum(gain[:, None] * step[:, None] ** jnp.arange(self.length), axis=0)
+        self.sow("intermediates", "kernel", kernel)
+        n = 2 * self.length
+        y = jnp.fft.irfft(jnp.fft.rfft(u, n) * jnp.fft.rfft(kernel.real, n), n)[: self.length]
+        return y + skip * u
 
 
-class S4Block(nn.Module):
-    """LayerNorm, S4D over every channel (cloned with ``nn.vmap``), GLU, residual; unbatched."""
+class SSMLayer(nn.Module):
+    """LayerNorm, one SSM per channel (``nn.vmap`` over axis 1), a gated linear unit, residual."""
 
-    features: int = 4
+    width: int = 4
     length: int = 6
 
     @nn.compact
     def __call__(self, x):
-        ssm = nn.vmap(
-            S4DKernel,
+        per_channel = nn.vmap(
+            DiagonalSSM,
             in_axes=1,
             out_axes=1,
             variable_axes={"params": 1, "intermediates": 1},
             split_rngs={"params": True},
-        )(length=self.length, name="s4d")
-        h = ssm(nn.LayerNorm(name="norm")(x))
-        h = nn.Dense(2 * self.features, name="glu")(nn.gelu(h))
-        return x + nn.glu(h)
+        )
+        h = per_channel(length=self.length, name="ssm")(nn.LayerNorm(name="ln")(x))
+        return x + nn.glu(nn.Dense(2 * self.width, name="gate")(nn.gelu(h)))
 
 
-class S4Stack(nn.Module):
-    """The annotated S4's ``StackedModel``: encoder, S4 blocks, mean-pooled decoder."""
+class SSMNet(nn.Module):
+    """In projection, two SSM layers, mean over time, out projection; written unbatched."""
 
     length: int = 6
 
     @nn.compact
     def __call__(self, x):
-        x = nn.Dense(4, name="encoder")(x)
+        x = nn.Dense(4, name="inp")(x)
         for i in range(2):
-            x = S4Block(length=self.length, name=f"layer_{i}")(x)
-        return nn.Dense(3, name="decoder")(x.mean(0))
+            x = SSMLayer(length=self.length, name=f"layer{i}")(x)
+        return nn.Dense(3, name="out")(x.mean(axis=0))
 
 
-# As in the annotated S4, the model is written unbatched and the applied module is its vmap.
-BatchS4Stack = nn.vmap(
-    S4Stack,
+# The batched model is a class made by nn.vmap: params shared, sown kernels per example.
+BatchedSSMNet = nn.vmap(
+    SSMNet,
     in_axes=0,
     out_axes=0,
     variable_axes={"params": None, "intermediates": 0},
@@ -350,137 +402,127 @@ BatchS4Stack = nn.vmap(
 )
 
 
-class S4Classifier(nn.Module):
-    """The batched S4 stack as a child of a plain module, sown kernels included."""
+class SSMClassifier(nn.Module):
+    """The batched SSM net as the child of a plain module."""
 
     @nn.compact
     def __call__(self, x):
-        return BatchS4Stack(length=x.shape[1], name="s4")(x)
+        return BatchedSSMNet(length=x.shape[1], name="net")(x)
 
 
-# --- causal temporal convolutions: a TCN and a WaveNet stack ---------------------------------
+# --- causal dilated convolutions ------------------------------------------------------------
 
 
-class TemporalBlock(nn.Module):
-    """The TCN residual block: two causal dilated convolutions, a 1x1 projection when needed."""
+def causal_conv(features: int, width: int, dilation: int = 1, **kwargs) -> nn.Conv:
+    """A 1-D convolution that only looks back: all padding on the left."""
+    pad = ((width - 1) * dilation, 0)
+    return nn.Conv(features, (width,), padding=(pad,), kernel_dilation=dilation, **kwargs)
+
+
+class CausalResidual(nn.Module):
+    """Two causal convolutions, with a 1x1 projection of the input when widths differ."""
 
     features: int
-    kernel: int = 3
+    width: int = 3
     dilation: int = 1
 
     @nn.compact
     def __call__(self, x):
-        pad = ((self.kernel - 1) * self.dilation, 0)
         h = x
         for i in range(2):
-            h = nn.Conv(
-                self.features,
-                (self.kernel,),
-                padding=(pad,),
-                kernel_dilation=self.dilation,
-                name=f"conv_{i}",
-            )(h)
-            h = nn.relu(h)
-        res = x if x.shape[-1] == self.features else nn.Conv(self.features, (1,), name="down")(x)
-        return nn.relu(h + res)
+            h = nn.relu(causal_conv(self.features, self.width, self.dilation, name=f"conv{i}")(h))
+        if x.shape[-1] != self.features:
+            x = nn.Conv(self.features, (1,), name="match")(x)
+        return nn.relu(x + h)
 
 
-class WaveNet(nn.Module):
-    """Causal conv, then gated (tanh * sigmoid) dilated layers with skip connections.
-
-    Each layer sows its gate activity summed over calls (``reduce_fn``/``init_fn``) and its
-    skip output.
-    """
+class GatedDilations(nn.Module):
+    """A causal residual block, then gated (tanh times sigmoid) dilated layers whose skip
+    outputs are summed. Each layer sows its skip output and adds its gate's mean to a sown
+    running total (``reduce_fn``/``init_fn``)."""
 
     channels: int = 4
     dilations: tuple[int, ...] = (1, 2, 4)
 
     @nn.compact
     def __call__(self, x):
-        x = TemporalBlock(self.channels, kernel=2, name="tcn")(x)
-        skips = []
+        x = CausalResidual(self.channels, width=2, name="entry")(x)
+        total = 0.0
         for i, d in enumerate(self.dilations):
-            gated = nn.Conv(
-                2 * self.channels,
-                (2,),
-                padding=((d, 0),),
-                kernel_dilation=d,
-                name=f"dilated_{i}",
-            )(x)
-            filt, gate = jnp.split(gated, 2, axis=-1)
-            z = jnp.tanh(filt) * nn.sigmoid(gate)
+            both = causal_conv(2 * self.channels, 2, d, name=f"dilated{i}")(x)
+            signal, gate = jnp.split(both, 2, axis=-1)
+            z = jnp.tanh(signal) * nn.sigmoid(gate)
             self.sow(
                 "intermediates",
-                "gate_activity",
+                "gate_mean",
                 nn.sigmoid(gate).mean(),
                 reduce_fn=lambda acc, new: acc + new,
                 init_fn=lambda: jnp.zeros(()),
             )
-            skip = nn.Conv(self.channels, (1,), name=f"skip_{i}")(z)
+            skip = nn.Conv(self.channels, (1,), name=f"skip{i}")(z)
             self.sow("intermediates", "skip", skip)
-            skips.append(skip)
-            x = x + nn.Conv(self.channels, (1,), name=f"res_{i}")(z)
-        out = nn.relu(sum(skips))
-        return nn.Conv(3, (1,), name="logits")(out)
+            total = total + skip
+            x = x + nn.Conv(self.channels, (1,), name=f"back{i}")(z)
+        return nn.Conv(3, (1,), name="out")(nn.relu(total))
 
 
-# --- arguments ----------------------------------------------------------------------------------
+# --- the cases ------------------------------------------------------------------------------
 
-_SEQ = _normal(2, 5, 4)
+_SEQ = _in.normal(2, 5, 4)
 _LENGTHS = jnp.asarray([5, 3], jnp.int32)
-_TOKENS = jnp.asarray(_rng.integers(0, 12, (2, 5)), jnp.int32)
+_IDS = _in.ints(0, 12, 2, 5)
 
 CASES: list[ZooCase] = [
     ZooCase(
         "seq_rnn_lstm_gru",
-        LstmGruStack,
+        TwoRecurrences,
         (_SEQ, _LENGTHS),
         notes="nn.RNN(OptimizedLSTMCell, return_carry) then nn.RNN(GRUCell) with seq_lengths",
         tags=("lifted",),
     ),
     ZooCase(
         "seq_bidirectional",
-        BiRnnTagger,
-        (_TOKENS, _LENGTHS),
+        BothWaysTagger,
+        (_IDS, _LENGTHS),
         notes="nn.Bidirectional(LSTM, GRU) with return_carry: a tuple of carries, one a tuple",
         tags=("lifted",),
     ),
     ZooCase(
         "seq_conv_lstm",
-        ConvLstmNet,
-        (_normal(2, 4, 5, 5, 2),),
+        FrameRecurrence,
+        (_in.normal(2, 4, 5, 5, 2),),
         notes="nn.RNN(nn.ConvLSTMCell) over frames, (c, h) carry returned",
         tags=("lifted",),
     ),
     ZooCase(
         "seq_scanned_lstm_encode",
-        Seq2Seq,
-        (_TOKENS,),
+        RecurrentTranslator,
+        (_IDS,),
         method="encode",
         mutable=["intermediates"],
         notes="nn.scan decorator on __call__ (broadcast params, in/out_axes=1), per-step sow "
-        "with reduce_fn/init_fn, nn.nowrap initialize_carry, method='encode'",
+        "with reduce_fn/init_fn, an nn.nowrap carry maker, method='encode'",
         tags=("setup", "method", "lifted", "mutable"),
     ),
     ZooCase(
         "seq_control_flow",
-        ControlFlow,
-        (_normal(2, 5),),
-        notes="nn.cond on a data-dependent predicate, fori-style nn.while_loop over a Dense "
-        "(int counter out), nn.switch over heads sharing one Dense",
+        Branching,
+        (_in.normal(2, 5),),
+        notes="nn.cond on a data-dependent predicate, counted nn.while_loop over a Dense (int "
+        "counter out), nn.switch over heads sharing one Dense",
         tags=("setup", "lifted", "dtype"),
     ),
     ZooCase(
         "seq_jit_map_variables",
-        JitMapVariables,
-        (_normal(2, 5, 4),),
-        notes="nn.jit(FeedForward) as a class, nn.map_variables(nn.Dense) with a causal mask",
+        JitAndMasked,
+        (_in.normal(2, 5, 4),),
+        notes="nn.jit(TwoLayer) as a class, nn.map_variables(nn.Dense) with a masked kernel",
         tags=("lifted",),
     ),
     ZooCase(
         "seq_remat_static_custom_vjp",
-        RematCustomVjp,
-        (_normal(2, 5, 4),),
+        CheckpointAndSignGrad,
+        (_in.normal(2, 5, 4),),
         {"deterministic": False},
         rngs=("dropout",),
         notes="nn.checkpoint(static_argnums=(2,)) with Dropout, nn.custom_vjp with nn.vjp",
@@ -488,25 +530,25 @@ CASES: list[ZooCase] = [
     ),
     ZooCase(
         "seq_s4d",
-        S4Classifier,
-        (_normal(2, 6, 3),),
+        SSMClassifier,
+        (_in.normal(2, 6, 3),),
         mutable=["intermediates"],
-        notes="S4D: self.param initialisers, complex kernel sown, FFT conv, per-channel nn.vmap, "
-        "the stack batched by an nn.vmap-ed class",
+        notes="custom self.param initialisers, complex kernel sown, FFT conv, per-channel "
+        "nn.vmap, the net batched by an nn.vmap-ed class",
         tags=("lifted", "dtype", "mutable"),
     ),
     ZooCase(
         "seq_wavenet_tcn",
-        WaveNet,
-        (_normal(2, 6, 3),),
+        GatedDilations,
+        (_in.normal(2, 6, 3),),
         mutable=["intermediates"],
-        notes="causal nn.Conv padding ((k-1)*d, 0), dilations, gated tanh*sigmoid, skip sums, "
-        "sow with reduce_fn/init_fn",
+        notes="causal padding ((k-1)*d, 0), dilations, gated tanh*sigmoid, skip sums, sow with "
+        "reduce_fn/init_fn",
         tags=("mutable",),
     ),
     ZooCase(
         "seq_rnn_lstm_gru_bare",
-        lambda: LstmGruStack(project=False),
+        lambda: TwoRecurrences(project=False),
         (_SEQ, _LENGTHS),
         notes="nn.RNN(OptimizedLSTMCell) as the first call: the mocked call is in its body "
         "(a transform of a method: named from flax.core.lift on the stack)",
@@ -514,25 +556,25 @@ CASES: list[ZooCase] = [
     ),
     ZooCase(
         "seq_s4d_lifted_root",
-        BatchS4Stack,
-        (_normal(2, 6, 3),),
+        BatchedSSMNet,
+        (_in.normal(2, 6, 3),),
         mutable=["intermediates"],
-        notes="the annotated S4's BatchStackedModel: the applied module is an nn.vmap-ed class",
+        notes="the applied module is itself a class made by nn.vmap",
         tags=("lifted", "dtype", "mutable"),
     ),
 ]
 
-# Cases that flaxmock does not handle yet; each names its standalone reproduction.
+# Cases that flaxmock does not handle yet; each names its reproduction.
 PENDING: list[ZooCase] = [
-    # /tmp/wild/seq_init_branches.py: converted without variables, the tree records init's
-    # extra calls of every branch (`if self.is_mutable_collection("params")`), which apply
-    # skips: CallStructureError, whose message gives the fix (convert with
-    # variables=jax.eval_shape(model.init, ...), which records apply's path; tested in
-    # tests/test_lifted.py). The tests here convert abstract models without variables.
+    # Converted without variables, the tree records init's extra calls of every branch
+    # (`if self.is_mutable_collection("params")`), which apply skips: CallStructureError, whose
+    # message gives the fix (convert with variables=jax.eval_shape(model.init, ...), which
+    # records apply's path; tested in tests/test_lifted.py). The tests here convert abstract
+    # models without variables.
     ZooCase(
         "seq_switch_init_all_branches",
-        SwitchExperts,
-        (_normal(2, 5),),
+        ExpertSwitch,
+        (_in.normal(2, 5),),
         notes="nn.switch over experts with different variables, all run once at init",
         tags=("setup", "lifted"),
     ),
