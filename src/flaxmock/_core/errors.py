@@ -64,3 +64,19 @@ class InvalidArgumentError(FlaxmockError, TypeError):
 
 class UnknownFactoryError(FlaxmockError, ValueError):
     """``flaxmock.nnx.materialize`` got a model it cannot rebuild (not from ``nnx.abstract``)."""
+
+
+class ShardParametersError(FlaxmockError, ValueError):
+    """A parameter's partitioning does not fit the mesh given to ``summary(..., mesh=)``."""
+
+
+class LoadTargetError(FlaxmockError, ValueError):
+    """The command line's ``TARGET`` (``package.module:factory``, ``file.py:factory``) is bad."""
+
+
+class CallFactoryError(FlaxmockError, ValueError):
+    """The command line's factory raised, or returned something it cannot summarise."""
+
+
+class ParseSpecError(FlaxmockError, ValueError):
+    """A command-line spec (``int32[1,128]``, ``data=2,model=4``) does not parse."""

@@ -1,9 +1,16 @@
 """The per-call summary table shared by the Linen and the NNX ``summary``.
 
-A :class:`Summary` is a list of :class:`CallRow` (one per module call, in call order) that prints
-as an aligned plain-text table. The helpers :func:`describe_specs`, :func:`format_bytes` and
-:func:`format_count` render its cells compactly (``f32[1,16,512]``, ``14.96 GiB``, ``8.03B``)
-and are reused in reprs and error messages.
+A :class:`Summary` is a list of :class:`CallRow` (one per module call, in call order, a caller
+before its callees) that prints as an aligned plain-text table, converts to a dict or JSON
+(:meth:`Summary.to_dict`, :meth:`Summary.to_json`) and renders as HTML in notebooks
+(``flaxmock._core.html``). The helpers :func:`describe_specs`, :func:`format_bytes`,
+:func:`format_count` and :func:`format_flops` render its cells compactly (``f32[1,16,512]``,
+``14.96 GiB``, ``8.03B``, ``292T``) and are reused in reprs and error messages.
+
+Costs (FLOPs, bytes per device) are optional columns, filled by the front ends from
+``flaxmock._core.costs``; :func:`roll_up` adds each row's subtree figures and
+:meth:`Summary.collapse` folds the rows below a depth into their callers, both from the rows'
+depths alone.
 
 Rendering only reads what the rows hold (specs, counts): it runs no JAX computation and is linear
 in the number of rows, and each spec cell stops rendering as soon as it is too long to show.
@@ -13,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -26,8 +35,10 @@ MAX_CELL_WIDTH = 60
 _ELLIPSIS = "…"
 
 _COLUMNS = ("#", "path", "module", "method", "inputs", "outputs", "params", "bytes", "note")
+_DEVICE_COLUMNS = ("per device",)
+_COST_COLUMNS = ("flops", "subtree", "vjp", "out bytes")
 # Right-aligned columns: the numbers.
-_RIGHT = frozenset({"#", "params", "bytes"})
+_RIGHT = frozenset({"#", "params", "bytes", "per device", "flops", "subtree", "vjp", "out bytes"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +56,20 @@ class CallRow:
         submodules, and a shared parameter only at its owner), so that rows add up.
       param_bytes: The bytes of those parameters.
       note: Free text, e.g. ``"mocked"`` or ``"scan x80"``.
+      depth: How deep the call is in the call tree (the root's call is 0, its callees 1).
+      mocked: The call is replaced by a mock: the model's code does not run there, so it has
+        no cost and adds nothing to the totals.
+      flops: Forward FLOPs of the call's own work (not its callees'), summed over every time
+        it runs in one call of the root (a body of ``scan`` over 80 layers counts 80 times, a
+        ``vmap``ped one once per lane); None when not computed, or unknown (see ``note``).
+      vjp_flops: Backward-pass FLOPs of the same work (what ``jax.vjp`` adds to the forward),
+        with the forward recomputed under ``remat`` included; None likewise.
+      subtree_flops: ``flops`` of the call and every call below it.
+      subtree_vjp_flops: ``vjp_flops`` of the call and every call below it.
+      bytes_accessed: XLA's estimate of the bytes the call's own work reads and writes
+        (unfused HLO), summed like ``flops``; None likewise.
+      device_param_bytes: With a mesh, the bytes of this call's own parameters that each
+        device holds (every device holds the same); else None.
     """
 
     path: str
@@ -55,6 +80,19 @@ class CallRow:
     param_count: int
     param_bytes: int
     note: str = ""
+    depth: int = 0
+    mocked: bool = False
+    flops: int | None = None
+    vjp_flops: int | None = None
+    subtree_flops: int | None = None
+    subtree_vjp_flops: int | None = None
+    bytes_accessed: int | None = None
+    device_param_bytes: int | None = None
+
+    @property
+    def out_bytes(self) -> int:
+        """The bytes of one call's outputs (its activations), from the ``outputs`` specs."""
+        return spec_bytes(self.outputs)
 
 
 class _Full(Exception):
@@ -297,6 +335,131 @@ def format_count(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+_FLOP_UNITS = ("", "K", "M", "G", "T", "P", "E")
+
+
+def format_flops(n: int) -> str:
+    """Returns a FLOP count with three significant digits and an SI suffix (G, T, P).
+
+    Args:
+      n: A number of floating-point operations.
+
+    Returns:
+      The text, e.g. ``"512"``, ``"962G"`` or ``"4.72T"``.
+
+    Examples:
+      >>> format_flops(512), format_flops(962_072_674_304), format_flops(4_720_000_000_000)
+      ('512', '962G', '4.72T')
+    """
+    value = float(n)
+    for i, unit in enumerate(_FLOP_UNITS):
+        if i == 0 and abs(n) < 1000:
+            return str(n)
+        if i:
+            value /= 1000
+        text = f"{value:.3g}"
+        if abs(float(text)) < 1000 or unit == _FLOP_UNITS[-1]:
+            if "e" in text:
+                text = f"{value:.0f}"
+            return f"{text}{unit}"
+    raise AssertionError("unreachable")
+
+
+def spec_bytes(tree: Any) -> int:
+    """The bytes of the array leaves (arrays or ``jax.ShapeDtypeStruct``) of a pytree.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> spec_bytes((jax.ShapeDtypeStruct((2, 8), jnp.bfloat16), None, 3))
+      32
+    """
+    total = 0
+    for leaf in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct)):
+        if not _is_array_like(leaf):
+            continue
+        dtype = leaf.dtype
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            itemsize = 4 * math.prod(dtype._impl.key_shape)
+        else:
+            itemsize = np.dtype(dtype).itemsize
+        total += math.prod(np.shape(leaf)) * itemsize
+    return total
+
+
+_ROLLED = ("flops", "vjp_flops", "bytes_accessed")
+
+
+def _sum_known(values: list[int | None]) -> int | None:
+    """The sum, or None if any value is unknown."""
+    if any(v is None for v in values):
+        return None
+    return sum(v for v in values if v is not None)
+
+
+def _children(rows: list[CallRow]) -> list[list[int]]:
+    """Each row's callees (rows one level deeper, up to the next row as shallow as it)."""
+    children: list[list[int]] = [[] for _ in rows]
+    stack: list[int] = []
+    for i, row in enumerate(rows):
+        while stack and rows[stack[-1]].depth >= row.depth:
+            stack.pop()
+        if stack:
+            children[stack[-1]].append(i)
+        stack.append(i)
+    return children
+
+
+def roll_up(rows: list[CallRow]) -> list[CallRow]:
+    """Returns the rows with ``subtree_flops`` and ``subtree_vjp_flops`` filled in.
+
+    A row's subtree figure is its own figure plus its callees' subtree figures, found from the
+    rows' depths (rows are in call order, a caller before its callees). Mocked rows add
+    nothing; an unknown figure (None on a row that is not mocked) makes every figure above it
+    unknown. Rows whose own figure was not computed keep None.
+
+    Args:
+      rows: The rows, in call order.
+
+    Returns:
+      New rows.
+
+    Examples:
+      >>> rows = [CallRow("<root>", "M", "__call__", None, None, 0, 0, flops=10),
+      ...         CallRow("a", "D", "__call__", None, None, 0, 0, depth=1, flops=5)]
+      >>> [r.subtree_flops for r in roll_up(rows)]
+      [15, 5]
+    """
+    children = _children(rows)
+    subtree: dict[str, list[int | None]] = {"flops": [None] * len(rows), "vjp_flops": []}
+    subtree["vjp_flops"] = [None] * len(rows)
+    for i in reversed(range(len(rows))):
+        row = rows[i]
+        for name in ("flops", "vjp_flops"):
+            own = getattr(row, name)
+            if row.mocked or own is None:
+                continue
+            below = []
+            for c in children[i]:
+                if rows[c].mocked:
+                    continue
+                below.append(subtree[name][c])
+            total = _sum_known([own, *below])
+            subtree[name][i] = total
+    return [
+        dataclasses.replace(
+            row, subtree_flops=subtree["flops"][i], subtree_vjp_flops=subtree["vjp_flops"][i]
+        )
+        for i, row in enumerate(rows)
+    ]
+
+
+def _total(summary: Summary, name: str) -> int | None:
+    """The sum of a figure over the rows that are not mocked; None if not computed or unknown."""
+    if name not in summary.figures:
+        return None
+    return _sum_known([getattr(row, name) for row in summary.rows if not row.mocked])
+
+
 @dataclasses.dataclass
 class Summary:
     """A table of module calls: ``print`` it, or read its rows.
@@ -307,6 +470,9 @@ class Summary:
     Attributes:
       rows: One :class:`CallRow` per call, in call order.
       title: A title printed above the table (none if empty).
+      computed: The optional figures computed (``"flops"``, ``"vjp_flops"``,
+        ``"device_param_bytes"``): their columns are shown and their totals summed. None:
+        those that some row holds.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -327,6 +493,7 @@ class Summary:
 
     rows: list[CallRow]
     title: str = ""
+    computed: frozenset[str] | None = None
 
     @property
     def total_params(self) -> int:
@@ -337,6 +504,88 @@ class Summary:
     def total_bytes(self) -> int:
         """The bytes of the parameters, summed over the rows."""
         return sum(row.param_bytes for row in self.rows)
+
+    @property
+    def total_flops(self) -> int | None:
+        """Forward FLOPs of one call of the root: the rows' ``flops`` summed (mocks excluded).
+
+        None when FLOPs were not computed, or when a row's are unknown.
+        """
+        return _total(self, "flops")
+
+    @property
+    def total_vjp_flops(self) -> int | None:
+        """Backward-pass FLOPs, summed like :attr:`total_flops`; None likewise."""
+        return _total(self, "vjp_flops")
+
+    @property
+    def max_device_param_bytes(self) -> int | None:
+        """With a mesh, the bytes of parameters on the fullest device (all hold the same)."""
+        return _total(self, "device_param_bytes")
+
+    def collapse(self, depth: int) -> Summary:
+        """Returns the table with the rows deeper than ``depth`` folded into their callers.
+
+        A kept row's own figures (parameters, bytes, FLOPs) then include those of the calls
+        folded into it, so the totals do not change; subtree figures stay as they were.
+
+        Args:
+          depth: The deepest row kept (0: the root's call alone).
+
+        Returns:
+          A new :class:`Summary`.
+
+        Raises:
+          InvalidArgumentError: ``depth`` is not a non-negative int.
+
+        Examples:
+          >>> rows = [CallRow("<root>", "M", "__call__", None, None, 0, 0, flops=10),
+          ...         CallRow("a", "D", "__call__", None, None, 8, 32, depth=1, flops=5)]
+          >>> top = Summary(rows).collapse(0)
+          >>> top.rows[0].param_count, top.rows[0].flops, top.rows[0].note
+          (8, 15, '1 call below')
+        """
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            from flaxmock._core import errors
+
+            raise errors.InvalidArgumentError(
+                f"depth= expects a non-negative int (0 keeps the root's row alone), got {depth!r}."
+            )
+        rows = self.rows
+        children = _children(rows)
+        kept: list[CallRow] = []
+        for i, row in enumerate(rows):
+            if row.depth > depth:
+                continue
+            if row.depth < depth:
+                kept.append(row)
+                continue
+            below: list[int] = []
+            stack = list(children[i])
+            while stack:
+                c = stack.pop()
+                below.append(c)
+                stack.extend(children[c])
+            if not below:
+                kept.append(row)
+                continue
+            extra = [rows[c] for c in below]
+            changes: dict[str, Any] = {
+                "param_count": row.param_count + sum(r.param_count for r in extra),
+                "param_bytes": row.param_bytes + sum(r.param_bytes for r in extra),
+            }
+            for name in (*_ROLLED, "device_param_bytes"):
+                own = getattr(row, name)
+                if own is None:
+                    continue
+                changes[name] = _sum_known(
+                    [own, *(getattr(r, name) for r in extra if not r.mocked)]
+                )
+            n = len(below)
+            folded = f"{n} call{'s' if n > 1 else ''} below"
+            changes["note"] = f"{row.note}, {folded}" if row.note else folded
+            kept.append(dataclasses.replace(row, **changes))
+        return Summary(kept, title=self.title, computed=self.computed)
 
     def to_rows(self) -> list[dict[str, Any]]:
         """Returns the rows as dicts (e.g. for ``pandas.DataFrame``), specs as text.
@@ -366,53 +615,147 @@ class Summary:
             for i, row in enumerate(self.rows)
         ]
 
-    def _cells(self) -> list[tuple[str, ...]]:
-        return [
-            (
-                str(i),
-                row.path,
-                row.module_type,
-                row.method,
-                describe_inputs(row.inputs),
-                describe_specs(row.outputs),
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the whole table as plain Python values (for ``json``, files, other tools).
+
+        Returns:
+          ``{"title", "rows", "total_params", "total_bytes", "total_flops",
+          "total_vjp_flops", "max_device_param_bytes"}``; each row is a dict of every
+          :class:`CallRow` field (``inputs`` and ``outputs`` as text, as in the table) plus
+          ``index`` and ``out_bytes``. Figures not computed are None.
+
+        Examples:
+          >>> row = CallRow("<root>", "Dense", "__call__", None, None, 32, 128, flops=96)
+          >>> d = Summary([row], title="Dense").to_dict()
+          >>> d["total_flops"], d["rows"][0]["flops"], d["rows"][0]["depth"]
+          (96, 96, 0)
+        """
+        rows = []
+        for i, row in enumerate(self.rows):
+            fields = {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}
+            fields["inputs"] = describe_inputs(row.inputs)
+            fields["outputs"] = describe_specs(row.outputs)
+            rows.append({"index": i, **fields, "out_bytes": row.out_bytes})
+        return {
+            "title": self.title,
+            "rows": rows,
+            "total_params": self.total_params,
+            "total_bytes": self.total_bytes,
+            "total_flops": self.total_flops,
+            "total_vjp_flops": self.total_vjp_flops,
+            "max_device_param_bytes": self.max_device_param_bytes,
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        """Returns :meth:`to_dict` as JSON text.
+
+        Args:
+          indent: As for ``json.dumps``.
+
+        Returns:
+          The text.
+
+        Examples:
+          >>> Summary([], title="empty").to_json()[:34]
+          '{"title": "empty", "rows": [], "to'
+        """
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def _repr_html_(self) -> str:
+        from flaxmock._core import html
+
+        return html.render(self)
+
+    def _columns(self) -> tuple[str, ...]:
+        figures = self.figures
+        columns: tuple[str, ...] = _COLUMNS[:-1]
+        if "device_param_bytes" in figures:
+            columns += _DEVICE_COLUMNS
+        if "flops" in figures:
+            columns += ("flops", "subtree")
+        if "vjp_flops" in figures:
+            columns += ("vjp",)
+        if figures & {"flops", "vjp_flops"}:
+            columns += ("out bytes",)
+        return columns + _COLUMNS[-1:]
+
+    @property
+    def figures(self) -> frozenset[str]:
+        """The optional figures the table holds: ``flops``, ``vjp_flops``,
+        ``device_param_bytes`` (as given, else those some row has)."""
+        if self.computed is not None:
+            return self.computed
+        return frozenset(
+            name
+            for name in ("flops", "vjp_flops", "device_param_bytes")
+            if any(getattr(row, name) is not None for row in self.rows)
+        )
+
+    def _cells(self, columns: tuple[str, ...]) -> list[tuple[str, ...]]:
+        out = []
+        for i, row in enumerate(self.rows):
+            cell = {
+                "#": str(i),
+                "path": row.path,
+                "module": row.module_type,
+                "method": row.method,
+                "inputs": describe_inputs(row.inputs),
+                "outputs": describe_specs(row.outputs),
                 # A dash for "owns none" keeps the eye on the rows that do.
-                format_count(row.param_count) if row.param_count else "-",
-                format_bytes(row.param_bytes) if row.param_bytes else "-",
-                row.note,
-            )
-            for i, row in enumerate(self.rows)
-        ]
+                "params": format_count(row.param_count) if row.param_count else "-",
+                "bytes": format_bytes(row.param_bytes) if row.param_bytes else "-",
+                "per device": _cost_cell(row.device_param_bytes, format_bytes, row.mocked),
+                "flops": _cost_cell(row.flops, format_flops, row.mocked),
+                "subtree": _cost_cell(row.subtree_flops, format_flops, row.mocked),
+                "vjp": _cost_cell(row.vjp_flops, format_flops, row.mocked),
+                "out bytes": format_bytes(row.out_bytes),
+                "note": row.note,
+            }
+            out.append(tuple(cell[c] for c in columns))
+        return out
+
+    def _total_cells(self, columns: tuple[str, ...]) -> tuple[str, ...]:
+        def opt(value: int | None, fmt: Any) -> str:
+            return "?" if value is None else fmt(value)
+
+        cell = {
+            "path": "total",
+            "params": format_count(self.total_params),
+            "bytes": format_bytes(self.total_bytes),
+            "per device": opt(self.max_device_param_bytes, format_bytes),
+            "flops": opt(self.total_flops, format_flops),
+            "vjp": opt(self.total_vjp_flops, format_flops),
+        }
+        return tuple(cell.get(c, "") for c in columns)
 
     def __str__(self) -> str:
-        cells = self._cells()
-        total = (
-            "",
-            "total",
-            "",
-            "",
-            "",
-            "",
-            format_count(self.total_params),
-            format_bytes(self.total_bytes),
-            "",
-        )
+        columns = self._columns()
+        cells = self._cells(columns)
+        total = self._total_cells(columns)
         widths = [
             max(len(name), *(len(row[j]) for row in (*cells, total)))
-            for j, name in enumerate(_COLUMNS)
+            for j, name in enumerate(columns)
         ]
 
         def line(values: tuple[str, ...]) -> str:
             parts = (
                 value.rjust(width) if name in _RIGHT else value.ljust(width)
-                for name, value, width in zip(_COLUMNS, values, widths, strict=True)
+                for name, value, width in zip(columns, values, widths, strict=True)
             )
             return "  ".join(parts).rstrip()
 
         lines = [self.title] if self.title else []
-        lines.append(line(_COLUMNS))
+        lines.append(line(columns))
         lines.append(line(tuple("-" * w for w in widths)))
         lines.extend(line(row) for row in cells)
         lines.append(line(total))
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+def _cost_cell(value: int | None, fmt: Any, mocked: bool) -> str:
+    """A figure's text: ``-`` for a mocked call, ``?`` for an unknown one."""
+    if mocked:
+        return "-"
+    return "?" if value is None else fmt(value)

@@ -1,4 +1,8 @@
-"""``summary``: one row per call of a converted tree, from abstract values alone."""
+"""``summary``: one row per call of a converted tree, from abstract values alone.
+
+Costs (``flops=``, ``vjp_flops=``) come from ``flaxmock._linen.costs``; bytes per device
+(``mesh=``) from the parameters' partitioning metadata.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from flaxmock._core import costs as _costs
 from flaxmock._core import table as _table
 from flaxmock._linen import assemble as _assemble
+from flaxmock._linen import costs as _linen_costs
 from flaxmock._linen import layer as _layer
 from flaxmock._linen import variables as _vars
 
@@ -28,11 +34,16 @@ def _leaf_size(value: Any) -> tuple[int, int]:
     return count, count * itemsize
 
 
-def _owned(layer: Any, seen: set[Any]) -> tuple[int, int]:
-    """Parameters this layer owns (each shared parameter counted at its first call only)."""
-    count = nbytes = 0
+def _owned(
+    layer: Any, seen: set[Any], sizes: dict[str, int] | None = None, rules: Any = None
+) -> tuple[int, int, int]:
+    """Parameters this layer owns (each shared parameter counted at its first call only).
+
+    Returns ``(count, bytes, bytes per device)``; the last is 0 without mesh axis ``sizes``.
+    """
+    count = nbytes = device = 0
     if not isinstance(layer, _layer.FlaxCallLayer):
-        return 0, 0
+        return 0, 0, 0
     for col, path, value, label in _assemble.own_variables(layer):
         if col != "params":
             continue
@@ -44,7 +55,12 @@ def _owned(layer: Any, seen: set[Any]) -> tuple[int, int]:
             c, b = _leaf_size(leaf)
             count += c
             nbytes += b
-    return count, nbytes
+        if sizes is not None:
+            spec = _linen_costs.partition_spec(value, rules)
+            leaf = _vars.unbox(value)
+            where = "/".join((layer.path_str, *path))
+            device += _costs.device_bytes(leaf.shape, leaf.dtype, spec, sizes, where=where)
+    return count, nbytes, device
 
 
 def _transform_note(info: Any) -> str:
@@ -57,8 +73,17 @@ def _transform_note(info: Any) -> str:
     return "/".join(info.transforms) + steps
 
 
-def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
-    """Lists every call of a converted tree in call order, with shapes and parameter sizes.
+def summary(
+    tree: Any,
+    *,
+    flops: bool = False,
+    vjp_flops: bool = False,
+    mesh: Any = None,
+    rules: Any = None,
+    depth: int | None = None,
+    title: str | None = None,
+) -> _table.Summary:
+    """Lists every call of a converted tree in call order, with shapes, sizes and costs.
 
     Everything comes from what the converter recorded and from abstract values: nothing is
     computed or allocated, so it works on a 70-billion-parameter model on a laptop. The body of
@@ -67,12 +92,40 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
     owns no parameters (its row says how many it replaced and its sub-calls are gone), so on a
     partly mocked tree the totals are what :func:`flaxmock.materialize` would allocate.
 
+    Costs are opt-in (the default table stays as fast as converting). With ``flops=True``
+    each row gets the forward FLOPs of its own work (``flops``) and of its subtree
+    (``subtree_flops``), from XLA's cost analysis of the call traced alone on abstract inputs
+    with its submodule calls stubbed: nothing is computed or compiled, and identical calls
+    (the blocks of a model) are analysed once. A call counts once per step of the ``nn.scan``
+    it runs in and once per lane of an ``nn.vmap`` that batches it, so the rows add up to the
+    model's FLOPs (``total_flops``) whether its layers are scanned or not. ``vjp_flops=True``
+    adds the backward pass's FLOPs, with the recompute of ``nn.remat`` bodies. A figure that
+    cannot be known without running the model (a loop with a data-dependent trip count, the
+    branches of ``nn.cond``) is None, and so are the totals above it: never a wrong number.
+    Mocked calls cost nothing and add nothing.
+
+    With ``mesh``, each row gets ``device_param_bytes``: the bytes of its own parameters on
+    each device, from their partitioning metadata (``nn.with_partitioning``,
+    ``nn.with_logical_partitioning`` through ``rules``), exact arithmetic with no devices.
+
     Args:
       tree: A tree from :func:`flaxmock.unflaxify`, possibly with mocks.
+      flops: Compute forward FLOPs (and XLA's bytes accessed) per call.
+      vjp_flops: Compute backward-pass FLOPs per call.
+      mesh: A ``jax.sharding.Mesh``, a ``jax.sharding.AbstractMesh`` or a mapping of axis
+        names to sizes (``{"data": 2, "model": 4}``): compute parameter bytes per device.
+      rules: Logical axis rules for ``nn.with_logical_partitioning`` names, as for
+        :func:`flaxmock.materialize` (default: the ``nn.logical_axis_rules`` context).
+      depth: Fold the calls deeper than ``depth`` into their callers (their parameters and
+        costs add to the caller's row), as torchinfo's ``depth`` does; None keeps every row.
       title: A title for the table (default: the root module's type).
 
     Returns:
       A :class:`Summary`: ``print`` it for the table; ``rows`` holds one ``CallRow`` per call.
+
+    Raises:
+      InvalidArgumentError: ``mesh`` or ``depth`` is of the wrong kind.
+      ShardParametersError: a parameter's partitioning names an axis the mesh lacks.
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
@@ -83,16 +136,27 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
       [('<root>', 'Sequential', 0), ('layers_0', 'Dense', 32), ('layers_2', 'Dense', 18)]
       >>> s.total_params
       50
+      >>> s = flaxmock.summary(tree, flops=True)
+      >>> [row.flops for row in s.rows]  # relu; Dense: 2 * batch * in * out + bias adds
+      [32, 224, 136]
+      >>> s.total_flops == s.rows[0].subtree_flops == 392
+      True
     """
+    sizes = None if mesh is None else _costs.mesh_axis_sizes(mesh)
+    priced: dict[Any, _linen_costs.LayerCost] = {}
+    if flops or vjp_flops:
+        priced = _linen_costs.tree_costs(tree, _costs.Pricer(vjp=vjp_flops))
     seen: set[Any] = set()
     rows = []
-    for _, layer in _layer.iter_layers(tree):
+    for call_path, layer in _layer.iter_layers(tree):
         info = getattr(layer, "info", None)
         note = ""
         in_spec = getattr(info, "in_spec", None)
         out_spec = getattr(info, "out_spec", None)
+        mocked = not isinstance(layer, _layer.FlaxCallLayer)
+        device = 0
         if isinstance(layer, _layer.FlaxCallLayer):
-            count, nbytes = _owned(layer, seen)
+            count, nbytes, device = _owned(layer, seen, sizes, rules)
             note = _transform_note(info)
         else:
             count = nbytes = 0
@@ -119,6 +183,10 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
             else:
                 note = f"replaced by {type(layer).__name__}"
         module = getattr(layer, "module", None)
+        figures: dict[str, Any] = {}
+        if flops or vjp_flops:
+            figures, why = _figures(priced[call_path], flops, vjp_flops)
+            note = ", ".join(part for part in (note, why) if part and not mocked)
         rows.append(
             _table.CallRow(
                 path=getattr(info, "path_str", "?"),
@@ -129,9 +197,42 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
                 param_count=count,
                 param_bytes=nbytes,
                 note=note,
+                depth=len(call_path),
+                mocked=mocked,
+                device_param_bytes=device if sizes is not None else None,
+                **figures,
             )
         )
     if title is None:
         root_module = getattr(tree, "module", None)
         title = type(root_module).__name__ if root_module is not None else type(tree).__name__
-    return _table.Summary(rows=rows, title=title)
+    computed = {
+        name
+        for name, asked in (
+            ("flops", flops),
+            ("vjp_flops", vjp_flops),
+            ("device_param_bytes", sizes is not None),
+        )
+        if asked
+    }
+    table = _table.Summary(rows=_table.roll_up(rows), title=title, computed=frozenset(computed))
+    return table if depth is None else table.collapse(depth)
+
+
+def _figures(
+    priced: _linen_costs.LayerCost, flops: bool, vjp_flops: bool
+) -> tuple[dict[str, Any], str]:
+    """The cost fields of a row, and why they are unknown (or how they were counted)."""
+    if priced.cost is None:
+        return (
+            {},
+            f"cost unknown: {priced.runs.why or priced.why}" if priced.why != "mocked" else "",
+        )
+    fwd, vjp, accessed = _costs.scaled(priced.cost, priced.runs)
+    why = priced.cost.why
+    if priced.runs.count is None:
+        why = f"cost unknown: {priced.runs.why}"
+    elif priced.cost.flops is None:
+        why = f"cost unknown: {why}"
+    fields = {"flops": fwd if flops else None, "vjp_flops": vjp, "bytes_accessed": accessed}
+    return fields, why

@@ -9,19 +9,25 @@ Lifted transforms (``nnx.scan``, ``nnx.vmap``, ``nnx.remat``) call fresh copies 
 passed to them. Each variable of the traced model carries a tag in its metadata (which the
 copies keep) naming its path, so a copy's rows are named after the original module; comparing
 the copy's shapes with the original's gives the ``scan x3`` note.
+
+Costs (``flops=``, ``vjp_flops=``) come from ``flaxmock.nnx._costs``, which traces each
+recorded call again alone; bytes per device (``mesh=``) from the variables' sharding metadata.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from flax import nnx
 
+from flaxmock._core import costs as _costs
 from flaxmock._core import specs as _specs
 from flaxmock._core import table as _table
 from flaxmock.nnx import _abstract as _nnx_abstract
+from flaxmock.nnx import _costs as _nnx_costs
 from flaxmock.nnx import _intercept as _nnx_intercept
 from flaxmock.nnx import _mock as _nnx_mock
 from flaxmock.nnx import _shapes as _nnx_shapes
@@ -30,10 +36,15 @@ from flaxmock.nnx import _shapes as _nnx_shapes
 _TAG = "flaxmock_summary_path"
 
 
-def _owned_params(model: Any) -> dict[str, tuple[int, int]]:
-    """``path -> (count, bytes)`` of the ``nnx.Param`` each module owns (not its children's)."""
+def _owned_params(
+    model: Any, sizes: dict[str, int] | None = None, rules: Any = None
+) -> dict[str, tuple[int, int, int]]:
+    """``path -> (count, bytes, bytes per device)`` of the ``nnx.Param`` each module owns.
+
+    A module's own parameters, not its children's; bytes per device are 0 without ``sizes``.
+    """
     module_paths = {path for path, _ in _nnx_shapes.iter_module_paths(model)}
-    owned: dict[str, tuple[int, int]] = {}
+    owned: dict[str, tuple[int, int, int]] = {}
     for path, var in _nnx_shapes.iter_variables(model):
         if not isinstance(var, nnx.Param):
             continue
@@ -42,10 +53,16 @@ def _owned_params(model: Any) -> dict[str, tuple[int, int]]:
             owner = owner[:-1]
         value = var.get_value()
         size = int(np.prod(value.shape))
-        count, nbytes = owned.get(_nnx_shapes.path_str(owner), (0, 0))
+        device = 0
+        if sizes is not None:
+            spec = _nnx_costs.partition_spec(var, rules)
+            where = _nnx_shapes.path_str(path)
+            device = _costs.device_bytes(value.shape, value.dtype, spec, sizes, where=where)
+        count, nbytes, on_device = owned.get(_nnx_shapes.path_str(owner), (0, 0, 0))
         owned[_nnx_shapes.path_str(owner)] = (
             count + size,
             nbytes + size * np.dtype(value.dtype).itemsize,
+            on_device + device,
         )
     return owned
 
@@ -54,6 +71,11 @@ def summary(
     model: nnx.Module,
     *args: Any,
     method: str | Callable[..., Any] = "__call__",
+    flops: bool = False,
+    vjp_flops: bool = False,
+    mesh: Any = None,
+    rules: Any = None,
+    depth: int | None = None,
     **kwargs: Any,
 ) -> _table.Summary:
     """Returns the table of every module method call made by ``model(*args, **kwargs)``.
@@ -70,14 +92,38 @@ def summary(
     it appears as often as JAX traces it (usually once). Bodies JAX traced before, e.g. of a
     method decorated with ``@nnx.scan``, are traced anew so that none is missing.
 
+    Costs are opt-in, and counted as :func:`flaxmock.summary` counts them: with
+    ``flops=True`` each row gets the forward FLOPs of its own work (``flops``) and of its
+    subtree (``subtree_flops``), from XLA's cost analysis of the call traced alone on abstract
+    inputs with its calls stubbed (nothing computed, compiled or allocated; it works on
+    abstract models, unlike ``nnx.tabulate``). A call counts once per step of the ``nnx.scan``
+    (or ``fori_loop`` with a static trip count) it runs in and once per lane of an
+    ``nnx.vmap`` that batches it. ``vjp_flops=True`` adds the backward pass, with the
+    recompute of ``nnx.remat``. Unknowable figures (``while_loop``, ``cond`` branches) are
+    None, and so are the totals above them. With ``mesh`` each row gets the bytes of its own
+    parameters per device, from their sharding metadata (``nnx.with_partitioning``) through
+    ``rules``.
+
     Args:
       model: An ``nnx.Module``, real or abstract, possibly mocked.
       *args: Positional arguments: arrays, ``jax.ShapeDtypeStruct`` or Python values.
       method: The method to call, by name, or a function ``(module, *args, **kwargs)``.
+      flops: Compute forward FLOPs (and XLA's bytes accessed) per call.
+      vjp_flops: Compute backward-pass FLOPs per call.
+      mesh: A ``jax.sharding.Mesh``, a ``jax.sharding.AbstractMesh`` or a mapping of axis
+        names to sizes (``{"data": 2, "model": 4}``): compute parameter bytes per device.
+      rules: Logical axis rules for the variables' sharding names (default: the
+        ``flax.core.spmd.logical_axis_rules`` context).
+      depth: Fold the calls deeper than ``depth`` into their callers (their parameters and
+        costs add to the caller's row); None keeps every row.
       **kwargs: Keyword arguments, as ``args``.
 
     Returns:
       A :class:`~flaxmock.Summary`; ``print`` it.
+
+    Raises:
+      InvalidArgumentError: ``mesh`` or ``depth`` is of the wrong kind.
+      ShardParametersError: a parameter's sharding names an axis the mesh lacks.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -90,14 +136,21 @@ def summary(
       0  <root>    Sequential  __call__  f32[2,3]  f32[2,4]       -      -
       1  layers/0  Linear      __call__  f32[2,3]  f32[2,4]      16   64 B
          total                                                   16   64 B
+      >>> s = summary(model, jax.ShapeDtypeStruct((2, 3), jnp.float32), flops=True)
+      >>> [row.flops for row in s.rows], s.total_flops  # 2 * batch * in * out + bias adds
+      ([0, 56], 56)
     """
-    owned = _owned_params(model)
+    sizes = None if mesh is None else _costs.mesh_axis_sizes(mesh)
+    priced = flops or vjp_flops
+    owned = _owned_params(model, sizes, rules)
     rows: list[_table.CallRow | None] = []
+    recorded: list[_nnx_costs.Recorded] = []
     paths: dict[int, _nnx_shapes.Path] = {}
     notes: dict[int, str] = {}
     shapes: dict[_nnx_shapes.Path, tuple[int, ...]] = {}
     known: list[tuple[_nnx_shapes.Path, type]] = []
-    active: list[tuple[_nnx_shapes.Path, str]] = []
+    # (path, note, row) of the calls running.
+    active: list[tuple[_nnx_shapes.Path, str, int]] = []
     # Ids key the dicts above: the modules stay alive until the summary ends so that no id is
     # reused by a later copy.
     alive: list[Any] = []
@@ -179,33 +232,95 @@ def summary(
         module = context.module
         path = path_of(module)
         stacked = notes.get(id(module), "")
-        if isinstance(module, _nnx_mock.MockModule):
-            module_type, note, params = module.info.module_type.__name__, "mocked", (0, 0)
+        mocked = isinstance(module, _nnx_mock.MockModule)
+        if mocked:
+            module_type, note, params = module.info.module_type.__name__, "mocked", (0, 0, 0)
         else:
             module_type = _nnx_abstract.public_type(module).__name__
             # A module seen twice (a helper method, a shared module) counts its parameters at
             # its first call only, so that the rows add up.
-            note, params = "", owned.pop(path, (0, 0))
+            note, params = "", owned.pop(path, (0, 0, 0))
         note = ", ".join(part for part in (note, stacked) if part)
         index = len(rows)
         rows.append(None)
-        active.append((paths.get(id(module), ()), stacked))
+        inputs = _specs.specs_of((tuple(call_args), dict(call_kwargs)))
+        if priced:
+            graphdef, state = (None, None) if mocked else _nnx_costs.capture(module)
+            recorded.append(
+                _nnx_costs.Recorded(
+                    active[-1][2] if active else None, graphdef, state, context.method_name, inputs
+                )
+            )
+        depth_here = len(active)
+        active.append((paths.get(id(module), ()), stacked, index))
         try:
             out = next_fun(*call_args, **call_kwargs)
         finally:
             active.pop()
+        outputs = _specs.specs_of(out)
+        if priced:
+            recorded[index].outputs = outputs
         rows[index] = _table.CallRow(
             path=path,
             module_type=module_type,
             method=context.method_name,
-            inputs=_specs.specs_of((tuple(call_args), dict(call_kwargs))),
-            outputs=_specs.specs_of(out),
+            inputs=inputs,
+            outputs=outputs,
             param_count=params[0],
             param_bytes=params[1],
             note=note,
+            depth=depth_here,
+            mocked=mocked,
+            device_param_bytes=params[2] if sizes is not None else None,
         )
         return out
 
     with _nnx_intercept.intercept_methods(record):
         _nnx_shapes.eval_shape_call(model, args, kwargs, method=method, on_merge=on_merge)
-    return _table.Summary([row for row in rows if row is not None])
+    done = [row for row in rows if row is not None]
+    if priced:
+        done = _with_costs(done, recorded, flops, vjp_flops)
+    computed = {
+        name
+        for name, asked in (
+            ("flops", flops),
+            ("vjp_flops", vjp_flops),
+            ("device_param_bytes", sizes is not None),
+        )
+        if asked
+    }
+    table = _table.Summary(_table.roll_up(done), computed=frozenset(computed))
+    return table if depth is None else table.collapse(depth)
+
+
+def _with_costs(
+    rows: list[_table.CallRow], recorded: list[_nnx_costs.Recorded], flops: bool, vjp_flops: bool
+) -> list[_table.CallRow]:
+    """The rows with their costs (every call traced again alone)."""
+    children: list[list[int]] = [[] for _ in recorded]
+    for i, rec in enumerate(recorded):
+        if rec.parent is not None:
+            children[rec.parent].append(i)
+    priced = _nnx_costs.price(recorded, children, _costs.Pricer(vjp=vjp_flops))
+    out = []
+    for row, (cost, runs) in zip(rows, priced, strict=True):
+        if cost is None:
+            out.append(row)
+            continue
+        fwd, vjp, accessed = _costs.scaled(cost, runs)
+        why = cost.why
+        if runs.count is None:
+            why = f"cost unknown: {runs.why}"
+        elif cost.flops is None:
+            why = f"cost unknown: {why}"
+        note = ", ".join(part for part in (row.note, why) if part)
+        out.append(
+            dataclasses.replace(
+                row,
+                flops=fwd if flops else None,
+                vjp_flops=vjp,
+                bytes_accessed=accessed,
+                note=note,
+            )
+        )
+    return out

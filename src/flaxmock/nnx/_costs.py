@@ -1,0 +1,152 @@
+"""The NNX side of costs: each recorded call's own work traced alone, its callees stubbed.
+
+``flaxmock._core.costs`` prices a function and reads where its stubs run. The NNX summary
+keeps, for every call it records, the called module as it was at that moment (``nnx.split``
+inside the summary's trace: one step's or one lane's variables inside ``nnx.scan`` /
+``nnx.vmap``); this module rebuilds that module in a new trace, calls the same method on the
+recorded input specs, and replaces each of its direct calls (submodules, helper methods on
+itself) by a stub of the matching recorded row's output, in call order.
+
+Parameter bytes per device come from each ``nnx.Variable``'s sharding metadata
+(``nnx.with_partitioning``), through the logical axis rules when given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any
+
+import jax
+from flax import nnx
+from flax.core import spmd as core_spmd
+
+from flaxmock._core import costs as _costs
+from flaxmock._core import specs as _specs
+from flaxmock.nnx import _intercept as _nnx_intercept
+from flaxmock.nnx import _shapes as _nnx_shapes
+
+
+@dataclasses.dataclass
+class Recorded:
+    """A call as the summary saw it, enough to trace it again alone.
+
+    Attributes:
+      parent: The row of the calling call, or None for a top-level call.
+      graphdef: The called module's graph definition (None for mocks: never priced).
+      state: Specs of its state at the call.
+      method: The method's name.
+      inputs: Specs of the call's ``(args, kwargs)``.
+      outputs: Specs of its output.
+    """
+
+    parent: int | None
+    graphdef: Any
+    state: Any
+    method: str
+    inputs: Any
+    outputs: Any = None
+
+
+def capture(module: Any) -> tuple[Any, Any]:
+    """``(graphdef, state specs)`` of a module, inside or outside a trace."""
+    graphdef, state = nnx.split(module)
+    return graphdef, jax.tree.map(
+        _specs.spec_of, state, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct)
+    )
+
+
+class _Stubber:
+    """The interceptor of one call's trace: the call runs, its direct calls are stubs."""
+
+    def __init__(self, outputs: list[Any]):
+        self.outputs = outputs
+        self.depth = 0
+        self.calls = 0
+
+    def __call__(self, next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
+        if self.depth == 0:
+            self.depth += 1
+            try:
+                return next_fun(*args, **kwargs)
+            finally:
+                self.depth -= 1
+        i = self.calls
+        self.calls += 1
+        if i >= len(self.outputs):
+            raise _Mismatch
+        state = nnx.state(context.module)
+        return _costs.stub(i, self.outputs[i], (args, kwargs, state))
+
+
+class _Mismatch(Exception):
+    """The call, traced alone, made other calls than it made in the summary's trace."""
+
+
+def price(
+    rows: list[Recorded], children: list[list[int]], pricer: _costs.Pricer
+) -> list[tuple[_costs.CallCost | None, _costs.Runs]]:
+    """Prices every recorded call (None for mocks) and finds how often each runs.
+
+    Args:
+      rows: The recorded calls, in call order.
+      children: Each row's direct calls (rows), in call order.
+      pricer: The pricer (it caches by jaxpr).
+
+    Returns:
+      ``(own cost per execution, runs)`` per row.
+    """
+    costs: list[_costs.CallCost | None] = []
+    for i, row in enumerate(rows):
+        costs.append(None if row.graphdef is None else _price_one(row, rows, children[i], pricer))
+    runs: list[_costs.Runs] = []
+    for i, row in enumerate(rows):
+        if row.parent is None:
+            runs.append(_costs.ROOT_RUNS)
+            continue
+        parent_cost = costs[row.parent]
+        if parent_cost is None:
+            # The caller is a mock (its callees do not run) or could not be traced alone.
+            runs.append(_costs.Runs(None, 0, "caller not priced"))
+            continue
+        ordinal = children[row.parent].index(i)
+        runs.append(_costs.child_runs(runs[row.parent], parent_cost.children.get(ordinal)))
+    return list(zip(costs, runs, strict=True))
+
+
+def _price_one(
+    row: Recorded, rows: list[Recorded], children: list[int], pricer: _costs.Pricer
+) -> _costs.CallCost:
+    args, kwargs = row.inputs
+    arrays, rebuild = _specs.partition((row.state, tuple(args), dict(kwargs)))
+    graphdef, method = row.graphdef, row.method
+    outputs = [rows[c].outputs for c in children]
+    stubbers: list[_Stubber] = []
+
+    def fun(*xs: Any) -> tuple[Any, Any]:
+        state, a, kw = rebuild(list(xs))
+        module = nnx.merge(graphdef, state)
+        stubber = _Stubber(outputs)
+        stubbers[:] = [stubber]
+        with _nnx_intercept.intercept_methods(stubber):
+            out = _nnx_shapes.bound_method(module, method)(*a, **kw)
+        if stubber.calls != len(outputs):
+            raise _Mismatch
+        # The state is returned too: what the call writes (statistics, counters) is work.
+        return _specs.partition(out)[0], _specs.partition(nnx.state(module))[0]
+
+    try:
+        return pricer.price(fun, arrays)
+    except _Mismatch:
+        why = "it makes other calls when traced alone"
+    except jax.errors.ConcretizationTypeError:
+        why = "shapes depend on values"
+    return _costs.CallCost(None, None, None, {}, why)
+
+
+def partition_spec(var: nnx.Variable, rules: Any) -> Any:
+    """The mesh ``PartitionSpec`` of an ``nnx.Variable`` from its sharding metadata."""
+    context = core_spmd.logical_axis_rules(rules) if rules is not None else contextlib.nullcontext()
+    with context:
+        spec = nnx.spmd.get_var_pspec(var)
+    return spec if spec is not None else jax.sharding.PartitionSpec()
