@@ -15,15 +15,19 @@ from penzai.toolshed.unflaxify import InterceptedFlaxModuleMethod as Intercepted
 from flaxmock import nnx as nnx  # noqa: E402
 from flaxmock._core.errors import AbstractParameterError as AbstractParameterError
 from flaxmock._core.errors import BindVariablesError as BindVariablesError
+from flaxmock._core.errors import CallFactoryError as CallFactoryError
 from flaxmock._core.errors import CallStructureError as CallStructureError
 from flaxmock._core.errors import ConvertError as ConvertError
 from flaxmock._core.errors import FillError as FillError
 from flaxmock._core.errors import FlaxmockError as FlaxmockError
 from flaxmock._core.errors import InvalidArgumentError as InvalidArgumentError
 from flaxmock._core.errors import InvalidSelectorError as InvalidSelectorError
+from flaxmock._core.errors import LoadTargetError as LoadTargetError
 from flaxmock._core.errors import MockerAttributeError as MockerAttributeError
+from flaxmock._core.errors import ParseSpecError as ParseSpecError
 from flaxmock._core.errors import SelectNothingError as SelectNothingError
 from flaxmock._core.errors import ShapeInferenceError as ShapeInferenceError
+from flaxmock._core.errors import ShardParametersError as ShardParametersError
 from flaxmock._core.errors import UnsupportedDtypeError as UnsupportedDtypeError
 from flaxmock._core.fill import fill_array as fill_array
 from flaxmock._core.fill import fill_tree as fill_tree
@@ -51,6 +55,7 @@ __all__ = [
     "AbstractParameterError",
     "ArgsAndKwargs",
     "BindVariablesError",
+    "CallFactoryError",
     "CallInfo",
     "CallRow",
     "CallStructureError",
@@ -61,13 +66,16 @@ __all__ = [
     "InterceptedFlaxModuleMethod",
     "InvalidArgumentError",
     "InvalidSelectorError",
+    "LoadTargetError",
     "MockInfo",
     "MockerAttributeError",
     "MockLayer",
     "MockedModule",
     "Mocker",
+    "ParseSpecError",
     "SelectNothingError",
     "ShapeInferenceError",
+    "ShardParametersError",
     "Summary",
     "UnsupportedDtypeError",
     "bind",

@@ -252,15 +252,15 @@ def _occurrences(
             )
         elif name == "while":
             own.add("while_loop")
-            inner = (None, remat, why or "while_loop")
+            inner = (None, remat, why or "inside a while_loop, whose trip count is unknown")
         elif name == "cond":
             own.add("cond")
-            inner = (None, remat, why or "cond")
+            inner = (None, remat, why or "inside a branch of cond/switch, chosen by values")
         elif name in _ONCE:
             inner = (count, remat + (name in _REMAT), why)
         else:
             own.add(name)
-            inner = (None, remat, why or name)
+            inner = (None, remat, why or f"inside {name}, which runs it an unknown number of times")
         for sub in subs:
             _occurrences(sub, *inner, found, own)
 
@@ -422,7 +422,7 @@ class Pricer:
         unknown = sorted(own - {"cond"})
         if unknown:
             # XLA counts a loop body once, whatever the trip count: no figure beats a wrong one.
-            return None, None, None, f"{', '.join(unknown)}: trip count unknown"
+            return None, None, None, f"its own {', '.join(unknown)} runs an unknown number of times"
         unrolled = closed.replace(jaxpr=_unroll(closed.jaxpr))
         fun = jex.jaxpr_as_fun(unrolled)
         flops, nbytes = _xla(fun, avals)

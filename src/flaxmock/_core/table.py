@@ -704,7 +704,9 @@ class Summary:
                 # A dash for "owns none" keeps the eye on the rows that do.
                 "params": format_count(row.param_count) if row.param_count else "-",
                 "bytes": format_bytes(row.param_bytes) if row.param_bytes else "-",
-                "per device": _cost_cell(row.device_param_bytes, format_bytes, row.mocked),
+                "per device": _cost_cell(
+                    row.device_param_bytes, format_bytes, row.mocked or not row.param_count
+                ),
                 "flops": _cost_cell(row.flops, format_flops, row.mocked),
                 "subtree": _cost_cell(row.subtree_flops, format_flops, row.mocked),
                 "vjp": _cost_cell(row.vjp_flops, format_flops, row.mocked),

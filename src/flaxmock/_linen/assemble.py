@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
+import flax.linen as nn
 import jax
 
 from flaxmock._core import errors as _errors
@@ -53,8 +54,9 @@ def assemble(
     state, tied parameters), for a run.
 
     Paths are made relative to ``root``'s scope. A module from outside ``root``'s subtree (a
-    shared module passed in as an attribute) is adopted by Flax under its own name when ``root``
-    is applied on its own, so it is placed there.
+    shared module passed in as an attribute) is adopted by Flax, when ``root`` is applied on its
+    own, by the module that holds it, under the name of the attribute that holds it (its own
+    name when no attribute of the caller holds it), so it is placed there.
     """
     variables: dict[str, Any] = {}
     abstract: dict[str, list[str]] = {}
@@ -69,14 +71,18 @@ def assemble(
                 best = (src, dst)
         return None if best is None else best[1] + path[len(best[0]) :]
 
-    def visit(layer: FlaxCallLayer) -> None:
+    def visit(layer: FlaxCallLayer, caller: tuple[FlaxCallLayer, Path] | None = None) -> None:
         if layer.info.detached:
             # A nested ``module.apply`` brings its own variables; its paths are its own.
             return
         here = rel(layer.info.scope_path)
         if here is None:
-            remaps.append((layer.info.scope_path, layer.info.scope_path[-1:]))
             here = layer.info.scope_path[-1:]
+            if caller is not None:
+                attribute = _attribute_holding(caller[0].module, here[0])
+                if attribute is not None:
+                    here = (*caller[1], attribute)
+            remaps.append((layer.info.scope_path, here))
         plain_paths.add(here)
         for col, path, value, _ in own_variables(layer):
             _vars.set_in(variables.setdefault(col, {}), here + path, value)
@@ -84,7 +90,7 @@ def assemble(
                 abstract.setdefault(layer.path_str, []).append("/".join((col,) + path))
         for child in layer.submodule_calls.values():
             if isinstance(child, FlaxCallLayer):
-                visit(child)
+                visit(child, (layer, here))
             else:
                 info = getattr(child, "info", None)
                 original = getattr(info, "original", None)
@@ -106,6 +112,19 @@ def assemble(
 
     visit(root)
     return Assembled(variables, abstract, replaced_paths - plain_paths)
+
+
+def _attribute_holding(module: Any, name: str) -> str | None:
+    """The dataclass field of ``module`` that holds a submodule named ``name``, if any."""
+    if not dataclasses.is_dataclass(module):
+        return None
+    for field in dataclasses.fields(module):
+        if field.name in ("parent", "name"):
+            continue
+        value = getattr(module, field.name, None)
+        if isinstance(value, nn.Module) and value.name == name:
+            return field.name
+    return None
 
 
 def mocks_reachable(root: FlaxCallLayer) -> list[Any]:

@@ -5,10 +5,12 @@ for every converted layer, the function to price: the layer's ``module.apply`` o
 variables and its recorded input specs, under an interceptor (following ``walk``'s rules, like
 the dispatcher) that replaces each submodule call by a stub of the child's recorded output.
 
-Layers are priced top-down. A child's variables are read from its caller's trace, at the stub
-(``module.variables`` as the child sees them): inside ``nn.scan``/``nn.vmap`` those are one
-step's or one lane's, so a lifted body and everything below it are traced with the shapes they
-really run with, and a nested ``module.apply``'s callees with the variables it passed.
+Layers are priced top-down, each on the variables it runs with. Outside lifted transforms
+those are what a run of the layer alone assembles (``assemble``: shared modules adopted where
+Flax adopts them). Inside ``nn.scan``/``nn.vmap`` and nested ``module.apply`` calls they are
+read from the caller's trace, at the stub (``module.variables`` as the child sees them): one
+step's or one lane's, or those the nested apply passed, so a lifted body and everything below
+it are traced with the shapes they really run with.
 
 Parameter bytes per device come from the partitioning metadata (``nn.Partitioned``'s mesh
 axes, ``nn.LogicallyPartitioned``'s logical axes through the rules) and the mesh's axis sizes.
@@ -27,6 +29,7 @@ from flaxmock._core import costs as _costs
 from flaxmock._core import specs as _specs
 from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import layer as _layer
+from flaxmock._linen import variables as _vars
 from flaxmock._linen import walk as _walk
 
 CallPath = tuple[tuple[int, str], ...]
@@ -41,15 +44,35 @@ class LayerCost:
     why: str = ""
 
 
-class _Stubber:
-    """The interceptor of one layer's trace: its own work runs, its submodule calls are stubs."""
+def _alone(layer: _layer.FlaxCallLayer) -> bool:
+    """Whether the layer's method can be applied on its own (``module.apply(method=...)``).
 
-    def __init__(self, layer: _layer.FlaxCallLayer):
-        self.layer = layer
+    The body of a transform of a function or method (``nn.RNN``'s ``scan_fn``, the lambdas of
+    ``nn.while_loop``/``nn.cond`` on ``self``) is recorded under a name that is no method.
+    """
+    method = layer.info.method
+    if isinstance(method, str):
+        return callable(getattr(type(layer.module), method, None))
+    return callable(method)
+
+
+class _Stubber:
+    """The interceptor of one layer's trace: its own work runs, its submodule calls are stubs.
+
+    Calls that cannot be applied on their own (see :func:`_alone`) run through, their own calls
+    stubbed in turn, unless named in ``stubbed``; their work is told apart by a second trace
+    with them stubbed. Stubs are numbered by call path relative to the layer.
+    """
+
+    def __init__(self, layer: _layer.FlaxCallLayer, stubbed: frozenset[CallPath] = frozenset()):
         self.walk = _walk.Walk(layer)
-        self.ordinal = {key: i for i, key in enumerate(layer.submodule_calls)}
-        # Child number -> the specs of the variables the child saw.
-        self.views: dict[int, Any] = {}
+        self.stubbed = stubbed
+        self.paths: dict[int, CallPath] = {id(layer): ()}
+        # Call path -> stub number, and the specs of the variables the call saw.
+        self.ids: dict[CallPath, int] = {}
+        self.views: dict[CallPath, Any] = {}
+        # Calls run through, in the order met.
+        self.through: list[CallPath] = []
 
     def __call__(self, next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
         if _walk.is_isolated():
@@ -59,17 +82,38 @@ class _Stubber:
             return next_fun(*args, **kwargs)
         if kind == _walk.INLINE:
             return self.walk.call_inline(next_fun, args, kwargs, context)
+        parent = self.walk.top.payload
         key = self.walk.next_key(context, advance=kind != _walk.LIFTED)
-        node = self.layer.submodule_calls.get(key)
+        node = parent.submodule_calls.get(key)
+        if node is None:
+            # A shared module adopted by this layer when it is applied alone runs under the
+            # name of the attribute holding it: the same call number, another name.
+            method = key[1].rsplit(".", 1)[-1]
+            same = [
+                k for k in parent.submodule_calls if k[0] == key[0] and k[1].endswith(f".{method}")
+            ]
+            if len(same) == 1:
+                key = same[0]
+                node = parent.submodule_calls[key]
         out_spec = _out_spec(node)
         if node is None or out_spec is None:
             # A call the tree has not seen, or a replacement with no recorded output: its work
             # counts as the caller's own.
             return self.walk.call_inline(next_fun, args, kwargs, context)
-        i = self.ordinal[key]
+        path = (*self.paths[id(parent)], key)
+        if isinstance(node, _layer.FlaxCallLayer) and not _alone(node) and path not in self.stubbed:
+            self.paths[id(node)] = path
+            if path not in self.through:
+                self.through.append(path)
+            return self.walk.call_child(context.module, node, next_fun, args, kwargs, kind=kind)
+        i = self.ids.setdefault(path, len(self.ids))
         variables = context.module.variables
-        self.views[i] = _specs.specs_of(variables)
+        self.views[path] = _specs.specs_of(variables)
         return _costs.stub(i, out_spec, (args, kwargs, variables))
+
+
+class _MissingVariablesError(Exception):
+    """A layer traced alone created parameters: its variables were not all given."""
 
 
 def _out_spec(node: Any) -> Any:
@@ -80,9 +124,22 @@ def _out_spec(node: Any) -> Any:
     return getattr(info, "out_spec", None)
 
 
-def _price(
-    layer: _layer.FlaxCallLayer, variables: Any, pricer: _costs.Pricer
-) -> tuple[_costs.CallCost, dict[int, Any]]:
+@dataclasses.dataclass(frozen=True)
+class _Trace:
+    """One priced trace of a layer: its cost, and where each stubbed call ran."""
+
+    cost: _costs.CallCost
+    occurrences: dict[CallPath, tuple[_costs.Occurrence, ...]]
+    views: dict[CallPath, Any]
+    through: list[CallPath]
+
+
+def _trace(
+    layer: _layer.FlaxCallLayer,
+    variables: Any,
+    pricer: _costs.Pricer,
+    stubbed: frozenset[CallPath] = frozenset(),
+) -> _Trace:
     args, kwargs = layer.info.in_spec
     arrays, rebuild = _specs.partition((variables, tuple(args), dict(kwargs)))
     stubbers: list[_Stubber] = []
@@ -90,7 +147,7 @@ def _price(
     def priced(mutable: Any) -> _costs.CallCost:
         def fun(*xs: Any) -> tuple[Any, Any]:
             v, a, kw = rebuild(list(xs))
-            stubber = _Stubber(layer)
+            stubber = _Stubber(layer, stubbed)
             stubbers[:] = [stubber]
             with nn.intercept_methods(stubber):
                 out, state = layer.module.apply(
@@ -101,6 +158,12 @@ def _price(
                     mutable=mutable,
                     **kw,
                 )
+            created = set(_vars.flatten(state.get("params", {}))) - set(
+                _vars.flatten(v.get("params", {}))
+            )
+            if created:
+                # Created, not found: their initialisers would be priced as the call's work.
+                raise _MissingVariablesError(sorted(created))
             return _specs.partition(out)[0], _specs.partition(state)[0]
 
         return pricer.price(fun, arrays)
@@ -109,12 +172,37 @@ def _price(
         # ``params`` immutable as in a real apply; everything else may be written (sow,
         # BatchNorm statistics), as the recorder does.
         cost = priced(flax.core.DenyList("params"))
-    except jax.errors.ConcretizationTypeError:
+    except (jax.errors.ConcretizationTypeError, _MissingVariablesError):
         raise
     except Exception:
         # Some lifted transforms fail when only some collections are mutable (see record).
         cost = priced(True)
-    return cost, stubbers[0].views if stubbers else {}
+    stubber = stubbers[0]
+    occurrences = {path: cost.children.get(i, ()) for path, i in stubber.ids.items()}
+    return _Trace(cost, occurrences, stubber.views, stubber.through)
+
+
+def _difference(a: _costs.CallCost, b: _costs.CallCost) -> tuple[int | None, ...]:
+    def minus(x: int | None, y: int | None) -> int | None:
+        return None if x is None or y is None else x - y
+
+    return (
+        minus(a.flops, b.flops),
+        minus(a.vjp_flops, b.vjp_flops),
+        minus(a.bytes_accessed, b.bytes_accessed),
+    )
+
+
+def _per_run(
+    total: tuple[int | None, ...], occurrences: tuple[_costs.Occurrence, ...] | None, why: str
+) -> _costs.CallCost:
+    """The cost of one execution of a call run through, from its total in its caller's trace."""
+    counts = [o.count for o in occurrences or ()]
+    if total[0] is None or not counts or any(c is None for c in counts):
+        return _costs.CallCost(None, None, None, {}, why)
+    n = sum(c for c in counts if c is not None)
+    flops, vjp, nbytes = (None if x is None else round(x / n) for x in total)
+    return _costs.CallCost(flops, vjp, nbytes, {}, why)
 
 
 def tree_costs(tree: Any, pricer: _costs.Pricer) -> dict[CallPath, LayerCost]:
@@ -134,18 +222,39 @@ def tree_costs(tree: Any, pricer: _costs.Pricer) -> dict[CallPath, LayerCost]:
         for key, child in getattr(layer, "submodule_calls", {}).items():
             unpriced(child, (*path, key), _costs.Runs(None, 0, runs.why or why), why)
 
-    def visit(layer: Any, path: CallPath, variables: Any, runs: _costs.Runs) -> None:
+    def node_at(layer: Any, rel: CallPath) -> Any:
+        for key in rel:
+            layer = layer.submodule_calls[key]
+        return layer
+
+    def visit(
+        layer: Any, path: CallPath, view: Any, runs: _costs.Runs, lifted: bool = False
+    ) -> None:
         if not isinstance(layer, _layer.FlaxCallLayer):
             out[path] = LayerCost(None, runs, "mocked")
             return
+        lifted = lifted or bool(layer.info.transforms) or layer.info.detached
+        variables = view
+        if not lifted:
+            assembled = _assemble.assemble(layer, include_replaced=True).variables
+            variables = _specs.specs_of(assembled)
         if variables is None:
             unpriced(layer, path, runs, runs.why or "not reached by its caller's trace")
             return
         try:
-            cost, views = _price(layer, variables, pricer)
+            full = _trace(layer, variables, pricer)
+            # What each call run through adds: the full trace, less the trace without it.
+            added = {
+                rel: (_difference(full.cost, other.cost), other.occurrences.get(rel))
+                for rel in full.through
+                for other in [_trace(layer, variables, pricer, frozenset({rel}))]
+            }
         except jax.errors.ConcretizationTypeError:
             # Its output shapes depend on values (given with unflaxify's outs=).
             unpriced(layer, path, _costs.Runs(None, 0, "shapes depend on values"), "")
+            return
+        except _MissingVariablesError as e:
+            unpriced(layer, path, _costs.Runs(None, 0, f"variables not found: {e}"), "")
             return
         except Exception as e:
             e.add_note(
@@ -153,14 +262,40 @@ def tree_costs(tree: Any, pricer: _costs.Pricer) -> dict[CallPath, LayerCost]:
                 "FLOPs, failed. Summarise without flops=/vjp_flops= to get the rest of the table."
             )
             raise
-        out[path] = LayerCost(cost, runs)
-        for i, (key, child) in enumerate(layer.submodule_calls.items()):
-            child_runs = _costs.child_runs(runs, cost.children.get(i))
-            visit(child, (*path, key), views.get(i), child_runs)
+
+        def own(rel: CallPath) -> tuple[int | None, ...]:
+            # A call's own work: what it adds, less what the calls run through inside it add.
+            total = full.cost if rel == () else None
+            figures = (
+                (total.flops, total.vjp_flops, total.bytes_accessed)
+                if total is not None
+                else added[rel][0]
+            )
+            for inner, (contribution, _) in added.items():
+                if len(inner) == len(rel) + 1 and inner[: len(rel)] == rel:
+                    figures = tuple(
+                        None if x is None or y is None else x - y
+                        for x, y in zip(figures, contribution, strict=True)
+                    )
+            return figures
+
+        out[path] = LayerCost(_costs.CallCost(*own(()), {}, full.cost.why), runs)
+        for rel, (_, occurrences) in added.items():
+            node_runs = _costs.child_runs(runs, occurrences)
+            out[(*path, *rel)] = LayerCost(_per_run(own(rel), occurrences, ""), node_runs)
+        for rel, view in full.views.items():
+            # Below a call run through (a transform's body), variables are per step or lane.
+            inside = lifted or len(rel) > 1
+            child_runs = _costs.child_runs(runs, full.occurrences[rel])
+            visit(node_at(layer, rel), (*path, *rel), view, child_runs, inside)
+        # Calls under a call run through whose stubs never appeared (traced away) are unknown.
+        for rel in added:
+            for key, child in node_at(layer, rel).submodule_calls.items():
+                if (*path, *rel, key) not in out:
+                    unpriced(child, (*path, *rel, key), _costs.Runs(None, 0, "not seen"), "")
 
     if isinstance(tree, _layer.FlaxCallLayer):
-        variables = _specs.specs_of(_assemble.assemble(tree, include_replaced=True).variables)
-        visit(tree, (), variables, _costs.ROOT_RUNS)
+        visit(tree, (), None, _costs.ROOT_RUNS)
     else:
         out[()] = LayerCost(None, _costs.ROOT_RUNS, "mocked")
     return out

@@ -294,3 +294,55 @@ class Llama(nn.Module):
         h = self.norm(h)
         logits = self.embed.attend(h) if self.config.tie_embeddings else self.lm_head(h)
         return logits.astype(jnp.float32)
+
+
+def _example(
+    config: LlamaConfig, seq_len: int, batch: int
+) -> tuple[Llama, tuple[jax.ShapeDtypeStruct]]:
+    return Llama(config), (jax.ShapeDtypeStruct((batch, seq_len), jnp.int32),)
+
+
+def tiny(
+    seq_len: int = 16, batch: int = 1, scan_layers: bool = False
+) -> tuple[Llama, tuple[jax.ShapeDtypeStruct]]:
+    """The toy model and a token spec: a factory for ``flaxmock summary`` on the command line.
+
+    Examples:
+      >>> model, (tokens,) = tiny()
+      >>> model.config.dim, tokens.shape
+      (64, (1, 16))
+    """
+    return _example(LlamaConfig.tiny(scan_layers=scan_layers), seq_len, batch)
+
+
+def llama3_8b(
+    seq_len: int = 2048, batch: int = 1, scan_layers: bool = False
+) -> tuple[Llama, tuple[jax.ShapeDtypeStruct]]:
+    """The 8B model and a token spec (``flaxmock summary flaxmock.examples.llama:llama3_8b``)."""
+    return _example(LlamaConfig.llama3_8b(scan_layers=scan_layers), seq_len, batch)
+
+
+def llama3_70b(
+    seq_len: int = 2048, batch: int = 1, scan_layers: bool = False
+) -> tuple[Llama, tuple[jax.ShapeDtypeStruct]]:
+    """The 70B model and a token spec (``flaxmock summary flaxmock.examples.llama:llama3_70b``)."""
+    return _example(LlamaConfig.llama3_70b(scan_layers=scan_layers), seq_len, batch)
+
+
+def llama3_70b_scan(
+    seq_len: int = 2048, batch: int = 1
+) -> tuple[Llama, tuple[jax.ShapeDtypeStruct]]:
+    """:func:`llama3_70b` with its 80 blocks scanned (``nn.scan(nn.remat(...))``)."""
+    return llama3_70b(seq_len, batch, scan_layers=True)
+
+
+#: Logical axis rules for the example's partitioning names: a 2-D mesh ("data", "model") with
+#: fully sharded data parallelism over "data" and tensor parallelism over "model".
+RULES = (
+    ("vocab", "model"),
+    ("embed", "data"),
+    ("heads", "model"),
+    ("kv_heads", "model"),
+    ("mlp", "model"),
+    ("layers", None),
+)
