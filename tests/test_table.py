@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 
 import flax.linen as nn
 import jax
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 from penzai.toolshed.unflaxify import ArgsAndKwargs
 
+import flaxmock
+from flaxmock._core import html
 from flaxmock._core.table import (
     CallRow,
     Summary,
@@ -19,6 +22,9 @@ from flaxmock._core.table import (
     describe_specs,
     format_bytes,
     format_count,
+    format_flops,
+    roll_up,
+    spec_bytes,
 )
 
 
@@ -261,3 +267,102 @@ def test_thousand_rows_render():
     # Every row's params cell is right-aligned under its header.
     end = lines[0].index("params") + len("params")
     assert all(line[end - 1] != " " and line[end] == " " for line in lines[2:])
+
+
+# Cost columns, roll-ups and the other renderings.
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "0"),
+        (999, "999"),
+        (1_000, "1K"),
+        (962_072_674_304, "962G"),
+        (292_600_000_000_000, "293T"),
+    ],
+)
+def test_format_flops(n, text):
+    assert format_flops(n) == text
+
+
+def test_spec_bytes_and_out_bytes():
+    assert spec_bytes({"a": S((2, 3)), "b": (S((4,), jnp.bfloat16), None, "x")}) == 24 + 8
+    assert spec_bytes(S((3,), jax.random.key(0).dtype)) == 3 * 8
+    assert CallRow("a", "D", "__call__", None, [S((2, 8))], 0, 0).out_bytes == 64
+
+
+def _tree_rows():
+    # <root> -> a -> a/x, a/y (mocked); <root> -> b.
+    return [
+        CallRow("<root>", "M", "__call__", None, None, 0, 0, flops=1, vjp_flops=2),
+        CallRow("a", "A", "__call__", None, None, 4, 16, depth=1, flops=10, vjp_flops=20),
+        CallRow("a/x", "D", "__call__", None, None, 8, 32, depth=2, flops=100, vjp_flops=200),
+        CallRow("a/y", "D", "__call__", None, None, 0, 0, depth=2, mocked=True, note="mocked"),
+        CallRow("b", "B", "__call__", None, None, 2, 8, depth=1, flops=1000, vjp_flops=2000),
+    ]
+
+
+def test_roll_up_adds_callees_and_skips_mocks():
+    rows = roll_up(_tree_rows())
+    assert [r.subtree_flops for r in rows] == [1111, 110, 100, None, 1000]
+    assert [r.subtree_vjp_flops for r in rows] == [2222, 220, 200, None, 2000]
+    unknown = roll_up([*_tree_rows()[:2], dataclasses.replace(_tree_rows()[2], flops=None)])
+    assert [r.subtree_flops for r in unknown] == [None, None, None]
+    table = Summary(unknown, computed=frozenset({"flops"}))
+    assert table.total_flops is None
+    # The root's own figure is known, its subtree's is not.
+    assert str(table).splitlines()[2].split()[-4:] == ["1", "?", "0", "B"]
+
+
+def test_collapse_folds_rows_and_keeps_totals():
+    table = Summary(roll_up(_tree_rows()), title="M", computed=frozenset({"flops", "vjp_flops"}))
+    assert (table.total_flops, table.total_vjp_flops) == (1111, 2222)
+    top = table.collapse(1)
+    assert [r.path for r in top.rows] == ["<root>", "a", "b"]
+    a = top.rows[1]
+    assert (a.flops, a.vjp_flops, a.param_count, a.param_bytes) == (110, 220, 12, 48)
+    assert a.note == "2 calls below" and a.subtree_flops == 110
+    assert (top.total_flops, top.total_params, top.title) == (1111, 14, "M")
+    root = table.collapse(0).rows
+    assert len(root) == 1 and (root[0].flops, root[0].param_count) == (1111, 14)
+    with pytest.raises(flaxmock.InvalidArgumentError, match="depth= expects a non-negative int"):
+        table.collapse(-1)
+
+
+def test_cost_columns_and_totals_render():
+    table = Summary(roll_up(_tree_rows()), computed=frozenset({"flops", "vjp_flops"}))
+    lines = str(table).splitlines()
+    assert lines[0].split() == [
+        "#", "path", "module", "method", "inputs", "outputs", "params", "bytes", "flops",
+        "subtree", "vjp", "out", "bytes", "note",
+    ]  # fmt: skip
+    assert lines[5].split()[-6:] == ["-", "-", "-", "0", "B", "mocked"]
+    assert lines[-1].split() == ["total", "14", "56", "B", "1.11K", "2.22K"]
+
+
+def test_to_dict_and_json_hold_every_field():
+    table = Summary(roll_up(_tree_rows()), title="M", computed=frozenset({"flops"}))
+    data = table.to_dict()
+    assert data["title"] == "M" and data["total_flops"] == 1111
+    assert data["total_vjp_flops"] is None  # not computed
+    row = data["rows"][2]
+    assert row["path"] == "a/x" and row["depth"] == 2 and row["flops"] == 100
+    assert row["subtree_flops"] == 100 and row["out_bytes"] == 0 and row["mocked"] is False
+    field_names = {f.name for f in dataclasses.fields(CallRow)}
+    assert field_names | {"index", "out_bytes"} == set(row)
+    assert json.loads(table.to_json()) == data
+
+
+def test_html_has_a_fixed_header_and_foldable_subtrees():
+    table = Summary(roll_up(_tree_rows()), title="M<&>", computed=frozenset({"flops"}))
+    text = table._repr_html_()
+    assert text.split('"><style>')[1] == html.render(table).split('"><style>')[1]
+    assert "position: sticky" in text and "M&lt;&amp;&gt;" in text
+    # The root and "a" have callees: two triangles; the mocked row gets the mock's colour.
+    assert text.count('class="fm-toggle"') == 2
+    assert text.count('data-depth="2"') == 2
+    # Long tables start folded below the first level, by a script (all rows shown without).
+    long = Summary([CallRow(f"l{i}", "D", "__call__", None, None, 0, 0, depth=min(i, 1))
+                    for i in range(100)])  # fmt: skip
+    assert "<script>" in long._repr_html_() and "<script>" not in text
