@@ -262,7 +262,9 @@ def summarize(
             "give them with --input (e.g. --input int32[1,128]), or return (module, inputs)."
         )
     args, kwargs = _specs(args), _specs(kwargs)
-    options = dict(flops=flops, vjp_flops=vjp_flops, mesh=sizes, rules=axis_rules, depth=depth)
+    options: dict[str, Any] = dict(
+        flops=flops, vjp_flops=vjp_flops, mesh=sizes, rules=axis_rules, depth=depth
+    )
     if isinstance(module, nnx.Module):
         return flaxmock.nnx.summary(module, *args, **options, **kwargs)
     tree = flaxmock.unflaxify(module, *args, **kwargs)

@@ -182,19 +182,22 @@ def _trace(
     return _Trace(cost, occurrences, stubber.views, stubber.through)
 
 
-def _difference(a: _costs.CallCost, b: _costs.CallCost) -> tuple[int | None, ...]:
-    def minus(x: int | None, y: int | None) -> int | None:
-        return None if x is None or y is None else x - y
+Figures = tuple[int | None, int | None, int | None]  # flops, vjp_flops, bytes_accessed
 
-    return (
-        minus(a.flops, b.flops),
-        minus(a.vjp_flops, b.vjp_flops),
-        minus(a.bytes_accessed, b.bytes_accessed),
+
+def _minus(a: Figures, b: Figures) -> Figures:
+    f, v, n = (None if x is None or y is None else x - y for x, y in zip(a, b, strict=True))
+    return f, v, n
+
+
+def _difference(a: _costs.CallCost, b: _costs.CallCost) -> Figures:
+    return _minus(
+        (a.flops, a.vjp_flops, a.bytes_accessed), (b.flops, b.vjp_flops, b.bytes_accessed)
     )
 
 
 def _per_run(
-    total: tuple[int | None, ...], occurrences: tuple[_costs.Occurrence, ...] | None, why: str
+    total: Figures, occurrences: tuple[_costs.Occurrence, ...] | None, why: str
 ) -> _costs.CallCost:
     """The cost of one execution of a call run through, from its total in its caller's trace."""
     counts = [o.count for o in occurrences or ()]
@@ -263,23 +266,21 @@ def tree_costs(tree: Any, pricer: _costs.Pricer) -> dict[CallPath, LayerCost]:
             )
             raise
 
-        def own(rel: CallPath) -> tuple[int | None, ...]:
+        def own(rel: CallPath) -> tuple[int | None, int | None, int | None]:
             # A call's own work: what it adds, less what the calls run through inside it add.
             total = full.cost if rel == () else None
-            figures = (
+            figures: Figures = (
                 (total.flops, total.vjp_flops, total.bytes_accessed)
                 if total is not None
                 else added[rel][0]
             )
             for inner, (contribution, _) in added.items():
                 if len(inner) == len(rel) + 1 and inner[: len(rel)] == rel:
-                    figures = tuple(
-                        None if x is None or y is None else x - y
-                        for x, y in zip(figures, contribution, strict=True)
-                    )
+                    figures = _minus(figures, contribution)
             return figures
 
-        out[path] = LayerCost(_costs.CallCost(*own(()), {}, full.cost.why), runs)
+        flops, vjp, nbytes = own(())
+        out[path] = LayerCost(_costs.CallCost(flops, vjp, nbytes, {}, full.cost.why), runs)
         for rel, (_, occurrences) in added.items():
             node_runs = _costs.child_runs(runs, occurrences)
             out[(*path, *rel)] = LayerCost(_per_run(own(rel), occurrences, ""), node_runs)
