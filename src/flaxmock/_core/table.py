@@ -95,6 +95,20 @@ class CallRow:
         return spec_bytes(self.outputs)
 
 
+def make_row(**fields: Any) -> CallRow:
+    """A :class:`CallRow` built without the dataclass ``__init__``, for front ends' loops.
+
+    A frozen dataclass sets each of its 16 fields through ``object.__setattr__``; a summary of
+    a 70B model builds about a thousand rows, and the default summary must stay as fast as it
+    was with eight fields. Fields not given keep their class defaults (read through the class,
+    as for any dataclass field with a default). The fields are not checked: front ends give
+    the right ones.
+    """
+    row = object.__new__(CallRow)
+    row.__dict__.update(fields)
+    return row
+
+
 class _Full(Exception):
     """Raised by :class:`_Writer` once it holds more text than can be shown."""
 
@@ -692,29 +706,30 @@ class Summary:
         )
 
     def _cells(self, columns: tuple[str, ...]) -> list[tuple[str, ...]]:
-        out = []
-        for i, row in enumerate(self.rows):
-            cell = {
-                "#": str(i),
-                "path": row.path,
-                "module": row.module_type,
-                "method": row.method,
-                "inputs": describe_inputs(row.inputs),
-                "outputs": describe_specs(row.outputs),
+        # The optional columns sit between "bytes" and "note"; only the shown ones are
+        # rendered (a spec or a byte count is not free).
+        extra = [_CELLS[c] for c in columns[len(_COLUMNS) - 1 : -1]]
+        cells = [
+            (
+                str(i),
+                row.path,
+                row.module_type,
+                row.method,
+                describe_inputs(row.inputs),
+                describe_specs(row.outputs),
                 # A dash for "owns none" keeps the eye on the rows that do.
-                "params": format_count(row.param_count) if row.param_count else "-",
-                "bytes": format_bytes(row.param_bytes) if row.param_bytes else "-",
-                "per device": _cost_cell(
-                    row.device_param_bytes, format_bytes, row.mocked or not row.param_count
-                ),
-                "flops": _cost_cell(row.flops, format_flops, row.mocked),
-                "subtree": _cost_cell(row.subtree_flops, format_flops, row.mocked),
-                "vjp": _cost_cell(row.vjp_flops, format_flops, row.mocked),
-                "out bytes": format_bytes(row.out_bytes),
-                "note": row.note,
-            }
-            out.append(tuple(cell[c] for c in columns))
-        return out
+                format_count(row.param_count) if row.param_count else "-",
+                format_bytes(row.param_bytes) if row.param_bytes else "-",
+                row.note,
+            )
+            for i, row in enumerate(self.rows)
+        ]
+        if not extra:
+            return cells
+        return [
+            (*c[:-1], *(cell(row) for cell in extra), c[-1])
+            for c, row in zip(cells, self.rows, strict=True)
+        ]
 
     def _total_cells(self, columns: tuple[str, ...]) -> tuple[str, ...]:
         def opt(value: int | None, fmt: Any) -> str:
@@ -754,6 +769,17 @@ class Summary:
         return "\n".join(lines)
 
     __repr__ = __str__
+
+
+_CELLS: dict[str, Any] = {
+    "per device": lambda row: _cost_cell(
+        row.device_param_bytes, format_bytes, row.mocked or not row.param_count
+    ),
+    "flops": lambda row: _cost_cell(row.flops, format_flops, row.mocked),
+    "subtree": lambda row: _cost_cell(row.subtree_flops, format_flops, row.mocked),
+    "vjp": lambda row: _cost_cell(row.vjp_flops, format_flops, row.mocked),
+    "out bytes": lambda row: format_bytes(row.out_bytes),
+}
 
 
 def _cost_cell(value: int | None, fmt: Any, mocked: bool) -> str:

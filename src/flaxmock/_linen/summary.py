@@ -183,12 +183,16 @@ def summary(
             else:
                 note = f"replaced by {type(layer).__name__}"
         module = getattr(layer, "module", None)
-        figures: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        if sizes is not None:
+            extra["device_param_bytes"] = device
         if flops or vjp_flops:
             figures, why = _figures(priced[call_path], flops, vjp_flops)
-            note = ", ".join(part for part in (note, why) if part and not mocked)
+            extra.update(figures)
+            if not mocked:
+                note = ", ".join(part for part in (note, why) if part)
         rows.append(
-            _table.CallRow(
+            _table.make_row(
                 path=getattr(info, "path_str", "?"),
                 module_type=type(module).__name__ if module is not None else type(layer).__name__,
                 method=getattr(layer, "method_name", "__call__"),
@@ -199,8 +203,7 @@ def summary(
                 note=note,
                 depth=len(call_path),
                 mocked=mocked,
-                device_param_bytes=device if sizes is not None else None,
-                **figures,
+                **extra,
             )
         )
     if title is None:
@@ -215,7 +218,9 @@ def summary(
         )
         if asked
     }
-    table = _table.Summary(rows=_table.roll_up(rows), title=title, computed=frozenset(computed))
+    if flops or vjp_flops:
+        rows = _table.roll_up(rows)
+    table = _table.Summary(rows=rows, title=title, computed=frozenset(computed))
     return table if depth is None else table.collapse(depth)
 
 

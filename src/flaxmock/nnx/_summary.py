@@ -260,7 +260,7 @@ def summary(
         outputs = _specs.specs_of(out)
         if priced:
             recorded[index].outputs = outputs
-        rows[index] = _table.CallRow(
+        rows[index] = _table.make_row(
             path=path,
             module_type=module_type,
             method=context.method_name,
@@ -289,7 +289,9 @@ def summary(
         )
         if asked
     }
-    table = _table.Summary(_table.roll_up(done), computed=frozenset(computed))
+    if priced:
+        done = _table.roll_up(done)
+    table = _table.Summary(done, computed=frozenset(computed))
     return table if depth is None else table.collapse(depth)
 
 
