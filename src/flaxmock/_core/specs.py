@@ -9,7 +9,9 @@ the helpers here split a pytree into its array leaves and the rest, in the way e
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import functools
+import types
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -96,3 +98,78 @@ def unhashable_leaves(tree: Any) -> list[str]:
         except TypeError:
             found.append(f"{jax.tree_util.keystr(path)}: {type(leaf).__name__}")
     return found
+
+
+class Unkeyable(Exception):
+    """A value has no structural fingerprint (see :func:`fingerprint`)."""
+
+
+_ATOMS = (int, float, complex, str, bytes, bool, type(None), type, np.dtype)
+
+
+def fingerprint(value: Any, *, skip: frozenset[str] = frozenset(), _depth: int = 0) -> Any:
+    """A hashable key equal for values that compute alike, compared by structure.
+
+    Python values compare by value; containers, dataclasses (a Flax module's fields, a config)
+    and ``functools.partial`` by their parts; functions by their code, defaults and closure
+    contents (two initialisers made by the same factory with the same arguments are equal);
+    arrays by shape and dtype; anything else hashable by itself. Dataclass fields and mapping
+    keys named in ``skip`` are left out.
+
+    Raises:
+      Unkeyable: a part is none of these (unhashable), or the value nests too deep.
+
+    Examples:
+      >>> import functools
+      >>> def scaled(s):
+      ...     return lambda x: x * s
+      >>> fingerprint(scaled(2)) == fingerprint(scaled(2)) != fingerprint(scaled(3))
+      True
+    """
+    if _depth > 12:
+        raise Unkeyable("nested too deep")
+    depth = _depth + 1
+    if isinstance(value, _ATOMS):
+        return (type(value), value)
+    if isinstance(value, tuple | list):
+        return (type(value), tuple(fingerprint(v, skip=skip, _depth=depth) for v in value))
+    if isinstance(value, Mapping):
+        return (
+            type(value),
+            tuple(
+                (fingerprint(k, _depth=depth), fingerprint(v, skip=skip, _depth=depth))
+                for k, v in value.items()
+                if k not in skip
+            ),
+        )
+    if is_array(value):
+        return ("array", tuple(np.shape(value)), str(value.dtype))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (
+            type(value),
+            tuple(
+                (f.name, fingerprint(getattr(value, f.name, None), skip=skip, _depth=depth))
+                for f in dataclasses.fields(value)
+                if f.name not in skip
+            ),
+        )
+    if isinstance(value, functools.partial):
+        return (
+            functools.partial,
+            fingerprint(value.func, skip=skip, _depth=depth),
+            fingerprint(value.args, skip=skip, _depth=depth),
+            fingerprint(value.keywords, skip=skip, _depth=depth),
+        )
+    if isinstance(value, types.FunctionType):
+        cells = tuple(c.cell_contents for c in value.__closure__ or ())
+        return (
+            value.__code__,
+            fingerprint(value.__defaults__, skip=skip, _depth=depth),
+            fingerprint(value.__kwdefaults__, skip=skip, _depth=depth),
+            fingerprint(cells, skip=skip, _depth=depth),
+        )
+    try:
+        hash(value)
+    except TypeError as e:
+        raise Unkeyable(f"{type(value).__name__} is not hashable") from e
+    return ("id", value)

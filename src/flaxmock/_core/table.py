@@ -709,7 +709,7 @@ class Summary:
         # The optional columns sit between "bytes" and "note"; only the shown ones are
         # rendered (a spec or a byte count is not free).
         extra = [_CELLS[c] for c in columns[len(_COLUMNS) - 1 : -1]]
-        cells = [
+        cells: list[tuple[str, ...]] = [
             (
                 str(i),
                 row.path,

@@ -219,6 +219,8 @@ def tree_costs(tree: Any, pricer: _costs.Pricer) -> dict[CallPath, LayerCost]:
       ``call path -> LayerCost``; mocks and other replacements have no cost.
     """
     out: dict[CallPath, LayerCost] = {}
+    # Layers that compute alike (the blocks of a model) are traced once: by _layer_key.
+    traced: dict[Any, tuple[_Trace, dict[CallPath, Any]]] = {}
 
     def unpriced(layer: Any, path: CallPath, runs: _costs.Runs, why: str) -> None:
         out[path] = LayerCost(None, runs, why)
@@ -245,13 +247,20 @@ def tree_costs(tree: Any, pricer: _costs.Pricer) -> dict[CallPath, LayerCost]:
             unpriced(layer, path, runs, runs.why or "not reached by its caller's trace")
             return
         try:
-            full = _trace(layer, variables, pricer)
-            # What each call run through adds: the full trace, less the trace without it.
-            added = {
-                rel: (_difference(full.cost, other.cost), other.occurrences.get(rel))
-                for rel in full.through
-                for other in [_trace(layer, variables, pricer, frozenset({rel}))]
-            }
+            key = _layer_key(layer, variables)
+            found = traced.get(key) if key is not None else None
+            if found is None:
+                full = _trace(layer, variables, pricer)
+                # What each call run through adds: the full trace, less the trace without it.
+                added = {
+                    rel: (_difference(full.cost, other.cost), other.occurrences.get(rel))
+                    for rel in full.through
+                    for other in [_trace(layer, variables, pricer, frozenset({rel}))]
+                }
+                if key is not None:
+                    traced[key] = (full, added)
+            else:
+                full, added = found
         except jax.errors.ConcretizationTypeError:
             # Its output shapes depend on values (given with unflaxify's outs=).
             unpriced(layer, path, _costs.Runs(None, 0, "shapes depend on values"), "")
@@ -300,6 +309,50 @@ def tree_costs(tree: Any, pricer: _costs.Pricer) -> dict[CallPath, LayerCost]:
     else:
         out[()] = LayerCost(None, _costs.ROOT_RUNS, "mocked")
     return out
+
+
+_NOT_CONFIG = frozenset({"parent", "name"})
+
+
+def _layer_key(layer: _layer.FlaxCallLayer, variables: Any) -> Any:
+    """A key equal for layers whose traces are equal, or None (then the layer is traced).
+
+    The module's configuration (its dataclass fields, compared by structure: see
+    ``specs.fingerprint``), the method, the input specs, the variables' specs and, for each
+    call it makes, what its stub returns (or, for a call run through, the same key again).
+    """
+    try:
+        method = layer.info.method
+        leaves, treedef = jax.tree.flatten(variables)
+        return (
+            _specs.fingerprint(layer.module, skip=_NOT_CONFIG),
+            layer.method_name,
+            method if isinstance(method, str) else _specs.fingerprint(method),
+            _hashable(_specs.signature_of(layer.info.in_spec)),
+            treedef,
+            tuple((tuple(x.shape), str(x.dtype)) for x in leaves),
+            tuple((key, _call_key(child)) for key, child in layer.submodule_calls.items()),
+        )
+    except _specs.Unkeyable:
+        return None
+
+
+def _call_key(node: Any) -> Any:
+    if isinstance(node, _layer.FlaxCallLayer) and not _alone(node):
+        return (
+            "through",
+            _specs.fingerprint(node.module, skip=_NOT_CONFIG),
+            node.method_name,
+            _hashable(_specs.signature_of(node.info.in_spec)),
+            tuple((key, _call_key(child)) for key, child in node.submodule_calls.items()),
+        )
+    return ("stub", type(node), _hashable(_specs.signature_of(_specs.specs_of(_out_spec(node)))))
+
+
+def _hashable(signature: Any) -> Any:
+    if signature is None:
+        raise _specs.Unkeyable("a static argument is not hashable")
+    return signature
 
 
 def partition_spec(value: Any, rules: Any) -> Any:

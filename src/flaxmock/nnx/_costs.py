@@ -13,11 +13,14 @@ Parameter bytes per device come from each ``nnx.Variable``'s sharding metadata
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx
 from flax.core import spmd as core_spmd
 
@@ -84,7 +87,11 @@ class _Mismatch(Exception):
 
 
 def price(
-    rows: list[Recorded], children: list[list[int]], pricer: _costs.Pricer
+    rows: list[Recorded],
+    children: list[list[int]],
+    pricer: _costs.Pricer,
+    *,
+    ignore: frozenset[str] = frozenset(),
 ) -> list[tuple[_costs.CallCost | None, _costs.Runs]]:
     """Prices every recorded call (None for mocks) and finds how often each runs.
 
@@ -92,13 +99,32 @@ def price(
       rows: The recorded calls, in call order.
       children: Each row's direct calls (rows), in call order.
       pricer: The pricer (it caches by jaxpr).
+      ignore: Variable metadata keys that do not change what a call computes (the summary's
+        own tag), left out when comparing calls.
 
     Returns:
       ``(own cost per execution, runs)`` per row.
     """
     costs: list[_costs.CallCost | None] = []
+    # Calls that compute alike (the blocks of a model) are traced once. Comparing graph
+    # definitions is not free (the root's holds the whole model): only calls that agree on
+    # cheaper features are compared.
+    traced: dict[Any, _costs.CallCost] = {}
+    rough = [_rough_key(row) for row in rows]
+    alike = {k: n for k, n in collections.Counter(rough).items() if n > 1}
     for i, row in enumerate(rows):
-        costs.append(None if row.graphdef is None else _price_one(row, rows, children[i], pricer))
+        if row.graphdef is None:
+            costs.append(None)
+            continue
+        key = None
+        if rough[i] in alike:
+            key = _key(row, [rows[c] for c in children[i]], ignore)
+        cost = traced.get(key) if key is not None else None
+        if cost is None:
+            cost = _price_one(row, rows, children[i], pricer)
+            if key is not None:
+                traced[key] = cost
+        costs.append(cost)
     runs: list[_costs.Runs] = []
     for i, row in enumerate(rows):
         if row.parent is None:
@@ -112,6 +138,63 @@ def price(
         ordinal = children[row.parent].index(i)
         runs.append(_costs.child_runs(runs[row.parent], parent_cost.children.get(ordinal)))
     return list(zip(costs, runs, strict=True))
+
+
+def _rough_key(row: Recorded) -> Any:
+    """Cheap features that calls computing alike share."""
+    leaves = jax.tree.leaves(row.state)
+    inputs = jax.tree.leaves(row.inputs, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
+    return (
+        row.method,
+        len(leaves),
+        tuple(tuple(x.shape) for x in leaves[:8]),
+        tuple(tuple(np.shape(x)) for x in inputs if _specs.is_array(x)),
+    )
+
+
+def _key(row: Recorded, callees: list[Recorded], ignore: frozenset[str]) -> Any:
+    """A key equal for calls whose traces are equal, or None.
+
+    The module's graph definition compared by structure (less the metadata keys in
+    ``ignore``), the state's specs, the method, the input specs and what each
+    callee's stub returns.
+    """
+    try:
+        key = (
+            _graph_key(row.graphdef, ignore),
+            tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(row.state)),
+            row.method,
+            _signature(row.inputs),
+            tuple(_signature(c.outputs) for c in callees),
+        )
+        hash(key)
+    except (_specs.Unkeyable, TypeError):
+        return None
+    return key
+
+
+def _graph_key(graphdef: Any, ignore: frozenset[str]) -> Any:
+    """A graph definition as a hashable tuple, less the variable metadata keys in ``ignore``.
+
+    Graph definitions compare by structure (node types, static attributes, variable
+    metadata); the summary's tag, which names each copy's path, is left out.
+    """
+    nodes = []
+    for node in graphdef.nodes:
+        metadata = getattr(node, "metadata", None)
+        if isinstance(metadata, Mapping) and ignore & set(metadata):
+            rest = tuple((k, v) for k, v in metadata.items() if k not in ignore)
+            nodes.append((type(node), node.type, node.index, node.outer_index, rest))
+        else:
+            nodes.append(node)
+    return tuple(nodes), tuple(graphdef.attributes)
+
+
+def _signature(tree: Any) -> Any:
+    signature = _specs.signature_of(tree)
+    if signature is None:
+        raise _specs.Unkeyable("a static value is not hashable")
+    return signature
 
 
 def _price_one(

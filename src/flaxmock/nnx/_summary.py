@@ -303,7 +303,9 @@ def _with_costs(
     for i, rec in enumerate(recorded):
         if rec.parent is not None:
             children[rec.parent].append(i)
-    priced = _nnx_costs.price(recorded, children, _costs.Pricer(vjp=vjp_flops))
+    priced = _nnx_costs.price(
+        recorded, children, _costs.Pricer(vjp=vjp_flops), ignore=frozenset({_TAG})
+    )
     out = []
     for row, (cost, runs) in zip(rows, priced, strict=True):
         if cost is None:
