@@ -278,6 +278,51 @@ def test_identical_calls_are_lowered_once(monkeypatch):
     assert len(table.rows) == 52 and len(lowered) < 20
 
 
+def test_alike_calls_are_traced_once_and_different_ones_never_conflated(monkeypatch):
+    from flaxmock._linen import costs as linen_costs
+
+    traces = []
+    real = linen_costs._trace
+    monkeypatch.setattr(
+        linen_costs, "_trace", lambda *a, **k: traces.append(a[0].path_str) or real(*a, **k)
+    )
+    model = llama.Llama(llama.LlamaConfig.tiny(n_layers=4))
+    flaxmock.summary(flaxmock.unflaxify(model, _spec(1, 8, dtype=jnp.int32)), flops=True)
+    assert traces.count("layers_0") == 1 and "layers_3" not in traces
+    assert len(traces) < 15  # of 52 calls
+
+    def tanh_times(n):
+        def act(x):
+            for _ in range(n):
+                x = jnp.tanh(x) * 2.0
+            return x
+
+        return act
+
+    class Act(nn.Module):
+        act: object
+
+        @nn.compact
+        def __call__(self, x):
+            return self.act(x)
+
+    class Acts(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            # Same class, same shapes: only the functions held as fields differ.
+            for i, act in enumerate([jax.nn.relu, jax.nn.gelu, tanh_times(2), tanh_times(3)]):
+                x = Act(act, name=f"act{i}")(x)
+            return x
+
+    x = _spec(4, 8)
+    table = flaxmock.summary(flaxmock.unflaxify(Acts(), x), flops=True)
+    for act, row in zip(
+        [jax.nn.relu, jax.nn.gelu, tanh_times(2), tanh_times(3)], table.rows[1:], strict=True
+    ):
+        assert row.flops == _xla_flops(act, x)
+    assert len({row.flops for row in table.rows[1:]}) == 4
+
+
 # depth=.
 
 
