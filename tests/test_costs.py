@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from flax.core import DenyList
 from jax.sharding import PartitionSpec as P
 
 import flaxmock
@@ -161,6 +162,87 @@ def test_vmapped_body_counts_once_per_lane():
     batch, d_in = case.args[0].shape
     assert members.flops == 4 * (2 * batch * d_in * 3 + batch * 3)
     assert table.total_flops == _xla_flops(model.apply, variables, *case.args)
+
+
+class _Gram(nn.Module):
+    """Work on the parameters alone (a Gram matrix), then on the batched input."""
+
+    @nn.compact
+    def __call__(self, x):
+        w = self.param("w", nn.initializers.normal(), (x.shape[-1], 16))
+        gram = w @ w.T  # reads no batched value: JAX computes it once, not per lane
+        return x @ gram
+
+
+class _Batched(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        body = nn.vmap(
+            _Gram, in_axes=0, out_axes=0, variable_axes={"params": None},
+            split_rngs={"params": False},
+        )  # fmt: skip
+        return body(name="body")(x)
+
+
+def test_vmapped_work_on_broadcast_parameters_counts_once():
+    x = jnp.ones((6, 3, 8))
+    model = _Batched()
+    variables = model.init(jax.random.key(0), x)
+    table = flaxmock.summary(flaxmock.unflaxify(model, x), flops=True)
+    gram, per_lane = 2 * 8 * 16 * 8, 2 * 3 * 8 * 8
+    assert _row(table, "body").flops == gram + 6 * per_lane
+    assert table.total_flops == _xla_flops(model.apply, variables, x)
+
+
+def test_nn_jit_bodies_are_counted_and_leave_no_cached_trace():
+    class Inner(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(4, name="dense")(jnp.tanh(x))
+
+    class Outer(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.jit(Inner)(name="inner")(x) * 2.0
+
+    x = jnp.ones((2, 3))
+    model = Outer()
+    variables = model.init(jax.random.key(0), x)
+
+    def apply():  # called as the summary calls it, so that nn.jit's cache would be shared
+        out = model.apply(
+            variables, x, rngs={"params": jax.random.key(0)}, mutable=DenyList("params")
+        )
+        return out[0]
+
+    before = apply()
+    table = flaxmock.summary(flaxmock.unflaxify(model, x), flops=True)
+    assert _row(table, "inner/dense").flops == 2 * 2 * 3 * 4 + 2 * 4
+    assert table.total_flops == _xla_flops(model.apply, variables, x)
+    # The model's own runs still compute: no trace made with stubs was cached by nn.jit.
+    np.testing.assert_array_equal(apply(), before)
+
+
+@nnx.jit
+def _doubled(lin, x):
+    return lin(x) * 2.0
+
+
+def test_nnx_jit_inside_a_model_leaves_no_cached_trace():
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.lin = nnx.Linear(3, 4, rngs=rngs)
+
+        def __call__(self, x):
+            return _doubled(self.lin, x)
+
+    model = Net(nnx.Rngs(0))
+    x = jnp.ones((2, 3))
+    before = model(x)
+    table = fnnx.summary(model, x, flops=True)
+    assert _row(table, "lin").flops == 2 * 2 * 3 * 4 + 2 * 4
+    np.testing.assert_array_equal(model(x), before)
+    assert table.total_flops == table.rows[0].subtree_flops
 
 
 def test_nnx_vmap_counts_once_per_lane():

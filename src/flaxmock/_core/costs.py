@@ -11,8 +11,10 @@ and the rows add up.
 Where a child runs, and how often, is read from the traced jaxpr rather than guessed from the
 transforms' names: every stub bound in the parent's trace is an equation of that jaxpr, inside
 the ``scan`` (``nn.scan``, ``nnx.scan``, ``fori_loop`` with a static trip count), ``remat`` or
-``cond`` equations that really enclose it, and ``vmap`` multiplies a stub's ``lanes`` when it
-batches it (a child whose inputs and variables are not batched runs once, as JAX runs it).
+``cond`` equations that really enclose it. ``vmap`` records in a stub which of its inputs it
+batches, and the child is priced under the same vmaps: work that reads only unbatched inputs
+(a kernel computed from broadcast parameters) counts once, batched work once per lane, as JAX
+computes them. A call whose output nothing uses is dead code: it counts zero times.
 XLA counts a loop body once (the bug behind ``nn.tabulate``'s scan figures), so scans of a
 call's own work are unrolled in the jaxpr before lowering; a ``while_loop`` with an unknown
 trip count makes the figure unknown (None) instead of wrong.
@@ -41,18 +43,20 @@ import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
 from jax._src.interpreters import mlir as mlir_src
+from jax._src.interpreters import partial_eval as pe
 from jax.interpreters import ad, batching, mlir
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import prng as _prng
+from flaxmock._core import specs as _specs
 
 # ---------------------------------------------------------------------------------------------
 # The stub primitive.
 #
 # Params: ``child`` (the child's number in its caller; -1 for the linear stubs of a JVP, -2 for
 # the zero cotangents of a transpose), ``out_avals`` (the outputs' avals, batched ones
-# included), ``lanes`` (how many vmap lanes the stub stands for: vmap multiplies it when it
-# batches the stub).
+# included), ``batching`` (the vmaps that batched the stub, innermost first: for each, its size
+# and the batch dimension of each input, None where an input is not batched).
 #
 # A stub lowers to an opaque ``custom_call`` that takes the child's inputs: zeros from a
 # constant would be folded into what consumes them (``x + 0`` becomes ``x``, and the caller's
@@ -73,45 +77,52 @@ def _zeros(aval: Any) -> jax.Array:
     return jnp.zeros(aval.shape, aval.dtype)
 
 
-def _stub_impl(*args: Any, child: int, out_avals: tuple, lanes: int) -> list[jax.Array]:
-    del args, child, lanes
+def _stub_impl(*args: Any, child: int, out_avals: tuple, batching: tuple) -> list[jax.Array]:
+    del args, child, batching
     return [_zeros(a) for a in out_avals]
 
 
-def _stub_abstract_eval(*args: Any, child: int, out_avals: tuple, lanes: int) -> list[Any]:
-    del args, child, lanes
+def _stub_abstract_eval(*args: Any, child: int, out_avals: tuple, batching: tuple) -> list[Any]:
+    del args, child, batching
     return list(out_avals)
 
 
-def _stub_lowering(ctx: Any, *args: Any, child: int, out_avals: tuple, lanes: int) -> Any:
-    del child, out_avals, lanes
+def _stub_lowering(ctx: Any, *args: Any, child: int, out_avals: tuple, batching: tuple) -> Any:
+    del child, out_avals, batching
     types = [mlir_src.aval_to_ir_type(ctx.module_context, a) for a in ctx.avals_out]
     return mlir_src.custom_call("flaxmock_stub", result_types=types, operands=list(args)).results
 
 
 def _stub_batch(
-    axis_data: Any, vals: list[Any], dims: list[Any], *, child: int, out_avals: tuple, lanes: int
+    axis_data: Any,
+    vals: list[Any],
+    dims: list[Any],
+    *,
+    child: int,
+    out_avals: tuple,
+    batching: tuple,
 ) -> tuple[list[Any], list[Any]]:
     if all(d is None for d in dims):
         # Nothing the child reads is batched: JAX computes it once, not once per lane.
-        outs = _stub_p.bind(*vals, child=child, out_avals=out_avals, lanes=lanes)
+        outs = _stub_p.bind(*vals, child=child, out_avals=out_avals, batching=batching)
         return outs, [None] * len(outs)
     size = axis_data.size
+    level = (size, tuple(d if d is None or isinstance(d, int) else -1 for d in dims))
     batched = tuple(jax.core.ShapedArray((size, *a.shape), a.dtype) for a in out_avals)
-    outs = _stub_p.bind(*vals, child=child, out_avals=batched, lanes=lanes * size)
+    outs = _stub_p.bind(*vals, child=child, out_avals=batched, batching=(*batching, level))
     return outs, [0] * len(outs)
 
 
 def _stub_jvp(
-    primals: list[Any], tangents: list[Any], *, child: int, out_avals: tuple, lanes: int
+    primals: list[Any], tangents: list[Any], *, child: int, out_avals: tuple, batching: tuple
 ) -> tuple[list[Any], list[Any]]:
-    outs = _stub_p.bind(*primals, child=child, out_avals=out_avals, lanes=lanes)
+    outs = _stub_p.bind(*primals, child=child, out_avals=out_avals, batching=batching)
     # The tangent outputs depend linearly on the tangent inputs through a linear stub, so that
     # the caller's backward work upstream of the child is not pruned as dead; their cotangents
     # are opaque zeros (the child's own backward is priced by the child's trace).
     ins = [ad.instantiate_zeros(t) for t, p in zip(tangents, primals, strict=True) if _inexact(p)]
     inexact = tuple(a for a in out_avals if _inexact(a))
-    lin = iter(_stub_p.bind(*ins, child=-1, out_avals=inexact, lanes=lanes) if ins else ())
+    lin = iter(_stub_p.bind(*ins, child=-1, out_avals=inexact, batching=()) if ins else ())
     out_tangents = []
     for a in out_avals:
         if ins and _inexact(a):
@@ -121,13 +132,15 @@ def _stub_jvp(
     return outs, out_tangents
 
 
-def _stub_transpose(cts: Any, *args: Any, child: int, out_avals: tuple, lanes: int) -> list[Any]:
-    del child, out_avals, lanes
+def _stub_transpose(
+    cts: Any, *args: Any, child: int, out_avals: tuple, batching: tuple
+) -> list[Any]:
+    del child, out_avals, batching
     # The zero cotangents take the incoming ones as operands: the caller's backward work that
     # produced those would otherwise be dead code, and be dropped before it is counted.
     live = [ct for ct in cts if type(ct) is not ad.Zero]
     wanted = tuple(a.aval for a in args if ad.is_undefined_primal(a))
-    zeros = iter(_stub_p.bind(*live, child=-2, out_avals=wanted, lanes=1))
+    zeros = iter(_stub_p.bind(*live, child=-2, out_avals=wanted, batching=()))
     return [next(zeros) if ad.is_undefined_primal(a) else None for a in args]
 
 
@@ -154,9 +167,10 @@ def stub(child: int, out_spec: Any, inputs: Any) -> Any:
       child: The child's number among its caller's calls (matched in :class:`CallCost`).
       out_spec: The child's output: a pytree of ``jax.ShapeDtypeStruct`` and Python values
         (which are returned as they are).
-      inputs: What the child reads (its array arguments and variables): inexact arrays among
-        them get (zero) cotangents in a VJP, and ``vmap`` batches the stub when any of them is
-        batched.
+      inputs: What the child reads: ``(variables, args, kwargs)``, whose array leaves (in the
+        order of ``specs.partition``) are the inputs of the child's own priced function. Those
+        that are inexact get (zero) cotangents in a VJP; ``vmap`` batches the stub when any is
+        batched, and records which, so that the child is priced under the same batching.
 
     Returns:
       ``out_spec`` with every spec replaced by an array of zeros.
@@ -164,12 +178,8 @@ def stub(child: int, out_spec: Any, inputs: Any) -> Any:
     leaves, treedef = jax.tree.flatten(out_spec, is_leaf=_is_leaf_spec)
     where = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.ShapeDtypeStruct)]
     avals = tuple(jax.core.ShapedArray(leaves[i].shape, leaves[i].dtype) for i in where)
-    ins = [
-        x
-        for x in jax.tree.leaves(inputs)
-        if isinstance(x, jax.Array | jax.core.Tracer) and _inexact(x)
-    ]
-    outs = _stub_p.bind(*ins, child=child, out_avals=avals, lanes=1)
+    ins = _specs.partition(inputs)[0]
+    outs = _stub_p.bind(*ins, child=child, out_avals=avals, batching=())
     for i, value in zip(where, outs, strict=True):
         leaves[i] = value
     return jax.tree.unflatten(treedef, leaves)
@@ -201,16 +211,23 @@ class Occurrence:
     """Where a stub sits in its caller's jaxpr: how often it runs per call of the caller.
 
     Attributes:
-      count: Executions per execution of the caller (scan lengths times vmap lanes), or None
-        when unknown (inside a ``while_loop`` or a branch of ``cond``/``switch``).
+      count: Executions per execution of the caller (the lengths of the scans around it), or
+        None when unknown (inside a ``while_loop`` or a branch of ``cond``/``switch``).
       remat: How many ``remat`` (``jax.checkpoint``) equations enclose it: the backward pass
         computes it again once per each.
       why: Why ``count`` is unknown (``"while_loop"``, ``"cond"``), else empty.
+      batching: The vmaps around it that batch what it reads (see the stub's params): the
+        child is priced under the same vmaps, so that work which does not depend on the
+        batched inputs (a kernel computed from broadcast parameters) counts once, as JAX
+        computes it.
+      avals: Its inputs' avals, batched as the caller batches them.
     """
 
     count: int | None
     remat: int = 0
     why: str = ""
+    batching: tuple = ()
+    avals: tuple = ()
 
 
 def _subjaxprs(params: Mapping[str, Any]) -> Iterator[Any]:
@@ -236,9 +253,9 @@ def _occurrences(
         if eqn.primitive is _stub_p:
             child = eqn.params["child"]
             if child >= 0:
-                lanes = eqn.params["lanes"]
+                avals = tuple(jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars)
                 found.setdefault(child, []).append(
-                    Occurrence(None if count is None else count * lanes, remat, why)
+                    Occurrence(count, remat, why, eqn.params["batching"], avals)
                 )
             continue
         subs = list(_subjaxprs(eqn.params))
@@ -263,6 +280,45 @@ def _occurrences(
             inner = (None, remat, why or f"inside {name}, which runs it an unknown number of times")
         for sub in subs:
             _occurrences(sub, *inner, found, own)
+
+
+def _stub_in_jit(jaxpr: Any, inside: bool) -> bool:
+    """Whether a stub sits in ``jaxpr`` inside a ``jit`` equation (a cached trace)."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive is _stub_p:
+            if inside:
+                return True
+            continue
+        deeper = inside or eqn.primitive.name in ("pjit", "jit")
+        if any(_stub_in_jit(sub, deeper) for sub in _subjaxprs(eqn.params)):
+            return True
+    return False
+
+
+#: The occurrences of a call whose output is never used.
+DEAD: tuple[Occurrence, ...] = (Occurrence(0, 0, "its output is never used (dead code)"),)
+
+
+def batched_inputs(occurrences: tuple[Occurrence, ...] | None) -> tuple[tuple, tuple] | None:
+    """``(batching, avals)`` to price a child with, or None when its occurrences disagree.
+
+    A child called under different vmaps in one caller (rare: a shared module called inside
+    and outside a vmap) has no single batching to be priced under.
+    """
+    if not occurrences or occurrences == DEAD:
+        return (), ()
+    first = occurrences[0]
+    if any((o.batching, o.avals) != (first.batching, first.avals) for o in occurrences):
+        return None
+    return (first.batching, first.avals) if first.batching else ((), ())
+
+
+def _live(jaxpr: Any) -> Any:
+    """``jaxpr`` without its dead code (every output and input kept)."""
+    try:
+        return pe.dce_jaxpr(jaxpr, [True] * len(jaxpr.outvars), instantiate=True)[0]
+    except Exception:  # pragma: no cover (a primitive without a DCE rule): keep it all
+        return jaxpr
 
 
 def _unroll_value(value: Any) -> Any:
@@ -323,7 +379,7 @@ def _stub_share() -> tuple[float, float]:
     """What XLA's cost analysis counts for one stub: ``(flops, bytes)``, measured once."""
     aval = jax.core.ShapedArray((3,), jnp.float32)
     x = jax.ShapeDtypeStruct((3,), jnp.float32)
-    lowered = jax.jit(lambda x: _stub_p.bind(x, child=-2, out_avals=(aval,), lanes=1)).lower(x)
+    lowered = jax.jit(lambda x: _stub_p.bind(x, child=-2, out_avals=(aval,), batching=())).lower(x)
     cost = _cost_dict(lowered)
     return cost.get("flops", 0.0), cost.get("bytes accessed", 0.0)
 
@@ -380,8 +436,29 @@ class Pricer:
     def __init__(self, *, vjp: bool):
         self.vjp = vjp
         self._cache: dict[tuple[str, int], tuple[int | None, int | None, int | None, str]] = {}
+        # Whether a stub was traced inside a jit of the model (nnx.jit): see close().
+        self.cached_stubs = False
 
-    def price(self, fun: Callable[..., Any], arrays: list[Any]) -> CallCost:
+    def close(self) -> None:
+        """Forgets JAX's cached traces if a stub was traced inside a jit of the model.
+
+        ``nnx.jit`` and ``jax.jit`` cache a trace by their function, static arguments and
+        shapes, not by the interceptors active: a trace made while pricing, with stubs in it,
+        would be reused by the model's next real call with those shapes, which would then
+        compute zeros. Clearing JAX's caches costs the next calls a new trace, never a wrong
+        result.
+        """
+        if self.cached_stubs:
+            jax.clear_caches()
+            self.cached_stubs = False
+
+    def price(
+        self,
+        fun: Callable[..., Any],
+        arrays: list[Any],
+        batching: tuple = (),
+        batched: tuple = (),
+    ) -> CallCost:
         """Prices ``fun(*arrays) -> (primary, aux)``; every leaf of both must be an array.
 
         Only ``primary`` gets cotangents in the backward figure (``aux`` holds what the call
@@ -390,11 +467,14 @@ class Pricer:
         Args:
           fun: The call with its children stubbed (:func:`stub`).
           arrays: Its inputs: arrays or ``jax.ShapeDtypeStruct``.
+          batching: The vmaps its caller runs it under (:class:`Occurrence`), innermost first;
+            ``fun`` is priced under them, on the ``batched`` inputs.
+          batched: The inputs' specs as batched, when ``batching`` is given.
 
         Returns:
-          The :class:`CallCost` of one execution.
+          The :class:`CallCost` of one execution (of all its lanes together).
         """
-        avals = [jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in arrays]
+        avals = [jax.ShapeDtypeStruct(np.shape(a), a.dtype) for a in (batched or arrays)]
         n_primary: list[int] = []
 
         def flat(*xs: Any) -> list[Any]:
@@ -403,11 +483,21 @@ class Pricer:
             n_primary[:] = [len(leaves)]
             return leaves + jax.tree.leaves(aux)
 
-        closed = jax.jit(flat).trace(*avals).jaxpr
+        traced: Callable[..., Any] = flat
+        for size, dims in batching:
+            if any(d == -1 for d in dims):
+                return CallCost(None, None, None, {}, "batched in a way not priced (ragged)")
+            traced = jax.vmap(traced, in_axes=list(dims), axis_size=size)
+        closed = jax.jit(traced).trace(*avals).jaxpr
+        self.cached_stubs = self.cached_stubs or _stub_in_jit(closed.jaxpr, False)
         found: dict[int, list[Occurrence]] = {}
         own: set[str] = set()
         _occurrences(closed.jaxpr, 1, 0, "", found, own)
-        children = {k: tuple(v) for k, v in found.items()}
+        # A call whose output nothing uses is dead code, which XLA removes with the work that
+        # only fed it: it runs no time. Its stub is found before, not after, removing it.
+        live: dict[int, list[Occurrence]] = {}
+        _occurrences(_live(closed.jaxpr), 1, 0, "", live, set())
+        children = {k: tuple(live.get(k, ())) or DEAD for k in found}
         key = (str(closed), n_primary[0])
         cached = self._cache.get(key)
         if cached is None:
@@ -481,6 +571,8 @@ def child_runs(parent: Runs, occurrences: tuple[Occurrence, ...] | None) -> Runs
         return Runs(None, 0, parent.why)
     if not occurrences:
         return Runs(None, 0, "not seen in the caller's trace")
+    if occurrences == DEAD:
+        return Runs(0, 0, DEAD[0].why)
     count = 0
     recompute = 0
     for occ in occurrences:
@@ -490,6 +582,23 @@ def child_runs(parent: Runs, occurrences: tuple[Occurrence, ...] | None) -> Runs
         # Computed again when the caller is (recompute), and once per enclosing remat.
         recompute += occ.count * (parent.recompute + parent.count * occ.remat)
     return Runs(count, recompute)
+
+
+def figures(cost: CallCost, runs: Runs) -> tuple[int | None, int | None, int | None, str]:
+    """``(flops, vjp_flops, bytes_accessed, note)`` of a row: every execution together.
+
+    The note says why the figures are unknown, or how they were counted.
+    """
+    flops, vjp, nbytes = scaled(cost, runs)
+    if runs.count is None:
+        why = f"cost unknown: {runs.why}"
+    elif cost.flops is None:
+        why = f"cost unknown: {cost.why}"
+    elif runs.count == 0 and runs.why:
+        why = runs.why
+    else:
+        why = cost.why
+    return flops, vjp, nbytes, why
 
 
 def scaled(cost: CallCost, runs: Runs) -> tuple[int | None, int | None, int | None]:

@@ -18,6 +18,7 @@ axes, ``nn.LogicallyPartitioned``'s logical axes through the rules) and the mesh
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -45,11 +46,17 @@ class LayerCost:
 
 
 def _alone(layer: _layer.FlaxCallLayer) -> bool:
-    """Whether the layer's method can be applied on its own (``module.apply(method=...)``).
+    """Whether the layer is priced by applying its module alone (``module.apply(method=...)``).
 
-    The body of a transform of a function or method (``nn.RNN``'s ``scan_fn``, the lambdas of
-    ``nn.while_loop``/``nn.cond`` on ``self``) is recorded under a name that is no method.
+    The body of a lifted transform is not: the transform is what decides how its work runs
+    (``nn.vmap`` batches only what reads batched values, ``nn.map_variables`` changes the
+    variables it sees, ``nn.remat`` computes it again, and a transform of a method or function,
+    such as ``nn.RNN``'s ``scan_fn`` or an ``@nn.scan`` method, is recorded under a name that
+    applies the transform again, or is no method at all). It runs through its caller's trace,
+    where the transform really applies, and its own work is what it adds there.
     """
+    if layer.info.transforms:
+        return False
     method = layer.info.method
     if isinstance(method, str):
         return callable(getattr(type(layer.module), method, None))
@@ -109,7 +116,8 @@ class _Stubber:
         i = self.ids.setdefault(path, len(self.ids))
         variables = context.module.variables
         self.views[path] = _specs.specs_of(variables)
-        return _costs.stub(i, out_spec, (args, kwargs, variables))
+        # The child's own priced function takes the array leaves of the same pytree.
+        return _costs.stub(i, out_spec, (variables, tuple(args), dict(kwargs)))
 
 
 class _MissingVariablesError(Exception):
@@ -139,9 +147,14 @@ def _trace(
     variables: Any,
     pricer: _costs.Pricer,
     stubbed: frozenset[CallPath] = frozenset(),
+    batched: tuple[tuple, tuple] = ((), ()),
+    inline_jit: bool = False,
 ) -> _Trace:
     args, kwargs = layer.info.in_spec
     arrays, rebuild = _specs.partition((variables, tuple(args), dict(kwargs)))
+    batching, batched_avals = batched
+    if batching and len(batched_avals) != len(arrays):
+        raise _MissingVariablesError("its caller passed other inputs than it was recorded with")
     stubbers: list[_Stubber] = []
 
     def priced(mutable: Any) -> _costs.CallCost:
@@ -149,7 +162,11 @@ def _trace(
             v, a, kw = rebuild(list(xs))
             stubber = _Stubber(layer, stubbed)
             stubbers[:] = [stubber]
-            with nn.intercept_methods(stubber):
+            # nn.jit caches its body's trace by module and shapes, not by interceptor: a
+            # cached trace would hide the body's calls from the stubber, and one made here,
+            # with stubs, would be reused by the model's real runs. Inlined, nothing is cached.
+            no_cache = jax.disable_jit() if inline_jit else contextlib.nullcontext()
+            with nn.intercept_methods(stubber), no_cache:
                 out, state = layer.module.apply(
                     v,
                     *a,
@@ -166,7 +183,7 @@ def _trace(
                 raise _MissingVariablesError(sorted(created))
             return _specs.partition(out)[0], _specs.partition(state)[0]
 
-        return pricer.price(fun, arrays)
+        return pricer.price(fun, arrays, batching, batched_avals)
 
     try:
         # ``params`` immutable as in a real apply; everything else may be written (sow,
@@ -233,7 +250,12 @@ def tree_costs(tree: Any, pricer: _costs.Pricer) -> dict[CallPath, LayerCost]:
         return layer
 
     def visit(
-        layer: Any, path: CallPath, view: Any, runs: _costs.Runs, lifted: bool = False
+        layer: Any,
+        path: CallPath,
+        view: Any,
+        runs: _costs.Runs,
+        lifted: bool = False,
+        occurrences: tuple[_costs.Occurrence, ...] | None = None,
     ) -> None:
         if not isinstance(layer, _layer.FlaxCallLayer):
             out[path] = LayerCost(None, runs, "mocked")
@@ -246,16 +268,22 @@ def tree_costs(tree: Any, pricer: _costs.Pricer) -> dict[CallPath, LayerCost]:
         if variables is None:
             unpriced(layer, path, runs, runs.why or "not reached by its caller's trace")
             return
+        batched = _costs.batched_inputs(occurrences)
+        if batched is None:
+            unpriced(layer, path, _costs.Runs(None, 0, "called under different vmaps"), "")
+            return
         try:
-            key = _layer_key(layer, variables)
+            key = _layer_key(layer, variables, batched)
             found = traced.get(key) if key is not None else None
             if found is None:
-                full = _trace(layer, variables, pricer)
+                full = _trace(layer, variables, pricer, batched=batched, inline_jit=inline_jit)
                 # What each call run through adds: the full trace, less the trace without it.
                 added = {
                     rel: (_difference(full.cost, other.cost), other.occurrences.get(rel))
                     for rel in full.through
-                    for other in [_trace(layer, variables, pricer, frozenset({rel}))]
+                    for other in [
+                        _trace(layer, variables, pricer, frozenset({rel}), batched, inline_jit)
+                    ]
                 }
                 if key is not None:
                     traced[key] = (full, added)
@@ -292,18 +320,25 @@ def tree_costs(tree: Any, pricer: _costs.Pricer) -> dict[CallPath, LayerCost]:
         out[path] = LayerCost(_costs.CallCost(flops, vjp, nbytes, {}, full.cost.why), runs)
         for rel, (_, occurrences) in added.items():
             node_runs = _costs.child_runs(runs, occurrences)
+            # Its recompute under remat is already in what it adds to its caller's backward.
+            node_runs = dataclasses.replace(node_runs, recompute=0)
             out[(*path, *rel)] = LayerCost(_per_run(own(rel), occurrences, ""), node_runs)
         for rel, view in full.views.items():
             # Below a call run through (a transform's body), variables are per step or lane.
             inside = lifted or len(rel) > 1
-            child_runs = _costs.child_runs(runs, full.occurrences[rel])
-            visit(node_at(layer, rel), (*path, *rel), view, child_runs, inside)
+            occurrences = full.occurrences[rel]
+            child_runs = _costs.child_runs(runs, occurrences)
+            visit(node_at(layer, rel), (*path, *rel), view, child_runs, inside, occurrences)
         # Calls under a call run through whose stubs never appeared (traced away) are unknown.
         for rel in added:
             for key, child in node_at(layer, rel).submodule_calls.items():
                 if (*path, *rel, key) not in out:
                     unpriced(child, (*path, *rel, key), _costs.Runs(None, 0, "not seen"), "")
 
+    inline_jit = any(
+        "jit" in getattr(getattr(layer, "info", None), "transforms", ())
+        for _, layer in _layer.iter_layers(tree)
+    )
     if isinstance(tree, _layer.FlaxCallLayer):
         visit(tree, (), None, _costs.ROOT_RUNS)
     else:
@@ -314,12 +349,13 @@ def tree_costs(tree: Any, pricer: _costs.Pricer) -> dict[CallPath, LayerCost]:
 _NOT_CONFIG = frozenset({"parent", "name"})
 
 
-def _layer_key(layer: _layer.FlaxCallLayer, variables: Any) -> Any:
+def _layer_key(layer: _layer.FlaxCallLayer, variables: Any, batched: Any) -> Any:
     """A key equal for layers whose traces are equal, or None (then the layer is traced).
 
     The module's configuration (its dataclass fields, compared by structure: see
-    ``specs.fingerprint``), the method, the input specs, the variables' specs and, for each
-    call it makes, what its stub returns (or, for a call run through, the same key again).
+    ``specs.fingerprint``), the method, the input specs, the variables' specs, the vmaps it
+    runs under and, for each call it makes, what its stub returns (or, for a call run through,
+    the same key again).
     """
     try:
         method = layer.info.method
@@ -332,6 +368,8 @@ def _layer_key(layer: _layer.FlaxCallLayer, variables: Any) -> Any:
             treedef,
             tuple((tuple(x.shape), str(x.dtype)) for x in leaves),
             tuple((key, _call_key(child)) for key, child in layer.submodule_calls.items()),
+            batched[0],
+            tuple((tuple(x.shape), str(x.dtype)) for x in batched[1]),
         )
     except _specs.Unkeyable:
         return None

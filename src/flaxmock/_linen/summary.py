@@ -145,7 +145,11 @@ def summary(
     sizes = None if mesh is None else _costs.mesh_axis_sizes(mesh)
     priced: dict[Any, _linen_costs.LayerCost] = {}
     if flops or vjp_flops:
-        priced = _linen_costs.tree_costs(tree, _costs.Pricer(vjp=vjp_flops))
+        pricer = _costs.Pricer(vjp=vjp_flops)
+        try:
+            priced = _linen_costs.tree_costs(tree, pricer)
+        finally:
+            pricer.close()
     seen: set[Any] = set()
     rows = []
     for call_path, layer in _layer.iter_layers(tree):
@@ -233,11 +237,6 @@ def _figures(
             {},
             f"cost unknown: {priced.runs.why or priced.why}" if priced.why != "mocked" else "",
         )
-    fwd, vjp, accessed = _costs.scaled(priced.cost, priced.runs)
-    why = priced.cost.why
-    if priced.runs.count is None:
-        why = f"cost unknown: {priced.runs.why}"
-    elif priced.cost.flops is None:
-        why = f"cost unknown: {why}"
+    fwd, vjp, accessed, why = _costs.figures(priced.cost, priced.runs)
     fields = {"flops": fwd if flops else None, "vjp_flops": vjp, "bytes_accessed": accessed}
     return fields, why

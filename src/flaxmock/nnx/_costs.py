@@ -79,7 +79,8 @@ class _Stubber:
         if i >= len(self.outputs):
             raise _Mismatch
         state = nnx.state(context.module)
-        return _costs.stub(i, self.outputs[i], (args, kwargs, state))
+        # The callee's own priced function takes the array leaves of the same pytree.
+        return _costs.stub(i, self.outputs[i], (state, tuple(args), dict(kwargs)))
 
 
 class _Mismatch(Exception):
@@ -106,6 +107,7 @@ def price(
       ``(own cost per execution, runs)`` per row.
     """
     costs: list[_costs.CallCost | None] = []
+    runs: list[_costs.Runs] = []
     # Calls that compute alike (the blocks of a model) are traced once. Comparing graph
     # definitions is not free (the root's holds the whole model): only calls that agree on
     # cheaper features are compared.
@@ -113,30 +115,33 @@ def price(
     rough = [_rough_key(row) for row in rows]
     alike = {k: n for k, n in collections.Counter(rough).items() if n > 1}
     for i, row in enumerate(rows):
+        occurrences = None
+        if row.parent is None:
+            runs.append(_costs.ROOT_RUNS)
+        elif costs[row.parent] is None:
+            # The caller is a mock: its callees do not run.
+            runs.append(_costs.Runs(None, 0, "caller not priced"))
+        else:
+            parent_cost = costs[row.parent]
+            assert parent_cost is not None
+            occurrences = parent_cost.children.get(children[row.parent].index(i))
+            runs.append(_costs.child_runs(runs[row.parent], occurrences))
         if row.graphdef is None:
             costs.append(None)
             continue
+        batched = _costs.batched_inputs(occurrences)
+        if batched is None:
+            costs.append(_costs.CallCost(None, None, None, {}, "called under different vmaps"))
+            continue
         key = None
         if rough[i] in alike:
-            key = _key(row, [rows[c] for c in children[i]], ignore)
+            key = _key(row, [rows[c] for c in children[i]], ignore, batched)
         cost = traced.get(key) if key is not None else None
         if cost is None:
-            cost = _price_one(row, rows, children[i], pricer)
+            cost = _price_one(row, rows, children[i], pricer, batched)
             if key is not None:
                 traced[key] = cost
         costs.append(cost)
-    runs: list[_costs.Runs] = []
-    for i, row in enumerate(rows):
-        if row.parent is None:
-            runs.append(_costs.ROOT_RUNS)
-            continue
-        parent_cost = costs[row.parent]
-        if parent_cost is None:
-            # The caller is a mock (its callees do not run) or could not be traced alone.
-            runs.append(_costs.Runs(None, 0, "caller not priced"))
-            continue
-        ordinal = children[row.parent].index(i)
-        runs.append(_costs.child_runs(runs[row.parent], parent_cost.children.get(ordinal)))
     return list(zip(costs, runs, strict=True))
 
 
@@ -152,12 +157,12 @@ def _rough_key(row: Recorded) -> Any:
     )
 
 
-def _key(row: Recorded, callees: list[Recorded], ignore: frozenset[str]) -> Any:
+def _key(row: Recorded, callees: list[Recorded], ignore: frozenset[str], batched: Any) -> Any:
     """A key equal for calls whose traces are equal, or None.
 
     The module's graph definition compared by structure (less the metadata keys in
-    ``ignore``), the state's specs, the method, the input specs and what each
-    callee's stub returns.
+    ``ignore``), the state's specs, the method, the input specs, the vmaps it runs under and
+    what each callee's stub returns.
     """
     try:
         key = (
@@ -166,6 +171,8 @@ def _key(row: Recorded, callees: list[Recorded], ignore: frozenset[str]) -> Any:
             row.method,
             _signature(row.inputs),
             tuple(_signature(c.outputs) for c in callees),
+            batched[0],
+            tuple((tuple(x.shape), str(x.dtype)) for x in batched[1]),
         )
         hash(key)
     except (_specs.Unkeyable, TypeError):
@@ -198,10 +205,17 @@ def _signature(tree: Any) -> Any:
 
 
 def _price_one(
-    row: Recorded, rows: list[Recorded], children: list[int], pricer: _costs.Pricer
+    row: Recorded,
+    rows: list[Recorded],
+    children: list[int],
+    pricer: _costs.Pricer,
+    batched: tuple[tuple, tuple],
 ) -> _costs.CallCost:
     args, kwargs = row.inputs
     arrays, rebuild = _specs.partition((row.state, tuple(args), dict(kwargs)))
+    batching, batched_avals = batched
+    if batching and len(batched_avals) != len(arrays):
+        return _costs.CallCost(None, None, None, {}, "its caller passed other inputs")
     graphdef, method = row.graphdef, row.method
     outputs = [rows[c].outputs for c in children]
     stubbers: list[_Stubber] = []
@@ -219,7 +233,13 @@ def _price_one(
         return _specs.partition(out)[0], _specs.partition(nnx.state(module))[0]
 
     try:
-        return pricer.price(fun, arrays)
+        try:
+            return pricer.price(fun, arrays, batching, batched_avals)
+        except _Mismatch:
+            # A jit inside the model (nnx.jit) may have reused a trace made before, with the
+            # calls inside it unseen: traced again with JAX's caches empty.
+            jax.clear_caches()
+            return pricer.price(fun, arrays, batching, batched_avals)
     except _Mismatch:
         why = "it makes other calls when traced alone"
     except jax.errors.ConcretizationTypeError:

@@ -303,20 +303,17 @@ def _with_costs(
     for i, rec in enumerate(recorded):
         if rec.parent is not None:
             children[rec.parent].append(i)
-    priced = _nnx_costs.price(
-        recorded, children, _costs.Pricer(vjp=vjp_flops), ignore=frozenset({_TAG})
-    )
+    pricer = _costs.Pricer(vjp=vjp_flops)
+    try:
+        priced = _nnx_costs.price(recorded, children, pricer, ignore=frozenset({_TAG}))
+    finally:
+        pricer.close()
     out = []
     for row, (cost, runs) in zip(rows, priced, strict=True):
         if cost is None:
             out.append(row)
             continue
-        fwd, vjp, accessed = _costs.scaled(cost, runs)
-        why = cost.why
-        if runs.count is None:
-            why = f"cost unknown: {runs.why}"
-        elif cost.flops is None:
-            why = f"cost unknown: {why}"
+        fwd, vjp, accessed, why = _costs.figures(cost, runs)
         note = ", ".join(part for part in (row.note, why) if part)
         out.append(
             dataclasses.replace(
