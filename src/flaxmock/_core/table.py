@@ -70,6 +70,8 @@ class CallRow:
         (unfused HLO), summed like ``flops``; None likewise.
       device_param_bytes: With a mesh, the bytes of this call's own parameters that each
         device holds (every device holds the same); else None.
+
+    The property ``out_bytes`` is the size of one call's outputs, from ``outputs``.
     """
 
     path: str
@@ -695,8 +697,7 @@ class Summary:
 
     @property
     def figures(self) -> frozenset[str]:
-        """The optional figures the table holds: ``flops``, ``vjp_flops``,
-        ``device_param_bytes`` (as given, else those some row has)."""
+        """The optional figures computed: ``computed`` if given, else those some row holds."""
         if self.computed is not None:
             return self.computed
         return frozenset(
