@@ -5,8 +5,10 @@ scanned (``nn.scan(nn.remat(Block))``), at ``--sizes`` and ``--seq-len`` tokens,
 measurement in a fresh subprocess (so that peak RSS is its own and no trace cache is shared),
 it measures:
 
-* flaxmock: ``unflaxify`` + ``summary(flops=True)``: seconds, forward FLOPs, peak RSS;
-* Flax: ``nn.tabulate(model, key, compute_flops=True)(tokens)``: seconds, the root row's FLOPs;
+* flaxmock: ``unflaxify`` + ``summary(flops=True)``: seconds (wall and CPU), forward FLOPs,
+  peak RSS;
+* Flax: ``nn.tabulate(model, key, compute_flops=True)(tokens)``: seconds (wall and CPU), the
+  root row's FLOPs;
 
 and prints, per size: the scanned figure against the unrolled one (goal: equal within 1%),
 both against ``2 * N * tokens`` (``N``: parameters less the embedding table, whose lookup
@@ -144,7 +146,7 @@ def measure(kind: str, size: str, scan: bool, seq_len: int) -> dict:
     config = llama.LlamaConfig.preset(size, scan_layers=scan)
     tokens_spec = jax.ShapeDtypeStruct((1, seq_len), jnp.int32)
     out: dict[str, Any] = {"kind": kind, "size": size, "scan": scan}
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if kind == "flaxmock":
         tree = flaxmock.unflaxify(llama.Llama(config), tokens_spec)
         table = flaxmock.summary(tree, flops=True)
@@ -162,14 +164,14 @@ def measure(kind: str, size: str, scan: bool, seq_len: int) -> dict:
         from flax import nnx
 
         model = flaxmock.nnx.abstract(lambda: _nnx_model(config, nnx.Rngs(0)))
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         table = flaxmock.nnx.summary(model, tokens_spec, flops=True)
         out["flops"] = table.total_flops
     elif kind == "nnx_tabulate":
         from flax import nnx
 
         model = _nnx_model(config, nnx.Rngs(0))
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         text = nnx.tabulate(
             model,
             jnp.zeros((1, seq_len), jnp.int32),
@@ -178,6 +180,7 @@ def measure(kind: str, size: str, scan: bool, seq_len: int) -> dict:
         )
         out["flops"] = _tabulate_flops(text)
     out["seconds"] = time.perf_counter() - start
+    out["cpu_seconds"] = time.process_time() - cpu_start
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -223,7 +226,7 @@ def main() -> None:
     print(f"tokens per call: {tokens}; each figure from a fresh process")
     print(
         f"{'model':>16} {'size':>5} {'layers':>8} {'flops':>10} {'vs 2N*tok':>10} "
-        f"{'seconds':>8} {'peak RSS':>9}"
+        f"{'seconds':>8} {'cpu s':>7} {'peak RSS':>9}"
     )
     results: dict[tuple[str, str, bool], dict] = {}
     kinds = ["flaxmock"] + ([] if args.skip_tabulate else ["tabulate"])
@@ -242,7 +245,8 @@ def main() -> None:
                 ratio = r["flops"] / (2 * n * tokens)
                 print(
                     f"{name[kind]:>16} {size:>5} {layers:>8} {_fmt(r['flops']):>10} "
-                    f"{ratio:>10.3f} {r['seconds']:>7.2f}s {r['peak_rss_mib']:>5.0f} MiB"
+                    f"{ratio:>10.3f} {r['seconds']:>7.2f}s {r['cpu_seconds']:>6.2f}s "
+                    f"{r['peak_rss_mib']:>5.0f} MiB"
                 )
     print()
     for size in args.sizes.split(","):
@@ -263,7 +267,8 @@ def main() -> None:
             layers = "scanned" if scan else "unrolled"
             print(
                 f"{size} {layers}: nn.tabulate / summary time: "
-                f"{tab['seconds'] / ours[scan]['seconds']:.1f}x (goal: >= 5x); "
+                f"{tab['seconds'] / ours[scan]['seconds']:.1f}x (cpu "
+                f"{tab['cpu_seconds'] / ours[scan]['cpu_seconds']:.1f}x; goal: >= 5x); "
                 f"nn.tabulate FLOPs / summary FLOPs: {tab['flops'] / ours[scan]['flops']:.3f}"
             )
     if not args.skip_nnx:

@@ -5,6 +5,10 @@ No test module imports another; what two of them need lives here.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -108,3 +112,21 @@ class Head(nn.Module):
         return nn.Dense(3, name="inner").apply(
             {"params": {"kernel": kernel, "bias": jnp.zeros(3)}}, jnp.tanh(x)
         )
+
+
+def run_on_8_cpu_devices(script: str) -> None:
+    """Runs ``script`` in a fresh Python process with 8 simulated CPU devices.
+
+    JAX fixes its device count when its backend starts, so a test that needs a mesh of 8
+    devices runs in its own process. The script must print ``OK`` last.
+    """
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.strip().endswith("OK")

@@ -8,9 +8,6 @@ devices, the shards ``materialize`` really creates).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import flax.linen as nn
@@ -27,7 +24,7 @@ import flaxmock.nnx as fnnx
 import zoo
 from flaxmock._core import costs
 from flaxmock.examples import llama
-from helpers import init_variables
+from helpers import init_variables, run_on_8_cpu_devices
 
 F32 = jnp.float32
 
@@ -559,16 +556,7 @@ SHARDED_SCRIPT = textwrap.dedent(
 
 
 def test_device_bytes_equal_the_shards_materialize_creates_on_8_devices():
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARDED_SCRIPT], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.strip().endswith("OK")
+    run_on_8_cpu_devices(SHARDED_SCRIPT)
 
 
 # The default path and NNX specifics.

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
+
+from helpers import run_on_8_cpu_devices
 
 SCRIPT = textwrap.dedent(
     """
@@ -118,22 +117,9 @@ MOCK_SCRIPT = textwrap.dedent(
 )
 
 
-def _run(script: str) -> None:
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.strip().endswith("OK")
-
-
 def test_materialize_creates_sharded_parameters():
-    _run(SCRIPT)
+    run_on_8_cpu_devices(SCRIPT)
 
 
 def test_mock_outputs_have_the_real_calls_shardings():
-    _run(MOCK_SCRIPT)
+    run_on_8_cpu_devices(MOCK_SCRIPT)

@@ -276,7 +276,8 @@ def _occurrences(
         elif name in _ONCE:
             inner = (count, remat + (name in _REMAT), why)
         else:
-            own.add(name)
+            # Another higher-order primitive (a custom reduction's body, shard_map): XLA prices
+            # its own work as it lowers it; a callee inside it runs an unknown number of times.
             inner = (None, remat, why or f"inside {name}, which runs it an unknown number of times")
         for sub in subs:
             _occurrences(sub, *inner, found, own)

@@ -336,15 +336,20 @@ def format_count(n: int) -> str:
       >>> format_count(640), format_count(1_200_000), format_count(8_030_261_248)
       ('640', '1.2M', '8.03B')
     """
+    return _format_thousands(n, _COUNT_UNITS)
+
+
+def _format_thousands(n: int, units: tuple[str, ...]) -> str:
+    """``n`` with three significant digits and the suffix of its power of 1000 in ``units``."""
     value = float(n)
-    for i, unit in enumerate(_COUNT_UNITS):
+    for i, unit in enumerate(units):
         if i == 0 and abs(n) < 1000:
             return str(n)
         if i:
             value /= 1000
         text = f"{value:.3g}"
         # Rounding can carry into the next unit (999_999 -> "1e+03K"): move on to it.
-        if abs(float(text)) < 1000 or unit == _COUNT_UNITS[-1]:
+        if abs(float(text)) < 1000 or unit == units[-1]:
             if "e" in text:
                 text = f"{value:.0f}"
             return f"{text}{unit}"
@@ -367,18 +372,7 @@ def format_flops(n: int) -> str:
       >>> format_flops(512), format_flops(962_072_674_304), format_flops(4_720_000_000_000)
       ('512', '962G', '4.72T')
     """
-    value = float(n)
-    for i, unit in enumerate(_FLOP_UNITS):
-        if i == 0 and abs(n) < 1000:
-            return str(n)
-        if i:
-            value /= 1000
-        text = f"{value:.3g}"
-        if abs(float(text)) < 1000 or unit == _FLOP_UNITS[-1]:
-            if "e" in text:
-                text = f"{value:.0f}"
-            return f"{text}{unit}"
-    raise AssertionError("unreachable")
+    return _format_thousands(n, _FLOP_UNITS)
 
 
 def spec_bytes(tree: Any) -> int:
@@ -467,6 +461,28 @@ def roll_up(rows: list[CallRow]) -> list[CallRow]:
         )
         for i, row in enumerate(rows)
     ]
+
+
+def finish(
+    rows: list[CallRow],
+    *,
+    title: str = "",
+    flops: bool,
+    vjp_flops: bool,
+    device_bytes: bool,
+    depth: int | None,
+) -> Summary:
+    """The table of a summary's rows: subtree figures added, rows below ``depth`` folded.
+
+    Both front ends end their ``summary`` with it, so that the optional figures are named,
+    rolled up and folded one way.
+    """
+    asked = {"flops": flops, "vjp_flops": vjp_flops, "device_param_bytes": device_bytes}
+    if flops or vjp_flops:
+        rows = roll_up(rows)
+    computed = frozenset(name for name, on in asked.items() if on)
+    table = Summary(rows, title=title, computed=computed)
+    return table if depth is None else table.collapse(depth)
 
 
 def _total(summary: Summary, name: str) -> int | None:

@@ -213,19 +213,14 @@ def summary(
     if title is None:
         root_module = getattr(tree, "module", None)
         title = type(root_module).__name__ if root_module is not None else type(tree).__name__
-    computed = {
-        name
-        for name, asked in (
-            ("flops", flops),
-            ("vjp_flops", vjp_flops),
-            ("device_param_bytes", sizes is not None),
-        )
-        if asked
-    }
-    if flops or vjp_flops:
-        rows = _table.roll_up(rows)
-    table = _table.Summary(rows=rows, title=title, computed=frozenset(computed))
-    return table if depth is None else table.collapse(depth)
+    return _table.finish(
+        rows,
+        title=title,
+        flops=flops,
+        vjp_flops=vjp_flops,
+        device_bytes=sizes is not None,
+        depth=depth,
+    )
 
 
 def _figures(

@@ -280,19 +280,9 @@ def summary(
     done = [row for row in rows if row is not None]
     if priced:
         done = _with_costs(done, recorded, flops, vjp_flops)
-    computed = {
-        name
-        for name, asked in (
-            ("flops", flops),
-            ("vjp_flops", vjp_flops),
-            ("device_param_bytes", sizes is not None),
-        )
-        if asked
-    }
-    if priced:
-        done = _table.roll_up(done)
-    table = _table.Summary(done, computed=frozenset(computed))
-    return table if depth is None else table.collapse(depth)
+    return _table.finish(
+        done, flops=flops, vjp_flops=vjp_flops, device_bytes=sizes is not None, depth=depth
+    )
 
 
 def _with_costs(
