@@ -21,16 +21,22 @@ from flaxmock._linen.layer import FlaxCallLayer
 Path = tuple[str, ...]
 
 
-def own_variables(layer: FlaxCallLayer) -> Iterator[tuple[str, Path, Any, str | None]]:
-    """Yields ``(collection, relative path, value, label)`` for each variable ``layer`` owns."""
+def own_variables(layer: FlaxCallLayer) -> Iterator[tuple[str, Path, Any, Any]]:
+    """Yields ``(collection, relative path, value, variable)`` for each variable ``layer`` owns.
+
+    ``variable`` is what the layer holds (a ``pz.Parameter``, ``pz.StateVariable`` or their
+    frozen values; a plain value in ``immutable_variables`` of a hand-built layer), shared with
+    every other layer that uses the same Flax variable.
+    """
     data = layer.scope_data
     if data is None:
         return
     for name, param in data.parameters.items():
-        yield "params", _vars.path_of(name), param.value, getattr(param, "label", None)
-    for col, entries in data.immutable_variables.items():
-        for name, value in entries.items():
-            yield col, _vars.path_of(name), value, None
+        yield "params", _vars.path_of(name), _vars.value_of(param), param
+    for groups in (data.variables, data.immutable_variables):
+        for col, entries in groups.items():
+            for name, var in entries.items():
+                yield col, _vars.path_of(name), _vars.value_of(var), var
 
 
 @dataclasses.dataclass
@@ -40,6 +46,9 @@ class Assembled:
     variables: dict[str, Any]
     abstract: dict[str, list[str]]  # Layer path -> its variables that are still abstract.
     skip_setup: set[Path]  # Module paths with only replaced calls: their setup must not run.
+    # ``{(collection, path): variable}``: the objects (``pz.Parameter``...) the values of
+    # ``variables`` were read from, where a layer or a mock's ``kept`` holds one.
+    objects: dict[tuple[str, Path], Any]
 
 
 def assemble(
@@ -57,6 +66,7 @@ def assemble(
     is applied on its own, so it is placed there.
     """
     variables: dict[str, Any] = {}
+    objects: dict[tuple[str, Path], Any] = {}
     abstract: dict[str, list[str]] = {}
     plain_paths: set[Path] = set()
     replaced_paths: set[Path] = set()
@@ -78,8 +88,9 @@ def assemble(
             remaps.append((layer.info.scope_path, layer.info.scope_path[-1:]))
             here = layer.info.scope_path[-1:]
         plain_paths.add(here)
-        for col, path, value, _ in own_variables(layer):
+        for col, path, value, var in own_variables(layer):
             _vars.set_in(variables.setdefault(col, {}), here + path, value)
+            objects[(col, here + path)] = var
             if isinstance(_vars.unbox(value), jax.ShapeDtypeStruct):
                 abstract.setdefault(layer.path_str, []).append("/".join((col,) + path))
         for child in layer.submodule_calls.values():
@@ -101,11 +112,14 @@ def assemble(
                         kept = getattr(child, "kept", None)
                     if kept:
                         for col, tree in kept.items():
-                            for path, value in _vars.flatten(tree).items():
+                            for path, var in _vars.flatten(tree).items():
+                                value = _vars.value_of(var)
                                 _vars.set_in(variables.setdefault(col, {}), p + path, value)
+                                if include_kept:
+                                    objects[(col, p + path)] = var
 
     visit(root)
-    return Assembled(variables, abstract, replaced_paths - plain_paths)
+    return Assembled(variables, abstract, replaced_paths - plain_paths, objects)
 
 
 def mocks_reachable(root: FlaxCallLayer) -> list[Any]:

@@ -20,6 +20,16 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
     Un-mocked layers run their Flax code with their own variables; mocked layers emit random
     values; the result has exactly the structure ``module.apply`` returns.
 
+    As with ``module.apply``, the tree is never changed: with ``mutable``, the updated
+    collections are returned, and the tree's ``pz.StateVariable``s (``batch_stats``, a decode
+    ``cache``) keep their values; give the returned ones to :func:`flaxmock.bind` for the next
+    step. (Only the mocks' call counters advance, so that the next call draws new numbers.)
+
+    A tree with real values holds ``pz.Parameter`` and ``pz.StateVariable`` objects, which are
+    not pytrees: compile with ``pz.variable_jit(flaxmock.call)``, not ``jax.jit`` (which fails
+    with a ``TypeError`` naming ``Parameter``), and take gradients with respect to the
+    parameters ``pz.unbind_params`` returns (see the examples).
+
     Args:
       tree: A tree from :func:`flaxmock.unflaxify`, possibly patched (mocks, any penzai layer).
       *args: Positional arguments of the call.
@@ -44,6 +54,18 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
       >>> tree = flaxmock.unflaxify(model, x, variables=variables)
       >>> bool((flaxmock.call(tree, x) == model.apply(variables, x)).all())
       True
+
+      Compiled, and differentiated with respect to the parameters, the penzai way:
+
+      >>> from penzai import pz
+      >>> bool((pz.variable_jit(flaxmock.call)(tree, x) == model.apply(variables, x)).all())
+      True
+      >>> unbound, params = pz.unbind_params(tree, freeze=True)
+      >>> def loss(params):
+      ...     return flaxmock.call(pz.bind_variables(unbound, params), x).sum()
+      >>> grads = jax.grad(loss)(params)
+      >>> sorted((g.label, g.value.shape) for g in grads)
+      [('params/bias', (3,)), ('params/kernel', (4, 3))]
     """
     if isinstance(tree, _layer.FlaxCallLayer):
         return _dispatch.run(tree, args, kwargs, mutable=mutable, rngs=rngs)
@@ -68,9 +90,11 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
 def eval_shape(fun: Any, *args: Any, **kwargs: Any) -> Any:
     """``jax.eval_shape`` for functions of converted trees, mocks included.
 
-    Like ``jax.eval_shape``, but penzai state (the mocks' call counters) may appear in the
-    arguments, Python values in the arguments stay static, and Python values in the output
-    (``None``, ints, strings) come back as they are. State is not advanced.
+    Like ``jax.eval_shape``, but penzai variables may appear in the arguments (a bound tree's
+    ``pz.Parameter`` and ``pz.StateVariable`` objects, the mocks' call counters: plain
+    ``jax.eval_shape`` fails on them with a ``TypeError``), Python values in the arguments stay
+    static, and Python values in the output (``None``, ints, strings) come back as they are.
+    No variable is changed.
 
     Args:
       fun: The function to evaluate.
@@ -87,7 +111,9 @@ def eval_shape(fun: Any, *args: Any, **kwargs: Any) -> Any:
       >>> flaxmock.eval_shape(flaxmock.call, tree, jax.ShapeDtypeStruct((5, 4), jnp.float32))
       ShapeDtypeStruct(shape=(5, 3), dtype=float32)
     """
-    (args, kwargs), state = pz.unbind_state_vars((args, kwargs), freeze=True)
+    # penzai variables (a bound tree's parameters and state, the mocks' call counters) are not
+    # pytrees: they cross the trace frozen and are rebound inside as copies.
+    (args, kwargs), state = pz.unbind_variables((args, kwargs), freeze=True)
     arrays, rebuild = _specs.partition((args, kwargs))
     # ``jax.eval_shape`` turns a returned Python int into a weak int32 array and fails on a
     # str: only the output's arrays cross it; the rest is captured and put back.

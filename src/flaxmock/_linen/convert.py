@@ -14,7 +14,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-from penzai import pz
 from penzai.toolshed.unflaxify import InterceptedFlaxScopeData
 
 from flaxmock._core import errors as _errors
@@ -66,7 +65,11 @@ def unflaxify(
         computed), or Python values, which stay static.
       variables: The module's variables. ``None`` (the default) makes every variable abstract
         (a ``jax.ShapeDtypeStruct`` from ``jax.eval_shape`` of ``module.init``): nothing is
-        allocated, at any model size. Real variables give a tree bound to those arrays.
+        allocated, at any model size. Real variables give a tree bound to those arrays, as
+        penzai's ``unflaxify`` binds them: one ``pz.Parameter`` per Flax parameter and one
+        ``pz.StateVariable`` per other variable, each shared by every layer that uses it (so
+        ``pz.unbind_params`` and ``pz.variable_jit`` work). Abstract values stay frozen
+        ``pz.ParameterValue`` / ``pz.StateVariableValue`` leaves.
       rngs: Keys for the trace, as for ``module.apply``. When omitted, a fixed key is used for
         every stream (Flax falls back to ``params`` for any stream it lacks).
       method: The method to call, a name or a function, as for ``module.apply``.
@@ -94,6 +97,15 @@ def unflaxify(
       [(0, 'layers_0.__call__'), (1, 'layers_2.__call__')]
       >>> tree.submodule_calls[(0, 'layers_0.__call__')].scope_data.parameters['kernel'].value
       ShapeDtypeStruct(shape=(3, 8), dtype=float32)
+
+      With real variables, the tree holds penzai parameters, one per Flax parameter:
+
+      >>> from penzai import pz
+      >>> x = jnp.ones((4, 3))
+      >>> bound = flaxmock.unflaxify(model, x, variables=model.init(jax.random.key(0), x))
+      >>> _, params = pz.unbind_params(bound)
+      >>> len(params), sorted(p.label for p in params)[:2]
+      (4, ['params/layers_0/bias', 'params/layers_0/kernel'])
     """
     _check_module(module)
     root_record, variables = _record.record(
@@ -109,7 +121,9 @@ def build(
 
     A variable belongs to the called module whose scope path is the longest prefix of the
     variable's path: its own variables, and those of modules it runs inline (lifted bodies,
-    uncalled submodules). Every call of a module shares its variables (the same labels).
+    uncalled submodules). Every call of a module shares its variables: the same objects
+    (``flaxmock._linen.variables.to_variable``), in ``scope_data.parameters`` (``params``) and
+    ``scope_data.variables`` (every other collection).
     """
     records: list[tuple[tuple, _record.CallRecord]] = []
 
@@ -127,23 +141,22 @@ def build(
         # The longest called prefix: walk up from the variable's parent path.
         owner = next(path[:k] for k in range(len(path) - 1, -1, -1) if path[:k] in called)
         name = _vars.name_of(path[len(owner) :])
-        owned.setdefault(owner, {}).setdefault(col, {})[name] = value
+        # One object per Flax variable, shared by every call of its owner (weight tying:
+        # ``embed.__call__`` and ``embed.attend`` hold the same ``pz.Parameter``).
+        owned.setdefault(owner, {}).setdefault(col, {})[name] = _vars.to_variable(
+            col, _vars.label_of(col, owner, name), value
+        )
 
     def make(rec: _record.CallRecord, call_path: tuple) -> _layer.FlaxCallLayer:
         mine = {} if rec.detached else owned.get(rec.scope_path, {})
-        params = {
-            name: pz.ParameterValue(
-                value=v, label="/".join(("params",) + rec.scope_path) + "/" + name
-            )
-            for name, v in mine.get("params", {}).items()
-        }
-        others = {col: dict(entries) for col, entries in mine.items() if col != "params"}
+        params = dict(mine.get("params", {}))
+        state = {col: dict(entries) for col, entries in mine.items() if col != "params"}
         scope_data = None
-        if params or others or rec.rng_names:
+        if params or state or rec.rng_names:
             scope_data = InterceptedFlaxScopeData(
                 parameters=params,
-                variables={},
-                immutable_variables=others,
+                variables=state,
+                immutable_variables={},
                 rng_names=rec.rng_names,
             )
         info = _layer.CallInfo(

@@ -78,14 +78,20 @@ class FlaxCallLayer(InterceptedFlaxModuleMethod):
 
     A subclass of penzai's ``InterceptedFlaxModuleMethod`` (so ``pz.select``, treescope and
     penzai's tooling treat it as one) that runs natively: see the module docstring of
-    ``flaxmock._linen.dispatch``. Its parameters are frozen ``pz.ParameterValue`` leaves holding
-    arrays, or ``jax.ShapeDtypeStruct`` for an abstract tree, so the tree is a plain pytree.
+    ``flaxmock._linen.dispatch``. Its variables are held as penzai's ``unflaxify`` holds them:
+    with real values, one ``pz.Parameter`` per Flax parameter and one ``pz.StateVariable`` per
+    other Flax variable, each shared by every layer (and every mock) that uses it, so
+    ``pz.unbind_params`` finds each parameter once and a tied weight gets one gradient; with
+    abstract values (``jax.ShapeDtypeStruct``), frozen ``pz.ParameterValue`` and
+    ``pz.StateVariableValue`` leaves, so an abstract tree is a plain pytree.
 
     Attributes:
       module: The unbound Flax module.
       method_name: The name of the called method.
-      scope_data: The parameters and other variables this call's module owns (not those of its
-        submodule calls' layers), or None.
+      scope_data: The variables this call's module owns (not those of its submodule calls'
+        layers), or None: ``parameters`` (``{name: parameter}``) and ``variables``
+        (``{collection: {name: state variable}}``), names being paths relative to the module
+        joined with ``/``.
       submodule_calls: One layer per submodule call, keyed ``(index, "name.method")``.
       info: The recorded :class:`CallInfo`.
     """
@@ -104,6 +110,10 @@ class FlaxCallLayer(InterceptedFlaxModuleMethod):
           args_and_kwargs: The method's arguments.
           random_streams: Optional penzai random streams, one per rng name.
           **side_inputs: Ignored (penzai's layer convention).
+
+        Unlike penzai's ``InterceptedFlaxModuleMethod``, the layer's ``pz.StateVariable``s are
+        not updated: like ``module.apply`` (and :func:`flaxmock.call`), a call returns the
+        updated collections and changes nothing in the tree.
 
         Returns:
           The output, or ``(output, collections)`` if the tree was converted with ``mutable``.

@@ -14,7 +14,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from penzai import pz
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import prng as _prng
@@ -22,6 +21,7 @@ from flaxmock._core import specs as _specs
 from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import dispatch as _dispatch
 from flaxmock._linen import layer as _layer
+from flaxmock._linen import mock as _mock
 from flaxmock._linen import shardings as _shardings
 from flaxmock._linen import variables as _vars
 
@@ -33,35 +33,69 @@ def _needed(tree: _layer.FlaxCallLayer) -> dict[tuple[str, Path], Any]:
     return _vars.flatten_variables(_assemble.assemble(tree).variables)
 
 
-def _with_values(layer: Any, values: dict[tuple[str, Path], Any], base: Path) -> Any:
-    """Returns ``layer`` with its own and its un-mocked descendants' variables replaced."""
-    if not isinstance(layer, _layer.FlaxCallLayer):
-        return layer
-    here = layer.info.scope_path[len(base) :]
-    data = layer.scope_data
-    if data is not None:
-        params = {
-            name: pz.ParameterValue(
-                value=values.get(("params", here + _vars.path_of(name)), p.value),
-                label=p.label,
-            )
-            for name, p in data.parameters.items()
-        }
-        others = {
-            col: {
-                name: values.get((col, here + _vars.path_of(name)), v)
-                for name, v in entries.items()
+def _with_values(root: _layer.FlaxCallLayer, values: dict[tuple[str, Path], Any]) -> Any:
+    """Returns ``root`` with the variables named in ``values`` held with those values.
+
+    Each Flax variable gets one new object (a ``pz.Parameter`` or ``pz.StateVariable``, see
+    ``flaxmock._linen.variables.to_variable``) that every layer using it shares, and so do the
+    mocks that keep it (``MockLayer.kept``: a tied parameter the mock shares with an un-mocked
+    layer). The objects of ``root`` are never changed: the tree a user had keeps its values.
+    """
+    base = root.info.scope_path
+    made: dict[tuple[str, Path], Any] = {}
+
+    def renew(col: str, key: tuple[str, Path], old: Any) -> Any:
+        if key not in values:
+            return old
+        if key not in made:
+            label = getattr(old, "label", None) or _vars.label_of(col, (), _vars.name_of(key[1]))
+            made[key] = _vars.to_variable(col, label, values[key])
+        return made[key]
+
+    def rebuild(layer: Any) -> Any:
+        if isinstance(layer, _mock.MockLayer):
+            if not layer.kept:
+                return layer
+            here = layer.info.scope_path[len(base) :]
+            kept = {
+                (col, path): renew(col, (col, here + path), var)
+                for (col, path), var in _vars.flatten_variables(layer.kept).items()
             }
-            for col, entries in data.immutable_variables.items()
-        }
-        data = dataclasses.replace(data, parameters=params, immutable_variables=others)
-    return dataclasses.replace(
-        layer,
-        scope_data=data,
-        submodule_calls={
-            k: _with_values(c, values, base) for k, c in layer.submodule_calls.items()
-        },
-    )
+            return dataclasses.replace(layer, kept=_vars.nest(kept))
+        if not isinstance(layer, _layer.FlaxCallLayer):
+            return layer
+        here = layer.info.scope_path[len(base) :]
+        data = layer.scope_data
+        if data is not None:
+            params = {
+                name: renew("params", ("params", here + _vars.path_of(name)), p)
+                for name, p in data.parameters.items()
+            }
+            state = {
+                col: {
+                    name: renew(col, (col, here + _vars.path_of(name)), v)
+                    for name, v in entries.items()
+                }
+                for col, entries in data.variables.items()
+            }
+            # Plain values of a hand-built layer stay plain.
+            others = {
+                col: {
+                    name: values.get((col, here + _vars.path_of(name)), v)
+                    for name, v in entries.items()
+                }
+                for col, entries in data.immutable_variables.items()
+            }
+            data = dataclasses.replace(
+                data, parameters=params, variables=state, immutable_variables=others
+            )
+        return dataclasses.replace(
+            layer,
+            scope_data=data,
+            submodule_calls={k: rebuild(c) for k, c in layer.submodule_calls.items()},
+        )
+
+    return rebuild(root)
 
 
 def _check_root(tree: Any, what: str) -> _layer.FlaxCallLayer:
@@ -174,7 +208,7 @@ def materialize(
         c.replace_boxed(v) if isinstance(c, nn.meta.AxisMetadata) else v
         for c, v in zip(currents, values, strict=True)
     ]
-    return _with_values(root, dict(zip(needed, values, strict=True)), root.info.scope_path)
+    return _with_values(root, dict(zip(needed, values, strict=True)))
 
 
 def _describe(value: Any) -> str:
@@ -247,4 +281,4 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
             "them (flaxmock.mock)"
             + ("; or pass strict=False to ignore unused entries." if strict else ".")
         )
-    return _with_values(root, values, root.info.scope_path)
+    return _with_values(root, values)

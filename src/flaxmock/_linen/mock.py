@@ -203,9 +203,11 @@ class MockLayer(pz.nn.Layer):
       counter: The number of calls so far, a ``pz.StateVariable`` (penzai state).
       info: The static :class:`MockInfo`.
       kept: The replaced module's variables that held real values when it was mocked
-        (``{collection: nested dict}``): existing state (``batch_stats``, a decode ``cache``)
-        keeps its value under a mock, as the docs promise, and a real layer that reads the
-        mocked module's parameters (weight tying) still finds them. Abstract ones are dropped.
+        (``{collection: nested dict}`` of the ``pz.Parameter`` and ``pz.StateVariable``
+        objects, shared with the layers that still use them): existing state (``batch_stats``,
+        a decode ``cache``) keeps its value under a mock, as the docs promise, and a real layer
+        that reads the mocked module's parameters (weight tying) still finds them. Abstract
+        ones are dropped.
     """
 
     module: nn.Module = dataclasses.field(metadata={"pytree_node": False})
@@ -536,17 +538,24 @@ def mock_layer(
         method_name=layer.method_name,
         counter=counter,
         info=mock_info,
-        kept=_concrete(assembled.variables),
+        kept=_concrete(assembled.objects),
     )
 
 
-def _concrete(variables: dict[str, Any]) -> dict[str, Any]:
-    """The leaves of a variables dict that hold values (abstract specs dropped), nested."""
+def _concrete(objects: dict[tuple[str, tuple[str, ...]], Any]) -> dict[str, Any]:
+    """The variables that hold values (abstract specs dropped), nested.
+
+    The objects themselves are kept, not their values: a parameter the mock keeps is the same
+    ``pz.Parameter`` as in the un-mocked layers that share it (a tied embedding stays one
+    parameter for ``pz.unbind_params``).
+    """
     return _vars.nest(
         {
-            k: value
-            for k, value in _vars.flatten_variables(variables).items()
-            if not any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(value))
+            k: var
+            for k, var in objects.items()
+            if not any(
+                isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(_vars.value_of(var))
+            )
         }
     )
 

@@ -33,10 +33,11 @@ def _owned(layer: Any, seen: set[Any]) -> tuple[int, int]:
     count = nbytes = 0
     if not isinstance(layer, _layer.FlaxCallLayer):
         return 0, 0
-    for col, path, value, label in _assemble.own_variables(layer):
+    for col, path, value, var in _assemble.own_variables(layer):
         if col != "params":
             continue
-        ident = label or (layer.info.scope_path, path)
+        # Every layer that uses a Flax parameter holds it under the same label.
+        ident = getattr(var, "label", None) or (layer.info.scope_path, path)
         if ident in seen:
             continue
         seen.add(ident)
