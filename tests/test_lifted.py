@@ -52,7 +52,8 @@ def test_scan_real_variables_equal_apply(variables, jit):
         return Stack().apply(v, x, mutable=["intermediates"])
 
     if jit:
-        via_tree, via_apply = jax.jit(via_tree), jax.jit(via_apply)
+        # The bound tree holds pz.Parameters: it goes through jit the penzai way.
+        via_tree, via_apply = pz.variable_jit(via_tree), jax.jit(via_apply)
     assert_trees_equal(via_tree(tree, X), via_apply(params, X))
 
 
