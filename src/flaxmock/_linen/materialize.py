@@ -144,7 +144,9 @@ def materialize(
       **kwargs: Example keyword inputs for ``init`` (default: the recorded ones).
 
     Returns:
-      A new tree; mocked layers keep their abstract parameters.
+      A new tree, holding the new values in new ``pz.Parameter`` and ``pz.StateVariable``
+      objects (one per Flax variable, shared by the layers and mocks that use it); ``tree`` and
+      its variables are unchanged. Mocked layers keep their abstract parameters.
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
@@ -230,7 +232,9 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
       strict: Also report entries that no un-mocked layer uses.
 
     Returns:
-      A new tree; mocked layers keep their abstract parameters.
+      A new tree, holding the new values in new ``pz.Parameter`` and ``pz.StateVariable``
+      objects (one per Flax variable, shared by the layers and mocks that use it); ``tree`` and
+      its variables are unchanged. Mocked layers keep their abstract parameters.
 
     Raises:
       BindVariablesError: entries are missing, or have another shape or dtype than the
