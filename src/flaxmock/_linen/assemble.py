@@ -46,8 +46,8 @@ class Assembled:
     variables: dict[str, Any]
     abstract: dict[str, list[str]]  # Layer path -> its variables that are still abstract.
     skip_setup: set[Path]  # Module paths with only replaced calls: their setup must not run.
-    # ``{(collection, path): variable}``: the objects (``pz.Parameter``...) the values of
-    # ``variables`` were read from, where a layer or a mock's ``kept`` holds one.
+    # ``{(collection, path): variable}``: the objects (``pz.Parameter``...) the converted
+    # layers hold, whose values ``variables`` holds.
     objects: dict[tuple[str, Path], Any]
 
 
@@ -113,10 +113,9 @@ def assemble(
                     if kept:
                         for col, tree in kept.items():
                             for path, var in _vars.flatten(tree).items():
+                                # A mock keeps the variable objects (pz.Parameter...).
                                 value = _vars.value_of(var)
                                 _vars.set_in(variables.setdefault(col, {}), p + path, value)
-                                if include_kept:
-                                    objects[(col, p + path)] = var
 
     visit(root)
     return Assembled(variables, abstract, replaced_paths - plain_paths, objects)
