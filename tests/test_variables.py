@@ -218,6 +218,11 @@ def test_a_mock_keeps_the_shared_parameter_objects():
     assert mock.kept["params"]["embedding"] is shared  # the mocked tree is unchanged
 
     assert flaxmock.unmock(mocked) == tree
+    # The layer a mock replaced is given the new values too: unmocking the rebound tree gives
+    # the tree bound to them, not a mix of old and new values.
+    unmocked = flaxmock.unmock(rebound)
+    assert len(pz.unbind_params(unmocked)[1]) == len(params)
+    assert_trees_equal(flaxmock.call(unmocked, TOKENS), MODEL.apply(other, TOKENS))
 
 
 def test_eval_shape_accepts_bound_and_mocked_trees():

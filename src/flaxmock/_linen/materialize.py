@@ -39,7 +39,9 @@ def _with_values(root: _layer.FlaxCallLayer, values: dict[tuple[str, Path], Any]
     Each Flax variable gets one new object (a ``pz.Parameter`` or ``pz.StateVariable``, see
     ``flaxmock._linen.variables.to_variable``) that every layer using it shares, and so do the
     mocks that keep it (``MockLayer.kept``: a tied parameter the mock shares with an un-mocked
-    layer). The objects of ``root`` are never changed: the tree a user had keeps its values.
+    layer) and the layers mocks replaced (so that ``unmock`` puts back a layer holding the same
+    values as the rest of the tree). The objects of ``root`` are never changed: the tree a user
+    had keeps its values. Parts with nothing to change are reused as they are.
     """
     base = root.info.scope_path
     made: dict[tuple[str, Path], Any] = {}
@@ -52,32 +54,42 @@ def _with_values(root: _layer.FlaxCallLayer, values: dict[tuple[str, Path], Any]
             made[key] = _vars.to_variable(col, label, values[key])
         return made[key]
 
+    def renew_all(col: str, here: Path, entries: dict[str, Any]) -> dict[str, Any]:
+        return {
+            name: renew(col, (col, here + _vars.path_of(name)), var)
+            for name, var in entries.items()
+        }
+
+    def same(new: dict[Any, Any], old: dict[Any, Any]) -> bool:
+        return all(new[k] is v for k, v in old.items())
+
+    def rebuild_mock(mock: _mock.MockLayer) -> _mock.MockLayer:
+        changes: dict[str, Any] = {}
+        if mock.kept:
+            here = mock.info.scope_path[len(base) :]
+            flat = _vars.flatten_variables(mock.kept)
+            kept = {
+                (col, path): renew(col, (col, here + path), v) for (col, path), v in flat.items()
+            }
+            if not same(kept, flat):
+                changes["kept"] = _vars.nest(kept)
+        original = mock.info.original
+        if isinstance(original, _layer.FlaxCallLayer):
+            new_original = rebuild(original)
+            if new_original is not original:
+                changes["info"] = dataclasses.replace(mock.info, original=new_original)
+        return dataclasses.replace(mock, **changes) if changes else mock
+
     def rebuild(layer: Any) -> Any:
         if isinstance(layer, _mock.MockLayer):
-            if not layer.kept:
-                return layer
-            here = layer.info.scope_path[len(base) :]
-            kept = {
-                (col, path): renew(col, (col, here + path), var)
-                for (col, path), var in _vars.flatten_variables(layer.kept).items()
-            }
-            return dataclasses.replace(layer, kept=_vars.nest(kept))
+            return rebuild_mock(layer)
         if not isinstance(layer, _layer.FlaxCallLayer):
             return layer
         here = layer.info.scope_path[len(base) :]
         data = layer.scope_data
         if data is not None:
-            params = {
-                name: renew("params", ("params", here + _vars.path_of(name)), p)
-                for name, p in data.parameters.items()
-            }
-            state = {
-                col: {
-                    name: renew(col, (col, here + _vars.path_of(name)), v)
-                    for name, v in entries.items()
-                }
-                for col, entries in data.variables.items()
-            }
+            params = renew_all("params", here, data.parameters)
+            state = {col: renew_all(col, here, e) for col, e in data.variables.items()}
             # Plain values of a hand-built layer stay plain.
             others = {
                 col: {
@@ -86,14 +98,19 @@ def _with_values(root: _layer.FlaxCallLayer, values: dict[tuple[str, Path], Any]
                 }
                 for col, entries in data.immutable_variables.items()
             }
-            data = dataclasses.replace(
-                data, parameters=params, variables=state, immutable_variables=others
+            unchanged = (
+                same(params, data.parameters)
+                and all(same(state[c], e) for c, e in data.variables.items())
+                and all(same(others[c], e) for c, e in data.immutable_variables.items())
             )
-        return dataclasses.replace(
-            layer,
-            scope_data=data,
-            submodule_calls={k: rebuild(c) for k, c in layer.submodule_calls.items()},
-        )
+            if not unchanged:
+                data = dataclasses.replace(
+                    data, parameters=params, variables=state, immutable_variables=others
+                )
+        children = {k: rebuild(c) for k, c in layer.submodule_calls.items()}
+        if data is layer.scope_data and same(children, layer.submodule_calls):
+            return layer
+        return dataclasses.replace(layer, scope_data=data, submodule_calls=children)
 
     return rebuild(root)
 
