@@ -214,11 +214,11 @@ def test_mock_sows_like_the_real_call(tree):
 def test_new_signature_is_inferred_once_and_cached(tree):
     mocked = flaxmock.mock(tree, "*")
     assert flaxmock.call(mocked, jnp.ones((5, 3))).shape == (5, 4)
-    assert len(mocked.info.cache) == 1
+    assert len(mocked.mock_state.specs) == 1
     assert flaxmock.call(mocked, jnp.ones((5, 3))).shape == (5, 4)
-    assert len(mocked.info.cache) == 1
+    assert len(mocked.mock_state.specs) == 1
     assert flaxmock.call(mocked, X).shape == (2, 4)  # the recorded signature: no inference
-    assert len(mocked.info.cache) == 1
+    assert len(mocked.mock_state.specs) == 1
 
 
 def test_new_signature_the_real_module_rejects_names_the_path(tree):

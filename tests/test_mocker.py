@@ -88,7 +88,7 @@ def test_new_signatures_are_cached():
     self.mlp(jnp.ones((2, 3)))
     for _ in range(3):
         assert self.mlp(jnp.ones((7, 3))).shape == (7, 4)
-    assert len(self.mlp.layer.info.cache) == 1
+    assert len(self.mlp.layer.mock_state.specs) == 1
     assert self.mlp.call_count == 4
     assert self.mlp.call_args_list[-1][0][0].shape == (7, 3)
 

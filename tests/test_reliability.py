@@ -586,13 +586,13 @@ def _long_run(calls: int, shapes: int, every: int) -> flaxmock.MockLayer:
         arg = pool[(i // every) % shapes] if i % every == 0 else x
         out = flaxmock.call(mocked, arg)
         assert out.shape == (arg.shape[0], 4)
-        assert len(mocked.info.cache) <= flaxmock._linen.mock.SPEC_CACHE_SIZE
-        assert len(mocked.call_args_list) <= flaxmock._linen.mock.CALL_HISTORY_SIZE
+        assert len(mocked.mock_state.specs) <= flaxmock._core.mockcore.SPEC_CACHE_SIZE
+        assert len(mocked.call_args_list) <= flaxmock._core.mockcore.CALL_HISTORY_SIZE
         if i == calls // 4:
             live = len(jax.live_arrays())
     assert mocked.call_count == calls
-    assert len(mocked.info.cache) == flaxmock._linen.mock.SPEC_CACHE_SIZE
-    assert len(mocked.call_args_list) == min(calls, flaxmock._linen.mock.CALL_HISTORY_SIZE)
+    assert len(mocked.mock_state.specs) == flaxmock._core.mockcore.SPEC_CACHE_SIZE
+    assert len(mocked.call_args_list) == min(calls, flaxmock._core.mockcore.CALL_HISTORY_SIZE)
     # The latest calls are the ones kept.
     assert mocked.call_args_list[-1][0][0].shape == arg.shape
     # No array accumulates over the calls: a few (the latest output, counter values) at most.
@@ -627,7 +627,7 @@ def test_jitted_calls_leak_no_tracers():
             assert step(whole, jnp.ones((2, 3)))[0].shape == (2, 4)
             assert step(mocked, jnp.ones((2, 3)))[0].shape == (2, 4)
     assert whole.call_count == 3
-    kept = jax.tree.leaves((whole.call_args_list, list(whole.info.cache.values())))
+    kept = jax.tree.leaves((whole.call_args_list, list(whole.mock_state.specs.values())))
     assert not any(isinstance(leaf, jax.core.Tracer) for leaf in kept)
 
 
@@ -641,8 +641,8 @@ def test_conversion_and_new_shapes_leak_no_tracers(request):
         flaxmock.unflaxify(TwoDense(), jnp.ones((2, 3)))
         for n in range(1, 70):
             assert step(whole, jnp.ones((n, 3))).shape == (n, 4)
-    assert len(whole.info.cache) == flaxmock._linen.mock.SPEC_CACHE_SIZE
-    kept = jax.tree.leaves((whole.call_args_list, list(whole.info.cache.values())))
+    assert len(whole.mock_state.specs) == flaxmock._core.mockcore.SPEC_CACHE_SIZE
+    kept = jax.tree.leaves((whole.call_args_list, list(whole.mock_state.specs.values())))
     assert not any(isinstance(leaf, jax.core.Tracer) for leaf in kept)
 
 

@@ -27,6 +27,8 @@ from flaxmock._core.errors import ShapeInferenceError as ShapeInferenceError
 from flaxmock._core.errors import UnsupportedDtypeError as UnsupportedDtypeError
 from flaxmock._core.fill import fill_array as fill_array
 from flaxmock._core.fill import fill_tree as fill_tree
+from flaxmock._core.mockcore import MockInfo as MockInfo
+from flaxmock._core.mockcore import MockState as MockState
 from flaxmock._core.select import selector as selector
 from flaxmock._core.table import CallRow as CallRow
 from flaxmock._core.table import Summary as Summary
@@ -35,10 +37,13 @@ from flaxmock._linen.call import eval_shape as eval_shape
 from flaxmock._linen.convert import unflaxify as unflaxify
 from flaxmock._linen.layer import CallInfo as CallInfo
 from flaxmock._linen.layer import FlaxCallLayer as FlaxCallLayer
+from flaxmock._linen.layer import Invocation as Invocation
+from flaxmock._linen.layer import ReplacedCall as ReplacedCall
+from flaxmock._linen.layer import ReplacementLayer as ReplacementLayer
 from flaxmock._linen.materialize import bind as bind
 from flaxmock._linen.materialize import materialize as materialize
-from flaxmock._linen.mock import MockInfo as MockInfo
 from flaxmock._linen.mock import MockLayer as MockLayer
+from flaxmock._linen.mock import MockLayerInfo as MockLayerInfo
 from flaxmock._linen.mock import mock as mock
 from flaxmock._linen.mock import unmock as unmock
 from flaxmock._linen.mocker import MockedModule as MockedModule
@@ -61,11 +66,16 @@ __all__ = [
     "InterceptedFlaxModuleMethod",
     "InvalidArgumentError",
     "InvalidSelectorError",
+    "Invocation",
     "MockInfo",
     "MockerAttributeError",
     "MockLayer",
+    "MockLayerInfo",
+    "MockState",
     "MockedModule",
     "Mocker",
+    "ReplacedCall",
+    "ReplacementLayer",
     "SelectNothingError",
     "ShapeInferenceError",
     "Summary",

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-from flax.core import scope as flax_scope
 from penzai import pz
 from penzai.toolshed.unflaxify import ArgsAndKwargs
 
@@ -48,21 +47,13 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
     if isinstance(tree, _layer.FlaxCallLayer):
         return _dispatch.run(tree, args, kwargs, mutable=mutable, rngs=rngs)
     call_args = ArgsAndKwargs(args=args, kwargs=kwargs)
-    emit = getattr(tree, "emit", None)
-    if emit is None:
+    if not isinstance(tree, _layer.ReplacementLayer):
         return tree(call_args)
-    out, sown = emit(call_args)
-    if mutable is False:
-        return out
+    # A replacement at the root (a model mocked whole): what it sows is collected here, in the
+    # structure ``module.apply(..., mutable=...)`` returns.
     collections: dict[str, Any] = {}
-    for entry, value in sown:
-        if not flax_scope.in_filter(mutable, entry.collection):
-            continue
-        node = collections.setdefault(entry.collection, {})
-        for k in entry.path[:-1]:
-            node = node.setdefault(k, {})
-        node[entry.path[-1]] = tuple(value) if entry.append else value
-    return out, collections
+    out = tree.run_replaced(call_args, _layer.Invocation(collections=collections, mutable=mutable))
+    return out if mutable is False else (out, collections)
 
 
 def eval_shape(fun: Any, *args: Any, **kwargs: Any) -> Any:

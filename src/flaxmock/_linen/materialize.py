@@ -136,7 +136,7 @@ def materialize(
     arrays, rebuild = _specs.partition((tuple(args), dict(kwargs)))
 
     assembled = _assemble.assemble(root)
-    mocks = _assemble.mocks_reachable(root)
+    mocks = _assemble.replacements_reachable(root)
 
     def init(key: jax.Array, arg_arrays: list[Any]) -> list[Any]:
         a, kw = rebuild(arg_arrays)

@@ -9,7 +9,6 @@ second engine.
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import flax.linen as nn
@@ -17,20 +16,25 @@ import jax
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
+from flaxmock._core import mockcore as _mockcore
+from flaxmock._core import mockdraw as _mockdraw
 from flaxmock._core import specs as _specs
+from flaxmock._core import table as _table
 from flaxmock._linen import call as _call
 from flaxmock._linen import convert as _convert
 from flaxmock._linen import mock as _mock
-from flaxmock._linen import record as _record
 
 
 def _derived_seed(seed: int, name: str) -> int:
     # Stable across processes: each attribute gets its own stream, reproducible from the seed.
-    return zlib.crc32(f"{seed}:{name}".encode()) & 0x7FFFFFFF
+    return _mockdraw.stable_hash(f"{seed}:{name}")
 
 
-class MockedModule:
+class MockedModule(_mockcore.CallRecords):
     """A Flax module wrapped by a :class:`Mocker`: calls return random arrays of the real shapes.
+
+    Its call records are its :class:`MockLayer`'s, in ``unittest.mock``'s words (``call_count``,
+    ``assert_called_once_with``, ``reset_mock``...).
 
     Attributes:
       module: The wrapped (unbound) Flax module, never modified.
@@ -45,30 +49,24 @@ class MockedModule:
         self.fill = fill
         self.out = out
         self.layer: _mock.MockLayer | None = None
+        self._no_calls = _mockcore.MockState()
 
-    def _layer_for(self, args: tuple, kwargs: dict, method: Any) -> _mock.MockLayer:
-        if self.out is not None and self.layer is None:
+    def _layer_for(self, args: tuple, kwargs: dict) -> _mock.MockLayer:
+        if self.layer is None and self.out is not None:
             # With an explicit output spec the module is never traced: its output shape may
             # depend on values, which no trace can see.
             self.layer = _mock.explicit_mock(
-                self.module,
-                _record.method_name_of(method),
-                self.out,
-                seed=self.seed,
-                fill=self.fill,
+                self.module, "__call__", self.out, seed=self.seed, fill=self.fill
             )
-        if self.layer is None or method is not None:
+        elif self.layer is None:
             specs = _specs.specs_of((args, kwargs))
-            tree = _convert.unflaxify(self.module, *specs[0], method=method, **specs[1])
-            layer = _mock.mock_layer(tree, seed=self.seed, fill=self.fill, out=self.out)
-            if method is not None:
-                return layer
-            self.layer = layer
+            tree = _convert.unflaxify(self.module, *specs[0], **specs[1])
+            self.layer = _mock.mock_layer(tree, seed=self.seed, fill=self.fill)
         return self.layer
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Random output with the structure, shapes and dtypes of ``module(*args, **kwargs)``."""
-        return _call.call(self._layer_for(args, kwargs, None), *args, **kwargs)
+        return _call.call(self._layer_for(args, kwargs), *args, **kwargs)
 
     def intermediates(
         self,
@@ -82,29 +80,31 @@ class MockedModule:
         ``module.apply(..., mutable=list(collections))[1]``, so the result can be passed to a
         ``plot()`` written against real output.
         """
-        layer = self._layer_for(args, kwargs, None)
+        layer = self._layer_for(args, kwargs)
         _, sown = _call.call(layer, *args, mutable=list(collections), **kwargs)
         return sown
 
     @property
-    def call_count(self) -> int:
-        """How many times the module was called."""
+    def mock_state(self) -> _mockcore.MockState:  # type: ignore[override]
+        """The :class:`MockState` of the module's mock (an empty one before the first call)."""
+        return self._no_calls if self.layer is None else self.layer.mock_state
+
+    def _count(self) -> int:
         return 0 if self.layer is None else self.layer.call_count
 
-    @property
-    def call_args_list(self) -> list[Any]:
-        """The input specs ``(args, kwargs)`` of the latest calls."""
-        return [] if self.layer is None else self.layer.call_args_list
+    def _reset_count(self) -> None:
+        if self.layer is not None:
+            self.layer._reset_count()
+
+    def _label(self) -> str:
+        return f"Mocker.{self.name}"
 
     def __repr__(self) -> str:
         out = "not called yet"
         if self.layer is not None:
-            from flaxmock._core import table as _table
-
-            info = self.layer.info
-            out = _table.describe_specs(
-                info.last_out_spec[0] if info.last_out_spec else info.out_spec
-            )
+            state = self.layer.mock_state
+            latest = state.last_out_spec
+            out = _table.describe_specs(latest if latest is not None else self.layer.info.out_spec)
         return f"MockedModule({type(self.module).__name__}, name={self.name!r}, out={out})"
 
 

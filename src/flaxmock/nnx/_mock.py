@@ -7,22 +7,19 @@ real model frees nothing of the user's but holds no array of its own either.
 
 On a call, the mock infers the real output's specs by shape-evaluating the replaced module on
 the call's input specs (:func:`flaxmock.nnx.eval_shape`: nothing computed, nothing mutated),
-once per input signature (a bounded LRU cache), and fills them with the shared fill rules
-(``flaxmock.fill_tree``). The same evaluation records what the module sows on itself
-(``self.sow``), which the mock sows again with random values. Randomness, as in the linen
-``MockLayer``: ``jax.random.key(seed)`` folded with a stable hash of the mock's path, the
-method, and a call counter held as an ``nnx.Variable`` (:class:`MockCounter`), so successive
-calls differ, also under ``nnx.jit``. The counter of a mock replacing a layer stack has the
-stack's leading axis, so that ``nnx.scan``/``nnx.vmap`` slice it with the stack.
+once per input signature, and fills them. The same evaluation records what the module sows on
+itself (``self.sow``), which the mock sows again with random values. The spec cache, the call
+records, the key schedule and the grouped draw are the linen ``MockLayer``'s
+(``flaxmock._core.mockcore``, ``flaxmock._core.mockdraw``); the call counter is an
+``nnx.Variable`` (:class:`MockCounter`), so successive calls differ, also under ``nnx.jit``. The
+counter of a mock replacing a layer stack has the stack's leading axis, so that
+``nnx.scan``/``nnx.vmap`` slice it with the stack.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import inspect
-import threading
-import zlib
 from typing import Any, Literal
 
 import jax
@@ -32,17 +29,13 @@ from flax import nnx
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
+from flaxmock._core import mockcore as _mockcore
+from flaxmock._core import mockdraw as _mockdraw
 from flaxmock._core import specs as _specs
 from flaxmock.nnx import _abstract as _nnx_abstract
 from flaxmock.nnx import _intercept as _nnx_intercept
 from flaxmock.nnx import _select as _nnx_select
 from flaxmock.nnx import _shapes as _nnx_shapes
-
-#: How many input signatures a mock remembers per method (least recently used are dropped).
-SPEC_CACHE_SIZE = 64
-
-#: How many calls ``call_args_list`` remembers (the oldest are dropped).
-CALL_HISTORY_SIZE = 1024
 
 
 class MockCounter(nnx.Variable):
@@ -58,42 +51,23 @@ class MockAttributeError(_errors.FlaxmockError, AttributeError):
     """Code read an attribute holding state (a parameter, a submodule) through a mock."""
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class MockInfo:
-    """Static data of a :class:`MockModule` (compared and hashed by identity).
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class MockModuleInfo(_mockcore.MockInfo):
+    """Static data of a :class:`MockModule`, besides :class:`MockInfo`'s (compared by identity).
 
     Attributes:
-      path: The ``/``-joined path of the replaced module in the model.
       module_type: The replaced module's class.
       graphdef: The replaced module's graph definition.
       state: Its state, every array replaced by a ``jax.ShapeDtypeStruct``.
       method_names: The methods the mock answers (``__call__`` and the public ones).
-      seed: The seed of the mock's random stream.
-      fill: The fill policy (see ``flaxmock.fill_tree``).
-      out: An explicit output spec, or None to infer it.
       stack_size: The length of the leading layer axis of a stacked module, or None.
     """
 
-    path: str
     module_type: type
     graphdef: Any
     state: Any
     method_names: tuple[str, ...]
-    seed: int
-    fill: Any
-    out: Any
     stack_size: int | None
-    view: Any = None
-    cache: collections.OrderedDict = dataclasses.field(default_factory=collections.OrderedDict)
-    call_args_list: collections.deque = dataclasses.field(
-        default_factory=lambda: collections.deque(maxlen=CALL_HISTORY_SIZE)
-    )
-    lock: Any = dataclasses.field(default_factory=threading.Lock)
-
-    @property
-    def path_hash(self) -> int:
-        # zlib.crc32 is stable across processes (unlike hash()), so seeds reproduce everywhere.
-        return zlib.crc32(self.path.encode()) & 0x7FFFFFFF
 
 
 def _sliced_state(state: Any) -> Any:
@@ -114,35 +88,36 @@ _PRIVATE_PREFIXES = ("__", "_pytree__", "_object__", "_graph_node", "_flaxmock",
 # `nnx.Module.sow`'s signature, to record a replaced module's calls in a replayable form.
 _SOW_SIGNATURE = inspect.signature(nnx.Module.sow)
 
-# Where the random streams of sown values start (the output's stream is the key itself).
-_SOW_STREAM = 1 << 20
-
 # The mock's own attributes; any other attribute set on it (``model.eval()`` sets
 # ``deterministic`` on every module having one) is passed on to the replaced module when the
 # output specs are inferred.
-_OWN_ATTRIBUTES = frozenset({"info", "counter"})
+_OWN_ATTRIBUTES = frozenset({"info", "counter", "mock_state"})
 
 
-class MockModule(nnx.Module):
+class MockModule(_mockcore.CallRecords, nnx.Module):
     """An ``nnx.Module`` returning random arrays with the replaced module's output specs.
 
     Built by :func:`mock`. Calling it (or any public method of the replaced module, e.g.
     ``embed.attend(x)``) returns random arrays of exactly the structure, shapes and dtypes the
     real module returns for these inputs; non-array outputs are returned as the real module
     returns them. What the replaced module sows on itself (``self.sow(nnx.Intermediate, ...)``)
-    the mock sows too, with random values.
+    the mock sows too, with random values. It records its calls as ``unittest.mock`` does
+    (``call_count``, ``call_args_list``, ``assert_called_once_with``, ``reset_mock``...).
 
     Other attributes of the replaced module that hold no arrays (configuration such as
     ``features`` or ``num_feature_axes``) read through the mock; setting one on the mock
     (``model.eval()`` sets ``deterministic``) sets it on the replaced module for shape inference.
 
     Attributes:
-      info: The static :class:`MockInfo`.
+      info: The static :class:`MockModuleInfo`.
+      mock_state: The mutable :class:`MockState` (spec cache, call history), shared by every
+        copy of this mock.
       counter: The :class:`MockCounter` state.
     """
 
-    def __init__(self, info: MockInfo):
+    def __init__(self, info: MockModuleInfo):
         self.info = info
+        self.mock_state = _mockcore.MockState()
         lanes = jnp.arange(info.stack_size or 1, dtype=jnp.uint32)
         counter = jnp.stack([lanes, jnp.zeros_like(lanes)], axis=-1)
         self.counter = MockCounter(counter if info.stack_size else counter[0])
@@ -158,7 +133,7 @@ class MockModule(nnx.Module):
         if name in info.method_names and name != "__call__":
             return lambda *args, **kwargs: self._emit(name, args, kwargs)
         try:
-            value = getattr(_replaced_view(info), name)
+            value = getattr(self._replaced_view(), name)
         except AttributeError:
             raise AttributeError(
                 f"{type(self).__name__!r} object (the mock of {info.path}, a "
@@ -182,20 +157,29 @@ class MockModule(nnx.Module):
         """The path of the replaced module."""
         return self.info.path
 
-    @property
-    def call_count(self) -> int:
-        """How many times the mock was called (eagerly or through ``nnx.jit``)."""
+    # Call records (flaxmock._core.mockcore.CallRecords).
+
+    def _count(self) -> int:
         count = self.counter.get_value()[..., 1]
         return int(count.max()) if count.ndim else int(count)
 
-    @property
-    def call_args_list(self) -> list[Any]:
-        """The input specs ``(args, kwargs)`` of the latest calls (arrays as specs).
+    def _reset_count(self) -> None:
+        self.counter.set_value(self.counter.get_value().at[..., 1].set(0))
 
-        Recorded when the mock runs in Python: each eager call and each *trace* under
-        ``nnx.jit`` (a cached trace records nothing). The latest ``CALL_HISTORY_SIZE`` are kept.
-        """
-        return list(self.info.call_args_list)
+    def _label(self) -> str:
+        return self.info.path
+
+    # Output specs.
+
+    def _replaced_view(self) -> Any:
+        """The replaced module rebuilt with abstract state, to read its configuration from."""
+
+        def build() -> Any:
+            view = nnx.merge(self.info.graphdef, self.info.state)
+            _nnx_abstract.unguard(view)
+            return view
+
+        return vars(self)["mock_state"].memo("view", build)
 
     def _overrides(self) -> tuple[tuple[str, Any], ...]:
         """Configuration set on the mock after it was built, to be passed on to the original.
@@ -223,30 +207,14 @@ class MockModule(nnx.Module):
           InvalidArgumentError: a non-array argument cannot be hashed (so cannot be static).
           ShapeInferenceError: the output shape depends on input values.
         """
-        info = self.info
         spec_in = _specs.specs_of((args, kwargs))
         # Inside nnx.scan/vmap over a stack, the counter is one layer's (no leading axis).
-        sliced = info.stack_size is not None and self.counter.get_value().ndim == 1
+        sliced = self.info.stack_size is not None and self.counter.get_value().ndim == 1
         overrides = self._overrides()
-        sig = _specs.signature_of((spec_in, overrides))
-        if sig is None:
-            bad = _specs.unhashable_leaves(spec_in)
-            raise _errors.InvalidArgumentError(
-                f"{info.path}.{method}: the arguments {', '.join(bad)} are neither arrays nor "
-                "hashable Python values, so the mock cannot tell which output shape they lead "
-                "to. Fix: pass them as arrays or hashable values (a tuple, not a list)."
-            )
-        key = (method, sliced, sig)
-        with info.lock:
-            if key in info.cache:
-                info.cache.move_to_end(key)
-                return info.cache[key]
-        result = self._infer(method, spec_in, sliced, overrides)
-        with info.lock:
-            info.cache[key] = result
-            while len(info.cache) > SPEC_CACHE_SIZE:
-                info.cache.popitem(last=False)
-        return result
+        sig = _mockcore.signature_or_raise(spec_in, f"{self.info.path}.{method}", overrides)
+        return self.mock_state.specs.get_or_infer(
+            (method, sliced, sig), lambda: self._infer(method, spec_in, sliced, overrides)
+        )
 
     def _infer(self, method: str, spec_in: Any, sliced: bool, overrides: Any) -> Any:
         info = self.info
@@ -265,7 +233,8 @@ class MockModule(nnx.Module):
 
             object.__setattr__(copy, "sow", record_sow)
 
-        try:
+        fix = "flaxmock.nnx.mock(model, where,"
+        with _mockcore.inferring(f"{info.path}.{method}", spec_in, fix=fix):
             # The replaced module's own calls are flaxmock's business, not the user's: no
             # interceptor sees them (a summary shows the mock's row only).
             with _nnx_intercept.suspended():
@@ -281,19 +250,6 @@ class MockModule(nnx.Module):
                     on_merge=on_merge,
                     extra=lambda: [call["value"] for call in sown],
                 )
-        except jax.errors.ConcretizationTypeError as e:
-            raise _errors.ShapeInferenceError(
-                f"{info.path}.{method}: cannot infer the output shape for inputs "
-                f"{spec_in!r:.200}: it depends on input values ({type(e).__name__}), which "
-                "shape evaluation cannot see. Fix: give the output spec explicitly, "
-                "flaxmock.nnx.mock(model, where, out=jax.ShapeDtypeStruct(shape, dtype))."
-            ) from e
-        except Exception as e:
-            e.add_note(
-                f"flaxmock: the real {info.path}.{method} fails on these inputs, so the mock "
-                "cannot give their output shape."
-            )
-            raise
         for call, spec in zip(sown, sown_specs, strict=True):
             call["value"] = spec
         return out, tuple(sown)
@@ -301,11 +257,12 @@ class MockModule(nnx.Module):
     def _emit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Returns random arrays shaped like ``method``'s real output, and advances the counter."""
         info = self.info
+        sown: tuple[dict[str, Any], ...] = ()
         if info.out is not None:
-            out_spec, sown = info.out, ()
+            out_spec = info.out
         else:
             out_spec, sown = self._output_spec(method, args, kwargs)
-        info.call_args_list.append(_specs.specs_of((args, kwargs)))
+        self.mock_state.record_call(_specs.specs_of((args, kwargs)), out_spec)
         counter = self.counter.get_value()
         try:
             self.counter.set_value(counter.at[..., 1].add(1))
@@ -314,25 +271,23 @@ class MockModule(nnx.Module):
             # update this module's state, as for the real module's own state: the draw stays
             # the same for every step of that transform.
             pass
-        key = jax.random.fold_in(jax.random.key(info.seed), info.path_hash)
-        key = jax.random.fold_in(key, info.method_names.index(method))
-        if counter.ndim == 1:
-            key = jax.random.fold_in(jax.random.fold_in(key, counter[0]), counter[1])
-        else:
-            # A whole stack called at once (outside scan): one draw for all of it.
-            key = jax.random.fold_in(key, counter[0, 1])
-        out = _fill.fill_tree(key, out_spec, info.fill, where=f"{info.path}.{method}")
-        call: dict[str, Any]
-        for i, call in enumerate(sown):
+        # One layer's counter is `[lane, count]`; a whole stack called at once (outside scan)
+        # draws once for all of it, from the first layer's count.
+        lane, count = (counter[0], counter[1]) if counter.ndim == 1 else (None, counter[0, 1])
+        out, *sown_values = _mockdraw.draw(
+            [out_spec, *(entry["value"] for entry in sown)],
+            seed=info.seed,
+            stream=info.stream,
+            method=method,
+            count=count,
+            fill=info.fill,
+            lane=lane,
+            where=f"{info.path}.{method}",
+        )
+        for entry, value in zip(sown, sown_values, strict=True):
             # As the replaced module did: into `nnx.capture`'s collections when one is active,
             # else onto the module (Flax's deprecated way, with Flax's warning).
-            value = _fill.fill_tree(
-                jax.random.fold_in(key, _SOW_STREAM + i),
-                call["value"],
-                info.fill,
-                where=f"{info.path}.{method}: sow {call['name']!r}",
-            )
-            self.sow(**{**call, "value": value})
+            self.sow(**{**entry, "value": value})
         return out
 
 
@@ -345,17 +300,6 @@ def _holds_state(value: Any) -> list[Any]:
         )
         if isinstance(leaf, nnx.Variable | nnx.Module) or _specs.is_array(leaf)
     ]
-
-
-def _replaced_view(info: MockInfo) -> Any:
-    """The replaced module rebuilt with abstract state, to read its configuration from."""
-    with info.lock:
-        view = info.view
-        if view is None:
-            view = nnx.merge(info.graphdef, info.state)
-            _nnx_abstract.unguard(view)
-            object.__setattr__(info, "view", view)
-        return view
 
 
 def _method_names(cls: type) -> tuple[str, ...]:
@@ -470,8 +414,9 @@ def mock(
             abstract_state = jax.tree.map(
                 _specs.spec_of, state, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct)
             )
-            info = MockInfo(
+            info = MockModuleInfo(
                 path=_nnx_shapes.path_str(path),
+                stream=_nnx_shapes.path_str(path),
                 module_type=type(module),
                 graphdef=graphdef,
                 state=abstract_state,
