@@ -305,8 +305,13 @@ def test_a_penzai_layer_put_in_by_surgery_gets_the_roots_streams_and_side_inputs
     ]
 
 
-def test_mocks_render_through_treescope_with_their_description():
-    tree = flaxmock.unflaxify(LinenMLP(), jax.ShapeDtypeStruct((2, 3), jnp.float32))
-    text = treescope.render_to_text(flaxmock.mock(tree, "layers_0"))
-    assert "MockLayer(" in text
-    assert "# Dense at layers_0.__call__ -> f32[2,4] (mocked, 16 params not allocated)" in text
+def test_mocks_render_through_treescope_with_their_summary_line():
+    tree = flaxmock.mock(
+        flaxmock.unflaxify(LinenMLP(), jax.ShapeDtypeStruct((2, 3), jnp.float32)), "layers_0"
+    )
+    line = "Dense at layers_0.__call__ -> f32[2,4] (mocked, 16 params not allocated)"
+    assert tree.submodule_calls[(0, "layers_0.__call__")].summary_line() == line
+    assert "MockLayer(module=Dense(" in treescope.render_to_text(tree)
+    # The line is the comment of the mock's node, shown when it is expanded.
+    html = treescope.render_to_html(tree, compressed=False)
+    assert f'<span class="color_comment">  # {line.replace(">", "&gt;")}</span>' in html

@@ -102,7 +102,8 @@ assert not isinstance(
 # %% [markdown]
 # The tree is a penzai pytree, so treescope renders it (in a notebook, `pz.show(no_attention)`
 # draws it interactively, with each mock's fields foldable). For logs, `summary_line()` says in
-# one line what a mock stands for: the module, the call and the output spec it emits.
+# one line what a mock stands for: the module, the call, the output spec it emits and how many
+# parameters it spares.
 
 # %%
 import treescope  # noqa: E402

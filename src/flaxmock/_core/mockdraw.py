@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from flaxmock._core import fill as _fill
+from flaxmock._core import mockcore as _mockcore
 from flaxmock._core import specs as _specs
 
 Groups = tuple[tuple[jax.ShapeDtypeStruct, ...], ...]
@@ -141,27 +142,24 @@ def _compiled_draw(groups: Groups, fill: Any, vmap_axis_name: str | None) -> Any
 
 
 def draw(
+    info: _mockcore.MockInfo,
     trees: Sequence[Any],
     *,
-    seed: int,
-    stream: str,
     method: str,
     count: Any,
-    fill: Any = None,
     index: Any = 0,
     fold: Any = None,
     lane: Any = None,
     vmap_axis_name: str | None = None,
-    where: str = "",
 ) -> list[Any]:
     """Fills spec trees (the output's, then each sown value's) with one call's random values.
 
     Args:
+      info: The mock's static data: its seed, stream and fill policy.
       trees: Pytrees whose ``jax.ShapeDtypeStruct`` leaves are filled; other leaves are kept.
-      seed, stream, method, count, index, fold, lane, vmap_axis_name: The parts of the key, in
-        the order of the module docstring.
-      fill: The fill policy (see ``flaxmock.fill_tree``).
-      where: The call, named in the errors of an eager draw.
+      method: The method called.
+      count, index, fold, lane, vmap_axis_name: The other parts of the key, in the order of
+        the module docstring.
 
     Returns:
       One filled tree per tree of ``trees``.
@@ -169,12 +167,13 @@ def draw(
     parts = [_specs.partition(tree) for tree in trees]
     groups = tuple(tuple(arrays) for arrays, _ in parts)
     try:
-        drawn = _compiled_draw(groups, fill, vmap_axis_name)
+        drawn = _compiled_draw(groups, info.fill, vmap_axis_name)
     except TypeError:  # An unhashable fill callable: draw eagerly.
-        drawn = functools.partial(_draw, groups, fill, vmap_axis_name, where)
+        where = f"{info.path}.{method}"
+        drawn = functools.partial(_draw, groups, info.fill, vmap_axis_name, where)
     filled = drawn(
-        jnp.uint32(seed),
-        jnp.uint32(stable_hash(stream)),
+        jnp.uint32(info.seed),
+        jnp.uint32(stable_hash(info.stream)),
         jnp.uint32(stable_hash(method)),
         count,
         jnp.uint32(index),

@@ -32,6 +32,7 @@ from penzai.toolshed.unflaxify import (
     InterceptedFlaxModuleMethod,
 )
 
+from flaxmock._core import table as _table
 from flaxmock._linen import record as _record
 from flaxmock._linen import render as _render
 
@@ -273,6 +274,14 @@ class ReplacementLayer(pz.nn.Layer):
     def summary_note(self) -> str:
         """The note of this layer's row in ``flaxmock.summary``."""
         return f"replaced by {type(self).__name__}"
+
+    def summary_line(self) -> str:
+        """``Dense at blocks_0/mlp.__call__ -> f32[2,8] (mocked)``: this layer in one line."""
+        replaced = self.replaced()
+        return (
+            f"{type(replaced.module).__name__} at {replaced.label} -> "
+            f"{_table.describe_specs(replaced.info.out_spec)} ({self.summary_note()})"
+        )
 
     def __call__(
         self,

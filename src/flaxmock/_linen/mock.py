@@ -148,18 +148,14 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
             _specs.specs_of((args_and_kwargs.args, args_and_kwargs.kwargs)), out_spec
         )
         count = self.reserve_count() if invocation.count is None else invocation.count
-        info = self.info
         out, *sown_values = _mockdraw.draw(
+            self.info,
             [out_spec, *(entry.spec for entry in sown)],
-            seed=info.seed,
-            stream=info.stream,
             method=self.method_name,
             count=count,
-            fill=info.fill,
             index=invocation.index,
             fold=invocation.fold,
-            vmap_axis_name=info.vmap_axis_name,
-            where=self._label(),
+            vmap_axis_name=self.info.vmap_axis_name,
         )
         invocation.write_sown(list(zip(sown, sown_values, strict=True)))
         return out

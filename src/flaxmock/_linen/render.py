@@ -12,8 +12,6 @@ from typing import Any
 
 from treescope import rendering_parts
 
-from flaxmock._core import table as _table
-
 
 def _field_name_style(fields: tuple[dataclasses.Field, ...]) -> Any:
     # As penzai renders structs: fields that are pytree children in italics.
@@ -29,17 +27,8 @@ def _field_name_style(fields: tuple[dataclasses.Field, ...]) -> Any:
     return style
 
 
-def describe(node: Any) -> str:
-    """``Dense at blocks_0/mlp.__call__ -> f32[2,8] (mocked)``: one line for a replacement."""
-    replaced = node.replaced()
-    return (
-        f"{type(replaced.module).__name__} at {replaced.info.path_str}.{replaced.method_name} "
-        f"-> {_table.describe_specs(replaced.info.out_spec)} ({node.summary_note()})"
-    )
-
-
 def render_replacement(node: Any, path: str | None, subtree_renderer: Any) -> Any:
-    """The treescope rendering of a ``ReplacementLayer`` (a dataclass with the protocol)."""
+    """The treescope rendering of a ``ReplacementLayer`` (a dataclass with ``summary_line``)."""
     fields = dataclasses.fields(node)
     return rendering_parts.build_foldable_tree_node_from_children(
         prefix=rendering_parts.render_dataclass_constructor(node),
@@ -54,7 +43,7 @@ def render_replacement(node: Any, path: str | None, subtree_renderer: Any) -> An
         path=path,
         background_color=node.treescope_color(),
         first_line_annotation=rendering_parts.comment_color(
-            rendering_parts.text(f"  # {describe(node)}")
+            rendering_parts.text(f"  # {node.summary_line()}")
         ),
         expand_state=rendering_parts.ExpandState.COLLAPSED,
     )

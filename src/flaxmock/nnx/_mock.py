@@ -275,14 +275,11 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         # draws once for all of it, from the first layer's count.
         lane, count = (counter[0], counter[1]) if counter.ndim == 1 else (None, counter[0, 1])
         out, *sown_values = _mockdraw.draw(
+            info,
             [out_spec, *(entry["value"] for entry in sown)],
-            seed=info.seed,
-            stream=info.stream,
             method=method,
             count=count,
-            fill=info.fill,
             lane=lane,
-            where=f"{info.path}.{method}",
         )
         for entry, value in zip(sown, sown_values, strict=True):
             # As the replaced module did: into `nnx.capture`'s collections when one is active,
