@@ -27,6 +27,7 @@ from flaxmock._core.errors import ShapeInferenceError as ShapeInferenceError
 from flaxmock._core.errors import UnsupportedDtypeError as UnsupportedDtypeError
 from flaxmock._core.fill import fill_array as fill_array
 from flaxmock._core.fill import fill_tree as fill_tree
+from flaxmock._core.mockcore import CallRecords as CallRecords
 from flaxmock._core.mockcore import MockInfo as MockInfo
 from flaxmock._core.mockcore import MockState as MockState
 from flaxmock._core.select import selector as selector
@@ -57,6 +58,7 @@ __all__ = [
     "ArgsAndKwargs",
     "BindVariablesError",
     "CallInfo",
+    "CallRecords",
     "CallRow",
     "CallStructureError",
     "ConvertError",

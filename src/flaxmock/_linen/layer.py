@@ -319,7 +319,8 @@ def iter_layers(tree: Any) -> Iterator[tuple[tuple[CallKey, ...], Any]]:
 
     def go(layer: Any, path: tuple[CallKey, ...]) -> Iterator[tuple[tuple[CallKey, ...], Any]]:
         yield path, layer
-        for key, child in getattr(layer, "submodule_calls", {}).items():
-            yield from go(child, path + (key,))
+        if isinstance(layer, FlaxCallLayer):
+            for key, child in layer.submodule_calls.items():
+                yield from go(child, path + (key,))
 
     yield from go(tree, ())

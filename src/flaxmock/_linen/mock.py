@@ -76,9 +76,19 @@ class MockLayerInfo(_mockcore.MockInfo):
         return self.call.call_path
 
     @property
+    def path_str(self) -> str:
+        """The replaced call's module path, as ``CallInfo.path_str`` gives it (``<root>``)."""
+        return self.call.path_str
+
+    @property
     def out_spec(self) -> Any:
         """The output specs of the recorded input signature."""
         return self.call.out_spec
+
+    @property
+    def sown(self) -> tuple[_record.SownEntry, ...]:
+        """What the recorded call sowed, relative to its module's scope."""
+        return self.call.sown
 
 
 @pz.pytree_dataclass
@@ -194,11 +204,11 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
         """
         info = self.info
         if info.out is not None:
-            return info.out, info.call.sown
+            return info.out, info.sown
         spec_in = _specs.specs_of((args_and_kwargs.args, args_and_kwargs.kwargs))
         sig = _mockcore.signature_or_raise(spec_in, self._label())
         if sig == info.in_signature:
-            out_spec, sown = info.call.out_spec, info.call.sown
+            out_spec, sown = info.out_spec, info.sown
         else:
             out_spec, sown = self.mock_state.specs.get_or_infer(sig, lambda: self._infer(spec_in))
         if info.mesh is not None:
