@@ -171,6 +171,23 @@ def test_spec_cache_is_a_bounded_lru_and_infers_outside_its_lock():
     assert cache.values() == [1, 3]
 
 
+def test_spec_cache_looks_up_and_reads_under_its_lock():
+    """Lookup, move-to-end and read are one step: no thread can evict the entry in between."""
+    cache = mockcore.SpecCache(size=2)
+    held: list[bool] = []
+
+    class Key:
+        def __hash__(self) -> int:
+            held.append(cache._lock.locked())
+            return 0
+
+    key = Key()
+    cache.get_or_infer(key, lambda: held.append(cache._lock.locked()) or 1)
+    cache.get_or_infer(key, lambda: 2)
+    # Hashed under the lock (lookups and insertion); inferred outside it.
+    assert held and held.count(False) == 1 and held[1] is False
+
+
 def test_two_threads_call_one_mocked_tree_with_more_signatures_than_the_cache_holds():
     tree = flaxmock.unflaxify(LinenMLP(), jax.ShapeDtypeStruct((2, 3), jnp.float32))
     mocked = flaxmock.mock(tree, "*", fill="zeros")
