@@ -123,7 +123,7 @@ class MockState:
     """The mutable part of one mock, shared by every copy of it.
 
     Attributes:
-      specs: Output specs per input signature (:class:`SpecCache`).
+      specs: Output specs per input signature (a bounded, locked LRU ``SpecCache``).
       shardings: Output shardings per input signature and shardings (linen's ``mesh=``).
       call_args: The input specs ``(args, kwargs)`` of the latest calls, oldest first.
       last_out_spec: The output specs of the latest call, or None before the first.

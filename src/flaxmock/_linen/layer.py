@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -148,7 +148,8 @@ class FlaxCallLayer(InterceptedFlaxModuleMethod):
         return self.info.path_str
 
 
-class ReplacedCall(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class ReplacedCall:
     """The converted call a :class:`ReplacementLayer` stands for.
 
     Attributes:

@@ -20,9 +20,6 @@ Examples:
 """
 
 from flaxmock._core.errors import UnknownFactoryError as UnknownFactoryError
-from flaxmock._core.mockcore import CallRecords as CallRecords
-from flaxmock._core.mockcore import MockInfo as MockInfo
-from flaxmock._core.mockcore import MockState as MockState
 from flaxmock.nnx._abstract import abstract as abstract
 from flaxmock.nnx._abstract import materialize as materialize
 from flaxmock.nnx._intercept import InterceptorContext as InterceptorContext
@@ -37,14 +34,11 @@ from flaxmock.nnx._shapes import eval_shape as eval_shape
 from flaxmock.nnx._summary import summary as summary
 
 __all__ = [
-    "CallRecords",
     "InterceptorContext",
     "MockAttributeError",
     "MockCounter",
-    "MockInfo",
     "MockModule",
     "MockModuleInfo",
-    "MockState",
     "StackSizeError",
     "UnknownFactoryError",
     "abstract",

@@ -53,7 +53,7 @@ class MockAttributeError(_errors.FlaxmockError, AttributeError):
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class MockModuleInfo(_mockcore.MockInfo):
-    """Static data of a :class:`MockModule`, besides :class:`MockInfo`'s (compared by identity).
+    """Static data of a :class:`MockModule`, besides :class:`flaxmock.MockInfo`'s (by identity).
 
     Attributes:
       module_type: The replaced module's class.
@@ -110,8 +110,8 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
 
     Attributes:
       info: The static :class:`MockModuleInfo`.
-      mock_state: The mutable :class:`MockState` (spec cache, call history), shared by every
-        copy of this mock.
+      mock_state: The mutable :class:`flaxmock.MockState` (spec cache, call history), shared by
+        every copy of this mock.
       counter: The :class:`MockCounter` state.
     """
 
