@@ -276,7 +276,7 @@ def test_selectors(tree):
 
 
 def test_selector_errors(tree):
-    with pytest.raises(flaxmock.SelectNothingError, match=r"matched no layer(.|\n)*a.__call__"):
+    with pytest.raises(flaxmock.SelectNothingError, match=r"selects no layer(.|\n)*a.__call__"):
         flaxmock.mock(tree, "attn*")
     with pytest.raises(flaxmock.InvalidSelectorError, match="not a flax.linen.Module subclass"):
         flaxmock.mock(tree, dict)

@@ -22,12 +22,13 @@ from flaxmock._core.errors import FlaxmockError as FlaxmockError
 from flaxmock._core.errors import InvalidArgumentError as InvalidArgumentError
 from flaxmock._core.errors import InvalidSelectorError as InvalidSelectorError
 from flaxmock._core.errors import MockerAttributeError as MockerAttributeError
+from flaxmock._core.errors import SelectContainerError as SelectContainerError
+from flaxmock._core.errors import SelectMethodError as SelectMethodError
 from flaxmock._core.errors import SelectNothingError as SelectNothingError
 from flaxmock._core.errors import ShapeInferenceError as ShapeInferenceError
 from flaxmock._core.errors import UnsupportedDtypeError as UnsupportedDtypeError
 from flaxmock._core.fill import fill_array as fill_array
 from flaxmock._core.fill import fill_tree as fill_tree
-from flaxmock._core.select import selector as selector
 from flaxmock._core.table import CallRow as CallRow
 from flaxmock._core.table import Summary as Summary
 from flaxmock._linen.call import call as call
@@ -43,6 +44,7 @@ from flaxmock._linen.mock import mock as mock
 from flaxmock._linen.mock import unmock as unmock
 from flaxmock._linen.mocker import MockedModule as MockedModule
 from flaxmock._linen.mocker import Mocker as Mocker
+from flaxmock._linen.select import selector as selector
 from flaxmock._linen.summary import summary as summary
 
 __version__ = importlib.metadata.version("flaxmock")
@@ -66,6 +68,8 @@ __all__ = [
     "MockLayer",
     "MockedModule",
     "Mocker",
+    "SelectContainerError",
+    "SelectMethodError",
     "SelectNothingError",
     "ShapeInferenceError",
     "Summary",

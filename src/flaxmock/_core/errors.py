@@ -28,6 +28,14 @@ class SelectNothingError(FlaxmockError, ValueError):
     """A ``where`` selector matched no layer of the tree."""
 
 
+class SelectContainerError(FlaxmockError, ValueError):
+    """A ``where`` selects a container (``nnx.List``, a never-called module) but not its elements."""
+
+
+class SelectMethodError(FlaxmockError, ValueError):
+    """A ``where`` names one method of a module whose mock replaces all of its methods."""
+
+
 class ShapeInferenceError(FlaxmockError, ValueError):
     """The output shape of a mocked call could not be inferred with ``jax.eval_shape``."""
 

@@ -35,6 +35,7 @@ from flaxmock._core import specs as _specs
 from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import layer as _layer
 from flaxmock._linen import record as _record
+from flaxmock._linen import select as _linen_select
 from flaxmock._linen import shardings as _shardings
 from flaxmock._linen import variables as _vars
 from flaxmock._linen import walk as _walk
@@ -598,8 +599,11 @@ def mock(
 
     Args:
       tree: A converted tree (from :func:`flaxmock.unflaxify`), possibly already patched.
-      where: A Flax module class, a glob over layer paths (``"blocks_*/attn"``,
-        ``"embed.attend"``), a predicate ``layer -> bool``, or a list of these.
+      where: Which calls to mock: a ``flax.linen.Module`` class (``nn.Dense``), a glob over
+        ``/``-joined scope paths (``"blocks_*/attn"``, ``"**/attn"``, ``"embed.attend"``;
+        ``*`` stays within one segment, ``""`` is the root), a predicate ``layer -> bool`` or
+        ``(path, module) -> bool``, or a list of these (the grammar shared with
+        :func:`flaxmock.nnx.mock`, in the overview's "Selecting modules").
       seed: Seed of the mocks' random numbers (each mock also folds in its call path).
       fill: How to fill: None or ``"normal"`` (the default rules), ``"zeros"``, ``"ones"``,
         ``"uniform"``, or a callable ``(key, ShapeDtypeStruct) -> array``.
@@ -618,8 +622,11 @@ def mock(
       A new tree; ``tree`` itself is unchanged.
 
     Raises:
-      SelectNothingError: ``where`` matched no layer.
-      InvalidSelectorError: ``where`` is not a selector.
+      SelectNothingError: ``where``, or an element of a list, selects no layer; the message
+        lists the closest paths.
+      SelectContainerError: ``where`` selects a module that is never called itself (its
+        children are) without all of its children.
+      InvalidSelectorError: ``where`` is not a selector (a module instance, say).
       UnsupportedDtypeError: a recorded output has a dtype the fill rules cannot produce.
 
     Examples:
@@ -637,7 +644,14 @@ def mock(
         )
     if mesh is not None and rules is None:
         rules = tuple(nn.get_logical_axis_rules())
-    selection = _select.select_layers(tree, where, (_layer.FlaxCallLayer,))
+    selection = _linen_select.select_layers(
+        tree,
+        where,
+        (_layer.FlaxCallLayer,),
+        taken={MockLayer: "already MockLayers"},
+        call="flaxmock.mock",
+        taken_fix="flaxmock.unmock(tree, where) first puts back the original layers",
+    )
     return selection.apply(
         lambda layer: mock_layer(
             layer,
@@ -651,8 +665,20 @@ def mock(
     )
 
 
-def unmock(tree: Any, where: _select.Where = "*") -> Any:
+def unmock(tree: Any, where: _select.Where = "**") -> Any:
     """Puts back the original layers of the mocks ``where`` selects (all by default).
+
+    Args:
+      tree: A tree with mocks (from :func:`flaxmock.mock`).
+      where: Which mocks to put back, in the grammar of :func:`flaxmock.mock` (``"**"``, the
+        default, selects every path).
+
+    Returns:
+      A new tree; ``tree`` itself is unchanged.
+
+    Raises:
+      SelectNothingError: ``where``, or an element of a list, selects no mock.
+      InvalidSelectorError: ``where`` is not a selector.
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
@@ -661,5 +687,12 @@ def unmock(tree: Any, where: _select.Where = "*") -> Any:
       >>> flaxmock.unmock(flaxmock.mock(tree, nn.Dense)) == tree
       True
     """
-    selection = _select.select_layers(tree, where, (MockLayer,))
+    selection = _linen_select.select_layers(
+        tree,
+        where,
+        (MockLayer,),
+        taken={_layer.FlaxCallLayer: "not mocks (FlaxCallLayers)"},
+        call="flaxmock.unmock",
+        taken_fix="select mocked layers, or mock these first with flaxmock.mock(tree, where)",
+    )
     return selection.apply(lambda m: m.info.original)

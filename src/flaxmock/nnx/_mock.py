@@ -32,6 +32,7 @@ from flax import nnx
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
+from flaxmock._core import select as _select
 from flaxmock._core import specs as _specs
 from flaxmock.nnx import _abstract as _nnx_abstract
 from flaxmock.nnx import _intercept as _nnx_intercept
@@ -368,7 +369,7 @@ def _method_names(cls: type) -> tuple[str, ...]:
 
 def mock(
     model: Any,
-    where: _nnx_select.Where,
+    where: _select.Where,
     *,
     seed: int = 0,
     fill: _fill.Fill = None,
@@ -391,9 +392,12 @@ def mock(
     Args:
       model: An ``nnx.Module``, real or abstract.
       where: Which submodules to mock: an ``nnx.Module`` class (``nnx.Linear``, subclasses
-        included), a glob over the ``/``-joined attribute path (``"layers/*/attn"``; list
-        indices are path components, ``""`` is the root), or a predicate
-        ``(path, module) -> bool``.
+        included), a glob over the ``/``-joined attribute path (``"layers/*/attn"``,
+        ``"**/attn"``; list indices are segments, ``*`` stays within one, ``""`` is the
+        root), a predicate ``module -> bool`` or ``(path, module) -> bool``, or a list of
+        these (the grammar shared with :func:`flaxmock.mock`, in the overview's "Selecting
+        modules"). An ``nnx.List``/``nnx.Dict`` is never replaced: select its elements
+        (``"layers/*"``).
       seed: The seed of the mocks' random streams; each mock folds in a hash of its path.
       fill: The fill policy: None (normal floats, integers in ``[-100, 100]``, Bernoulli
         bools), ``"zeros"``, ``"ones"``, ``"uniform"``, or ``(key, spec) -> array``.
@@ -411,8 +415,13 @@ def mock(
       The mocked copy (a :class:`MockModule` itself if ``where`` selects the root).
 
     Raises:
-      SelectNothingError: ``where`` selects no submodule; the message lists available paths.
-      InvalidSelectorError: ``where`` is of an unsupported kind.
+      SelectNothingError: ``where``, or an element of a list, selects no module (or only
+        containers); the message lists the closest paths.
+      SelectContainerError: ``where`` selects an ``nnx.List``/``nnx.Dict`` without all of its
+        elements.
+      SelectMethodError: ``where`` names one method (``"embed.attend"``) of a module with
+        others: a mock replaces them all.
+      InvalidSelectorError: ``where`` is not a selector (a module instance, say).
       UnsupportedDtypeError: ``out`` has a dtype the fill rules do not cover.
       StackSizeError: ``stack_size`` is not the leading axis of a selected module's arrays.
 
@@ -426,42 +435,23 @@ def mock(
       >>> y.shape, bool((y >= 0).all()), mocked.layers[0].call_count
       ((2, 4), True, 1)
     """
-    match = _nnx_select.matcher(where)
+    # Selected on the user's model, which is only read (predicates see the user's modules),
+    # then replaced at the same paths in the copy.
+    paths = _nnx_select.select_modules(
+        model,
+        where,
+        call="flaxmock.nnx.mock",
+        methods_of=_method_names,
+        taken=lambda module: "already MockModules" if isinstance(module, MockModule) else None,
+    )
     if out is not None:
         _fill.check_fillable(out, fill, where="mock(out=...)")
     else:
         _fill.check_fillable({}, fill)
     copy = nnx.clone(model)
     _nnx_abstract.unguard(copy)
-    available: list[str] = []
-    selected: list[tuple[_nnx_shapes.Path, Any]] = []
-    containers: list[str] = []
     modules = dict(_nnx_shapes.iter_module_paths(copy))
-    for path, module in modules.items():
-        text = "/".join(str(k) for k in path)
-        if any(path[: len(p)] == p for p, _ in selected) or isinstance(module, MockModule):
-            continue
-        if _nnx_select.is_container(module):
-            # `nnx.List`/`nnx.Dict` only hold modules: they are walked into, never replaced.
-            if match(text, module):
-                containers.append(f"{text or '<root>'} ({type(module).__name__})")
-            continue
-        available.append(f"{text or '<root>'} ({type(module).__name__})")
-        if match(text, module):
-            selected.append((path, module))
-    if not selected:
-        shown = "\n".join(f"  {p}" for p in available[:20])
-        more = f"\n  ... and {len(available) - 20} more" if len(available) > 20 else ""
-        why = (
-            f" It selects only containers ({', '.join(containers)}), which hold modules and are "
-            "never replaced themselves: select their elements ('layers/*')."
-            if containers
-            else ""
-        )
-        raise _errors.SelectNothingError(
-            f"mock(where={where!r}) selects no module of {type(model).__name__}.{why} Paths "
-            f"are '/'-joined attribute names and list indices; available:\n{shown}{more}"
-        )
+    selected = [(path, modules[path]) for path in paths]
     mocks: dict[int, MockModule] = {}
     for path, module in selected:
         if id(module) not in mocks:

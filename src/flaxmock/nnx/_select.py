@@ -1,27 +1,36 @@
-"""Selecting the NNX submodules to mock, and telling layer stacks from single modules.
+"""The NNX side of the ``where`` grammar (``flaxmock._core.select``), and layer stacks.
 
-``mock(where=...)`` takes a module class, a glob over ``/``-joined paths, or a predicate. Flax's
-containers (``nnx.List``, ``nnx.Dict``) are walked into, never replaced: they hold modules and
-compute nothing. A stack of layers built with ``nnx.vmap`` is recognised by its state: every
-array has the leading layer axis (random keys included, which are scalars in a single module).
+Every module reachable from the model is one candidate, at each path it is reachable at: its
+``/``-joined attribute path (list indices are segments), the methods a mock of it replaces (all
+of them: an NNX mock replaces the whole module), the module itself. Flax's containers
+(``nnx.List``, ``nnx.Dict``) are candidates too, never replaced: they hold modules and compute
+nothing. A stack of layers built with ``nnx.vmap`` is recognised by its state: every array has
+the leading layer axis (random keys included, which are scalars in a single module).
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 from flax import nnx
 
 from flaxmock._core import errors as _errors
+from flaxmock._core import select as _select
 from flaxmock._core import specs as _specs
 from flaxmock.nnx import _shapes as _nnx_shapes
 
-#: What ``mock(where=...)`` accepts: a module class, a glob over ``/``-joined paths, or a
-#: predicate ``(path, module) -> bool``.
-Where = type | str | Callable[[str, Any], bool]
+FRONT = _select.Front(
+    module_type=nnx.Module,
+    module_name="flax.nnx.Module",
+    example="nnx.Linear",
+    noun="module",
+    other_type=nn.Module,
+    other_name="flax.linen.Module",
+    other_call="flaxmock.mock (on a tree from flaxmock.unflaxify)",
+)
 
 
 class StackSizeError(_errors.FlaxmockError, ValueError):
@@ -32,23 +41,56 @@ class StackSizeError(_errors.FlaxmockError, ValueError):
 _CONTAINER_TYPES = tuple(getattr(nnx, name) for name in ("List", "Dict") if hasattr(nnx, name))
 
 
-def matcher(where: Where) -> Callable[[str, Any], bool]:
-    """The predicate ``(path, module) -> bool`` of a ``where`` selector."""
-    if isinstance(where, type):
-        if not issubclass(where, nnx.Module):
-            raise _errors.InvalidSelectorError(
-                f"mock(where={where.__name__}): a class selector must be an nnx.Module "
-                "subclass, such as nnx.Linear."
-            )
-        return lambda path, module: isinstance(module, where)
-    if isinstance(where, str):
-        return lambda path, module: fnmatch.fnmatchcase(path, where)
-    if callable(where):
-        return where
-    raise _errors.InvalidSelectorError(
-        f"mock(where={where!r}): expected an nnx.Module class (nnx.Linear), a glob over "
-        "'/'-joined paths ('layers/*/attn'), or a predicate (path, module) -> bool."
+def select_modules(
+    model: Any,
+    where: Any,
+    *,
+    call: str,
+    methods_of: Callable[[type], tuple[str, ...]],
+    taken: Callable[[Any], str | None],
+    taken_fix: str = "",
+) -> list[_nnx_shapes.Path]:
+    """The paths of the outermost modules of ``model`` that ``where`` selects, in graph order.
+
+    A module reachable at several paths is selected at each of them that ``where`` names.
+    ``model`` is only read: predicates see the user's own modules.
+
+    Args:
+      model: The model to select in.
+      where: The selector (see ``flaxmock._core.select``).
+      call: The public function, for messages.
+      methods_of: The methods a replacement of a module of this class replaces.
+      taken: Why a module cannot be selected (already a mock), or None.
+      taken_fix: How to make a taken module selectable, for messages.
+
+    Raises:
+      InvalidSelectorError, SelectNothingError, SelectContainerError, SelectMethodError: see
+        ``flaxmock._core.select.select``.
+    """
+    paths: dict[int, _nnx_shapes.Path] = {}
+    found = []
+    for path, module in _nnx_shapes.iter_module_paths(model):
+        container = is_container(module)
+        candidate = _select.Candidate(
+            path="/".join(str(k) for k in path),
+            kind=type(module).__name__,
+            module=module,
+            node=module,
+            methods=() if container else methods_of(type(module)),
+            container=container,
+            taken=taken(module),
+        )
+        paths[id(candidate)] = path
+        found.append(candidate)
+    chosen = _select.select(
+        where, found, FRONT, call=call, subject=type(model).__name__, taken_fix=taken_fix
     )
+    selected: list[_nnx_shapes.Path] = []
+    for candidate in chosen:
+        path = paths[id(candidate)]
+        if not any(path[: len(p)] == p for p in selected):
+            selected.append(path)
+    return selected
 
 
 def set_child(parent: Any, key: Any, value: Any) -> None:
