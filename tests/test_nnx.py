@@ -624,7 +624,7 @@ def test_containers_are_walked_into_never_mocked():
     model = MLP(rngs=nnx.Rngs(0))
     with pytest.raises(
         flaxmock.SelectNothingError,
-        match=r"selects only containers \(layers \(List\)\).*select their elements \('layers/\*'\)",
+        match=r"selects only containers: layers \(List\)\..*select its elements: 'layers/\*'",
     ):
         fnnx.mock(model, nnx.List)
     everything = fnnx.mock(model, lambda path, module: path != "")

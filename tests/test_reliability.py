@@ -288,7 +288,7 @@ OPS = [
         calls=True,
     ),
     Op("mock", lambda c: flaxmock.mock(c.real, c.mock_where), trees=("real",)),
-    Op("mock_whole", lambda c: flaxmock.mock(c.abstract, "*"), trees=("abstract",)),
+    Op("mock_whole", lambda c: flaxmock.mock(c.abstract, "**"), trees=("abstract",)),
     Op("unmock", lambda c: flaxmock.unmock(c.mocked), trees=("mocked",)),
     Op(
         "materialize",
@@ -312,7 +312,7 @@ OPS = [
     ),
     Op(
         "call_mocked_whole",
-        lambda c: flaxmock.call(flaxmock.mock(c.real, "*"), c.x, mutable=c.mutable, **c.kwargs),
+        lambda c: flaxmock.call(flaxmock.mock(c.real, "**"), c.x, mutable=c.mutable, **c.kwargs),
         trees=("real",),
         calls=True,
     ),
@@ -344,7 +344,7 @@ OPS = [
     ),
     Op(
         "call_mocked_wrong_input_raises",
-        lambda c: flaxmock.call(flaxmock.mock(c.real, "*"), jnp.ones((2, 9)), **c.kwargs),
+        lambda c: flaxmock.call(flaxmock.mock(c.real, "**"), jnp.ones((2, 9)), **c.kwargs),
         trees=("real",),
         raises=Exception,
         calls=True,
@@ -440,7 +440,7 @@ def test_user_interceptor_outside_is_kept():
 
 
 def test_materialize_and_bind_need_a_converted_root():
-    tree = flaxmock.mock(flaxmock.unflaxify(nn.Dense(2), jnp.ones((1, 3))), "*")
+    tree = flaxmock.mock(flaxmock.unflaxify(nn.Dense(2), jnp.ones((1, 3))), "**")
     with pytest.raises(TypeError, match=r"materialize expects a tree from flaxmock.unflaxify"):
         flaxmock.materialize(tree, jax.random.key(0))
     with pytest.raises(TypeError, match=r"bind expects a tree .*got MockLayer.*mocked whole"):
@@ -535,7 +535,7 @@ def test_mock_new_signature_data_dependent_points_to_out():
                 return x
             return jnp.nonzero(x)[0]
 
-    tree = flaxmock.mock(flaxmock.unflaxify(Maybe(), jnp.ones(2)), "*")
+    tree = flaxmock.mock(flaxmock.unflaxify(Maybe(), jnp.ones(2)), "**")
     with pytest.raises(
         flaxmock.ShapeInferenceError,
         match=r"<root>.__call__: cannot infer the output shape(.|\n)*flaxmock.mock\(tree, where, "
@@ -578,7 +578,7 @@ def _long_run(calls: int, shapes: int, every: int) -> flaxmock.MockLayer:
     for zeros, 0.5 s for normals on CPU), which is JAX's cost, not flaxmock's.
     """
     tree = flaxmock.unflaxify(TwoDense(), jax.ShapeDtypeStruct((2, 3), jnp.float32))
-    mocked = flaxmock.mock(tree, "*", fill="zeros")
+    mocked = flaxmock.mock(tree, "**", fill="zeros")
     x = np.ones((2, 3), np.float32)
     pool = [np.ones((n + 3, 3), np.float32) for n in range(shapes)]
     live = None
@@ -620,7 +620,7 @@ def test_ten_thousand_calls_with_varying_shapes_keep_memory_bounded(request):
 def test_jitted_calls_leak_no_tracers():
     tree = flaxmock.unflaxify(TwoDense(), jax.ShapeDtypeStruct((2, 3), jnp.float32))
     mocked = flaxmock.materialize(flaxmock.mock(tree, "a"), jax.random.key(0))
-    whole = flaxmock.mock(tree, "*")
+    whole = flaxmock.mock(tree, "**")
     step = pz.variable_jit(lambda t, x: flaxmock.call(t, x, mutable=True))
     with jax.checking_leaks():
         for _ in range(3):
@@ -635,7 +635,7 @@ def test_jitted_calls_leak_no_tracers():
 def test_conversion_and_new_shapes_leak_no_tracers(request):
     opt_in_slow(request)
     tree = flaxmock.unflaxify(TwoDense(), jax.ShapeDtypeStruct((2, 3), jnp.float32))
-    whole = flaxmock.mock(tree, "*")
+    whole = flaxmock.mock(tree, "**")
     step = pz.variable_jit(lambda t, x: flaxmock.call(t, x))
     with jax.checking_leaks():
         flaxmock.unflaxify(TwoDense(), jnp.ones((2, 3)))

@@ -115,7 +115,9 @@ assert text.startswith("MockLayer(") and "out_spec=ShapeDtypeStruct(shape=(2, 8,
 # ## Mock by glob: sown values still come out
 #
 # A string is a glob over call paths (`/`-separated scope paths): `"block_*/mlp"` selects the
-# MLP of every block, `"**/up"` any call named `up` at any depth. A mocked MLP no longer
+# MLP of every block, `"**/up"` any call named `up` at any depth. `*` never crosses a `/` (so
+# `"*"` is the top-level calls), `**` spans any number of segments (`"block_0/**/up"`), and
+# `"embed.attend"` selects one method of a module. A mocked MLP no longer
 # computes its activations, but it still sows: random values, in exactly the structure Flax
 # would return, so analysis code that reads `intermediates` keeps working.
 
@@ -141,7 +143,8 @@ assert "block_0/mlp" in message
 # ## Mock by predicate: a model with no parameters at all
 #
 # A predicate gets each layer and returns whether to mock it; `layer.info` holds what the
-# converter recorded (`scope_path`, `call_path`, input and output specs). Mocking every call
+# converter recorded (`scope_path`, `call_path`, input and output specs). (A predicate with two
+# arguments gets `(path, module)` instead, as on the NNX side.) Mocking every call
 # directly under the root makes an **abstract** tree runnable: no parameter is ever allocated,
 # yet the output and sown values have their real shapes. (A list mixes selectors:
 # `[nn.Embed, "block_*", "head"]` selects the same calls.)

@@ -109,8 +109,10 @@ assert flaxmock.nnx.eval_shape(abstract_model, x) == out_spec
 # `flaxmock.nnx.mock(model, where)` returns a copy of the model in which every selected
 # submodule is a `MockModule`: it returns random arrays of exactly the real output's
 # structure, shapes and dtypes (shape-evaluated once per input signature), new ones on every
-# call, reproducible from `seed`. `where` is a class, a glob over `/`-joined attribute paths,
-# or a predicate `(path, module) -> bool`. The input model is untouched.
+# call, reproducible from `seed`. `where` is the same grammar as linen's `flaxmock.mock`: a
+# class, a glob over `/`-joined attribute paths (`"blocks"`, `"layers/*"`, `"**/attn"`; `*`
+# stays within one segment), a predicate `module -> bool` or `(path, module) -> bool`, or a
+# list of these. The input model is untouched.
 #
 # Here the whole block stack is mocked. It is called inside `nnx.scan`, one layer at a time:
 # the mock sees that every array of the stack has a leading axis of 3 (the layers), so its call

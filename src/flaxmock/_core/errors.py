@@ -29,7 +29,7 @@ class SelectNothingError(FlaxmockError, ValueError):
 
 
 class SelectContainerError(FlaxmockError, ValueError):
-    """A ``where`` selects a container (``nnx.List``, a never-called module) but not its elements."""
+    """A ``where`` selects a container (an ``nnx.List``, say) but not all of its elements."""
 
 
 class SelectMethodError(FlaxmockError, ValueError):

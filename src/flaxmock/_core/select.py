@@ -126,7 +126,23 @@ class Candidate:
 
 # What matching one candidate found: None (no match), _WHOLE, or the frozenset of the methods a
 # `path.method` glob named.
-_WHOLE = "whole"
+_WHOLE: Any = object()
+
+
+def _show(where: Any) -> str:
+    """``where`` as messages show it: classes and functions by name, no addresses."""
+    if isinstance(where, list | tuple):
+        inner = ", ".join(_show(w) for w in where)
+        return (
+            f"[{inner}]"
+            if isinstance(where, list)
+            else f"({inner}{',' if len(where) == 1 else ''})"
+        )
+    if isinstance(where, type):
+        return where.__name__
+    if callable(where) and hasattr(where, "__qualname__"):
+        return where.__qualname__.rpartition("<locals>.")[2]
+    return f"{where!r:.80}"
 
 
 class _Form:
@@ -150,7 +166,7 @@ class _Glob(_Form):
         self.parts = tuple(where.split("/")) if where else ()
         if any(not part for part in self.parts):
             raise _errors.InvalidSelectorError(
-                f"{call}(where={where!r}): a path glob has an empty segment (a leading, "
+                f"{call}(where={_show(where)}): a path glob has an empty segment (a leading, "
                 f"trailing or doubled '/'). Paths are relative to the root and never start with "
                 "'/'. Fix: drop the extra '/' ('blocks/*/attn'); the root's path is ''."
             )
@@ -318,7 +334,7 @@ def select(
     forms = compile_where(where, front, call=call, candidates=candidates)
     if not forms:
         raise _errors.SelectNothingError(
-            f"{call}(where={where!r}): an empty list selects nothing. Fix: list at least one "
+            f"{call}(where={_show(where)}): an empty list selects nothing. Fix: list at least one "
             "class, glob or predicate."
         )
     live = [c for c in candidates if c.taken is None]
@@ -326,7 +342,9 @@ def select(
     for form in forms:
         found = {id(c): how for c in live if (how := form.match(c)) is not None}
         if not any(not c.container for c in live if id(c) in found):
-            raise _nothing(where, form, len(forms) > 1, found, candidates, front, call, subject, taken_fix)
+            raise _nothing(
+                where, form, len(forms) > 1, found, candidates, front, call, subject, taken_fix
+            )
         for key, how in found.items():
             previous = matched.get(key)
             if previous is _WHOLE or how is _WHOLE:
@@ -338,7 +356,7 @@ def select(
         how = matched.get(id(c))
         if how is not None and how is not _WHOLE and set(c.method_names) - how:
             raise _errors.SelectMethodError(
-                f"{call}(where={where!r}) selects the method(s) {', '.join(sorted(how))} of "
+                f"{call}(where={_show(where)}) selects the method(s) {', '.join(sorted(how))} of "
                 f"{c.label} ({c.kind}), but a mock of a {front.noun} replaces all of its methods "
                 f"({', '.join(c.method_names)}): the others would return random values too. "
                 f"Fix: 1. select the whole {front.noun}: where={c.path!r}, if every method may be "
@@ -376,7 +394,7 @@ def _check_containers(
             continue  # Inside a replaced module: nothing of it runs.
         left = [e.label for e in children.get(c.path, []) if not covered(e)]
         raise _errors.SelectContainerError(
-            f"{call}(where={where!r}) selects {c.label} ({c.kind}), a container: it holds "
+            f"{call}(where={_show(where)}) selects {c.label} ({c.kind}), a container: it holds "
             "modules and is never replaced itself, and where does not select its elements "
             f"{', '.join(left[:8])}{' ...' if len(left) > 8 else ''}, so they would stay real. "
             f"Fix: 1. to mock its elements, select them too: {_elements_glob(c)!r} (in a list "
@@ -400,7 +418,9 @@ def _nothing(
     taken_fix: str,
 ) -> _errors.SelectNothingError:
     """The error for a form that selects nothing that can be replaced."""
-    head = f"{call}(where={where!r})" + (f": the element {form.where!r}" if in_list else "")
+    head = f"{call}(where={_show(where)})" + (
+        f": the element {_show(form.where)}" if in_list else ""
+    )
     fix_first = "1. drop it from the list, or " if in_list else "1. "
     containers = [c for c in candidates if id(c) in found]
     if containers:

@@ -95,7 +95,7 @@ def select_layers(
         candidates(tree, kinds, taken),
         FRONT,
         call=call,
-        subject=type(tree.module).__name__,
+        subject=type(tree.module if isinstance(tree, (*kinds, *taken)) else tree).__name__,
         taken_fix=taken_fix,
     )
     ids = {id(c.node) for c in chosen}
