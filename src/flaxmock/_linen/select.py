@@ -90,12 +90,15 @@ def select_layers(
       InvalidSelectorError, SelectNothingError, SelectContainerError: see
         ``flaxmock._core.select.select``.
     """
+    # The root module's class names the tree in messages (a tree whose root is not a layer,
+    # built by hand, is named by its own class).
+    root = tree.module if isinstance(tree, (*kinds, *taken)) else tree  # type: ignore[attr-defined]
     chosen = _select.select(
         where,
         candidates(tree, kinds, taken),
         FRONT,
         call=call,
-        subject=type(tree.module if isinstance(tree, (*kinds, *taken)) else tree).__name__,
+        subject=type(root).__name__,
         taken_fix=taken_fix,
     )
     ids = {id(c.node) for c in chosen}
