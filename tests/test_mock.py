@@ -78,7 +78,7 @@ def test_partial_mock_rest_runs_exactly(case, jit):
     if target is None:
         pytest.skip("the model makes no submodule call")
     path = "/".join(target.info.scope_path)
-    if target.info.detached:
+    if target.info.nested:
         # The root of a nested apply: its display path names it, its Flax scope path is ().
         path = ""
     # Inside a lifted body (traced more than once) every trace of the call is substituted.
@@ -241,10 +241,10 @@ def test_data_dependent_shape_points_to_out():
 
     with pytest.raises(jax.errors.ConcretizationTypeError) as info:
         flaxmock.unflaxify(Outer(), jnp.ones((2, 3)))
-    assert any("outs={'nz': jax.ShapeDtypeStruct" in n for n in info.value.__notes__)
+    assert any("out={'nz': jax.ShapeDtypeStruct" in n for n in info.value.__notes__)
     # With the output spec given, conversion works and the call can be mocked.
     out = jax.ShapeDtypeStruct((3,), jnp.int32)
-    tree = flaxmock.unflaxify(Outer(), jnp.ones((2, 3)), outs={"nz": out})
+    tree = flaxmock.unflaxify(Outer(), jnp.ones((2, 3)), out={"nz": out})
     mocked = flaxmock.mock(tree, "nz")
     result = flaxmock.eval_shape(flaxmock.call, mocked, jnp.ones((2, 3)))
     assert (result.shape, result.dtype) == ((3,), jnp.int32)
@@ -459,4 +459,4 @@ def test_mocker_repr_shows_the_latest_output():
     self.d(jnp.ones((1, 3)))
     self.d(jnp.ones((5, 3), jnp.bfloat16))
     # bf16 inputs meet f32 parameters: the real output, and so the mock's, is f32.
-    assert repr(self.d) == "MockedModule(Dense, name='d', out=f32[5,4])"
+    assert repr(self.d) == "BoundMock(Dense, name='d', out=f32[5,4])"

@@ -12,7 +12,7 @@
 # - what a mock returns: the real shapes and dtypes, sown values included;
 # - how the randomness works: successive calls differ, a seed reproduces them;
 # - fill policies other than the default (zeros, ones, uniform, your own function);
-# - mock a call whose output shape depends on values (`outs=` and `out=`);
+# - mock a call whose output shape depends on values (`out=` when converting and when mocking);
 # - put the originals back with `flaxmock.unmock`;
 # - render a patched tree with treescope;
 # - call a mocked tree under `jax.jit` (`pz.variable_jit`).
@@ -250,16 +250,16 @@ try:
 except jax.errors.ConcretizationTypeError as err:
     notes = err.__notes__
 print("\n".join(notes[:2]))
-assert any("outs=" in note for note in notes)
+assert any("out={" in note for note in notes)
 
 # %% [markdown]
-# Give the call's output spec with `outs=` (a dict of globs over call paths) and it is not
+# Give the call's output spec with `out=` (a dict of globs over call paths) and it is not
 # traced; then mock it. `mock(..., out=...)` can also set or change the spec when mocking.
 # A fill function keeps the random indices valid.
 
 # %%
 routed_tree = flaxmock.unflaxify(
-    Routed(), x_spec, outs={"router": jax.ShapeDtypeStruct((5,), jnp.int32)}
+    Routed(), x_spec, out={"router": jax.ShapeDtypeStruct((5,), jnp.int32)}
 )
 
 

@@ -21,7 +21,7 @@ from flaxmock._core.errors import FillError as FillError
 from flaxmock._core.errors import FlaxmockError as FlaxmockError
 from flaxmock._core.errors import InvalidArgumentError as InvalidArgumentError
 from flaxmock._core.errors import InvalidSelectorError as InvalidSelectorError
-from flaxmock._core.errors import MockerAttributeError as MockerAttributeError
+from flaxmock._core.errors import MockAttributeError as MockAttributeError
 from flaxmock._core.errors import SelectContainerError as SelectContainerError
 from flaxmock._core.errors import SelectMethodError as SelectMethodError
 from flaxmock._core.errors import SelectNothingError as SelectNothingError
@@ -42,7 +42,7 @@ from flaxmock._linen.mock import MockInfo as MockInfo
 from flaxmock._linen.mock import MockLayer as MockLayer
 from flaxmock._linen.mock import mock as mock
 from flaxmock._linen.mock import unmock as unmock
-from flaxmock._linen.mocker import MockedModule as MockedModule
+from flaxmock._linen.mocker import BoundMock as BoundMock
 from flaxmock._linen.mocker import Mocker as Mocker
 from flaxmock._linen.select import selector as selector
 from flaxmock._linen.summary import summary as summary
@@ -53,6 +53,7 @@ __all__ = [
     "AbstractParameterError",
     "ArgsAndKwargs",
     "BindVariablesError",
+    "BoundMock",
     "CallInfo",
     "CallRow",
     "CallStructureError",
@@ -63,10 +64,9 @@ __all__ = [
     "InterceptedFlaxModuleMethod",
     "InvalidArgumentError",
     "InvalidSelectorError",
+    "MockAttributeError",
     "MockInfo",
-    "MockerAttributeError",
     "MockLayer",
-    "MockedModule",
     "Mocker",
     "SelectContainerError",
     "SelectMethodError",

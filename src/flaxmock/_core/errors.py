@@ -44,12 +44,6 @@ class BindVariablesError(FlaxmockError, ValueError):
     """Variables given to ``bind`` are missing or do not match the abstract ones."""
 
 
-def call_path_str(path: tuple[str, ...], method: str | None = None) -> str:
-    """Formats a call path as ``a/b/c.method`` for error messages."""
-    text = "/".join(path) if path else "<root>"
-    return f"{text}.{method}" if method else text
-
-
 class CallStructureError(FlaxmockError, ValueError):
     """A converted tree made a submodule call that was not seen at conversion time."""
 
@@ -58,8 +52,14 @@ class InvalidSelectorError(FlaxmockError, TypeError):
     """A ``where`` selector is of a kind flaxmock does not understand."""
 
 
-class MockerAttributeError(FlaxmockError, AttributeError):
-    """A ``Mocker`` attribute was assigned twice."""
+class MockAttributeError(FlaxmockError, AttributeError):
+    """An attribute read through a mock is not available.
+
+    Raised by an NNX mock (``flaxmock.nnx.MockModule``) for an attribute of the replaced module
+    that holds state (a parameter, a submodule), which a mock does not keep, and by a
+    ``flaxmock.Mocker`` for an attribute that was never assigned. A subclass of
+    ``AttributeError``, so ``hasattr`` and ``getattr(obj, name, default)`` work as usual.
+    """
 
 
 class FillError(FlaxmockError, ValueError):
@@ -67,8 +67,30 @@ class FillError(FlaxmockError, ValueError):
 
 
 class InvalidArgumentError(FlaxmockError, TypeError):
-    """A call argument is neither an array nor a hashable (static) Python value."""
+    """An argument of a flaxmock function has a type it does not accept.
+
+    Also raised when a call argument given to a mock is neither an array nor a hashable
+    (static) Python value.
+    """
 
 
 class UnknownFactoryError(FlaxmockError, ValueError):
     """``flaxmock.nnx.materialize`` got a model it cannot rebuild (not from ``nnx.abstract``)."""
+
+
+class StackSizeError(FlaxmockError, ValueError):
+    """``flaxmock.nnx.mock(stack_size=n)`` does not match the selected module's layer axis."""
+
+
+def note_raised_in(error: BaseException, where: str) -> None:
+    """Names the innermost call an error was raised in (once), keeping its type and message.
+
+    Errors from a model's own code propagate unchanged; the note ``flaxmock: raised in
+    blocks_0/attn.__call__`` is added by the innermost flaxmock call that sees the error, so
+    outer calls do not add theirs.
+    """
+    if not any(n.startswith(_RAISED_IN) for n in getattr(error, "__notes__", ())):
+        error.add_note(f"{_RAISED_IN} {where}")
+
+
+_RAISED_IN = "flaxmock: raised in"

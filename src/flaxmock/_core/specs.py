@@ -21,7 +21,8 @@ def is_array(x: Any) -> bool:
     return isinstance(x, jax.Array | np.ndarray | np.generic | jax.ShapeDtypeStruct)
 
 
-def _is_spec(x: Any) -> bool:
+def is_spec(x: Any) -> bool:
+    """Whether ``x`` is an abstract array, a ``jax.ShapeDtypeStruct`` (the ``is_leaf`` of specs)."""
     return isinstance(x, jax.ShapeDtypeStruct)
 
 
@@ -36,7 +37,7 @@ def spec_of(x: Any) -> Any:
 
 def specs_of(tree: Any) -> Any:
     """Maps :func:`spec_of` over a pytree (``ShapeDtypeStruct`` leaves stay leaves)."""
-    return jax.tree.map(spec_of, tree, is_leaf=_is_spec)
+    return jax.tree.map(spec_of, tree, is_leaf=is_spec)
 
 
 def partition(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
@@ -45,7 +46,7 @@ def partition(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
     Non-array leaves are closed over by the returned function, so they stay Python values when
     the arrays cross ``jax.eval_shape`` or ``jax.jit``.
     """
-    leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_spec)
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=is_spec)
     where = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
     arrays = [leaves[i] for i in where]
     # The closure keeps only the static leaves: array leaves may be tracers.
@@ -70,7 +71,7 @@ class Signature:
 
 def signature_of(tree: Any) -> Signature | None:
     """Returns the :class:`Signature` of ``tree``, or ``None`` if a static leaf is unhashable."""
-    leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_spec)
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=is_spec)
     out: list[tuple[Any, ...]] = []
     for leaf in leaves:
         if is_array(leaf):
@@ -88,7 +89,7 @@ def signature_of(tree: Any) -> Signature | None:
 def unhashable_leaves(tree: Any) -> list[str]:
     """Paths and types of the non-array leaves of ``tree`` that cannot be hashed."""
     found = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_spec)[0]:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_spec)[0]:
         if is_array(leaf):
             continue
         try:

@@ -70,7 +70,7 @@ def assemble(
         return None if best is None else best[1] + path[len(best[0]) :]
 
     def visit(layer: FlaxCallLayer) -> None:
-        if layer.info.detached:
+        if layer.info.nested:
             # A nested ``module.apply`` brings its own variables; its paths are its own.
             return
         here = rel(layer.info.scope_path)
@@ -88,7 +88,7 @@ def assemble(
             else:
                 info = getattr(child, "info", None)
                 original = getattr(info, "original", None)
-                if original is not None and original.info.detached:
+                if original is not None and original.info.nested:
                     continue
                 if info is not None and getattr(info, "scope_path", None) is not None:
                     p = rel(info.scope_path)

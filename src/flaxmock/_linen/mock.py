@@ -133,7 +133,7 @@ def _draw(
         # A user's fill function is given one leaf's spec at a time.
         return [
             [
-                _fill.fill_array(jax.random.fold_in(k, i), spec, fill, where=where)
+                _fill.fill_array(jax.random.fold_in(k, i), spec, fill, path=where)
                 for i, spec in enumerate(group)
             ]
             for k, group in zip(keys, groups, strict=True)
@@ -161,7 +161,7 @@ def _draw_by_dtype(
             jax.random.fold_in(key, d),
             jax.ShapeDtypeStruct((sum(sizes),), dtype),
             fill,
-            where=where,
+            path=where,
         )
         offset = 0
         for i, size in zip(indices, sizes, strict=True):
@@ -358,7 +358,7 @@ class MockLayer(pz.nn.Layer):
                 list(in_shardings),
                 mesh=mesh,
                 rules=info.rules,
-                where=f"{self.path_str}.{self.method_name}",
+                path=f"{self.path_str}.{self.method_name}",
             )
             info.shardings[key] = found
             while len(info.shardings) > SPEC_CACHE_SIZE:
@@ -510,9 +510,9 @@ def mock_layer(
     variables = _specs.specs_of(assembled.variables)
     where = f"{info.path_str}.{layer.method_name}"
     out_spec = _specs.specs_of(out) if out is not None else info.out_spec
-    _fill.check_fillable(out_spec, fill, where=where)
+    _fill.check_fillable(out_spec, fill, path=where)
     for entry in info.sown:
-        _fill.check_fillable(entry.spec, fill, where=f"{where} (sown {entry.collection})")
+        _fill.check_fillable(entry.spec, fill, path=f"{where} (sown {entry.collection})")
     mock_info = MockInfo(
         scope_path=info.scope_path,
         call_path=info.call_path,
@@ -558,7 +558,7 @@ def explicit_mock(
     """A :class:`MockLayer` for ``module.method_name`` with a given output spec, never traced."""
     out_spec = _specs.specs_of(out)
     where = f"<root>.{method_name}"
-    _fill.check_fillable(out_spec, fill, where=where)
+    _fill.check_fillable(out_spec, fill, path=where)
     info = MockInfo(
         scope_path=(),
         call_path=(),

@@ -41,7 +41,7 @@ def real_output_shardings(
     *,
     mesh: Any,
     rules: Any,
-    where: str,
+    path: str,
 ) -> list[Any]:
     """The shardings XLA gives the outputs of ``module.apply`` compiled (never run) on ``mesh``.
 
@@ -81,7 +81,7 @@ def real_output_shardings(
             compiled = jitted.lower(variables, specs).compile()
     except Exception as e:
         e.add_note(
-            f"flaxmock: compiling the real {where} on the mock's mesh, to find its outputs' "
+            f"flaxmock: compiling the real {path} on the mock's mesh, to find its outputs' "
             "shardings, failed. Mock it without mesh= to get unsharded outputs."
         )
         raise

@@ -49,7 +49,7 @@ def _owned(layer: Any, seen: set[Any]) -> tuple[int, int]:
 
 def _transform_note(info: Any) -> str:
     """``scan/remat x80`` for the body of lifted transforms, ``nested apply`` for those."""
-    if info.detached and info.scope_path and not info.transforms:
+    if info.nested and info.scope_path and not info.transforms:
         return "nested apply"
     if not info.transforms:
         return ""

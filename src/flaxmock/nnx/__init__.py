@@ -19,17 +19,17 @@ Examples:
   (2, 4096)
 """
 
+from flaxmock._core.errors import MockAttributeError as MockAttributeError
+from flaxmock._core.errors import StackSizeError as StackSizeError
 from flaxmock._core.errors import UnknownFactoryError as UnknownFactoryError
 from flaxmock.nnx._abstract import abstract as abstract
 from flaxmock.nnx._abstract import materialize as materialize
 from flaxmock.nnx._intercept import InterceptorContext as InterceptorContext
 from flaxmock.nnx._intercept import intercept_methods as intercept_methods
-from flaxmock.nnx._mock import MockAttributeError as MockAttributeError
 from flaxmock.nnx._mock import MockCounter as MockCounter
 from flaxmock.nnx._mock import MockInfo as MockInfo
 from flaxmock.nnx._mock import MockModule as MockModule
 from flaxmock.nnx._mock import mock as mock
-from flaxmock.nnx._select import StackSizeError as StackSizeError
 from flaxmock.nnx._shapes import eval_shape as eval_shape
 from flaxmock.nnx._summary import summary as summary
 

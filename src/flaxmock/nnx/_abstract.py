@@ -27,6 +27,7 @@ import jax
 from flax import nnx
 
 from flaxmock._core import errors as _errors
+from flaxmock._core import specs as _specs
 from flaxmock.nnx import _intercept as _nnx_intercept
 from flaxmock.nnx import _shapes as _nnx_shapes
 
@@ -61,7 +62,7 @@ def abstract_values(module: Any) -> list[tuple[_nnx_shapes.Path, nnx.Variable]]:
     return [
         (path, var)
         for path, var in _nnx_shapes.iter_variables(module)
-        if _nnx_shapes.is_abstract(var.get_value())
+        if _specs.is_spec(var.get_value())
     ]
 
 
@@ -113,14 +114,10 @@ def _guard_class(base: type) -> type:
     with _GUARDS_LOCK:
         if base in _GUARDS:
             return _GUARDS[base]
-        names = {
-            name
-            for cls in base.__mro__
-            if isinstance(cls, type) and issubclass(cls, nnx.Module)
-            for name in _nnx_intercept.intercepted_method_names(cls)
-        }
         namespace: dict[str, Any] = {
-            name: _make_guarded(base, name) for name in sorted(names) if name in dir(base)
+            name: _make_guarded(base, name)
+            for name in _nnx_intercept.method_names(base)
+            if name in dir(base)
         }
         namespace[_GUARD_BASE_ATTR] = base
         namespace[_nnx_intercept.NO_INTERCEPT_ATTR] = True

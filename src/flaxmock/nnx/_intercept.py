@@ -105,6 +105,21 @@ def intercepted_method_names(cls: type) -> list[str]:
     return names
 
 
+def method_names(cls: type) -> tuple[str, ...]:
+    """Names of the methods interception wraps on ``cls`` and its bases, ``__call__`` first.
+
+    :func:`intercepted_method_names` over the ``nnx.Module`` classes of ``cls``'s MRO: the
+    methods a module of class ``cls`` answers that are its own computation.
+    """
+    names = {
+        name
+        for klass in cls.__mro__
+        if isinstance(klass, type) and issubclass(klass, nnx.Module)
+        for name in intercepted_method_names(klass)
+    }
+    return tuple(sorted(names, key=lambda name: (name != "__call__", name)))
+
+
 def _all_module_classes() -> list[type]:
     seen: dict[type, None] = {}
     todo = [nnx.Module]

@@ -55,10 +55,6 @@ class MockCounter(nnx.Variable):
     """
 
 
-class MockAttributeError(_errors.FlaxmockError, AttributeError):
-    """Code read an attribute holding state (a parameter, a submodule) through a mock."""
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class MockInfo:
     """Static data of a :class:`MockModule` (compared and hashed by identity).
@@ -105,7 +101,7 @@ def _sliced_state(state: Any) -> Any:
             return jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
         return x
 
-    return jax.tree.map(drop, state, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
+    return jax.tree.map(drop, state, is_leaf=_specs.is_spec)
 
 
 # Attribute names a mock never forwards to the replaced module: Python's and NNX's own protocol
@@ -167,7 +163,7 @@ class MockModule(nnx.Module):
             ) from None
         state = _holds_state(value)
         if state:
-            raise MockAttributeError(
+            raise _errors.MockAttributeError(
                 f"{info.path} is mocked: its attribute {name!r} holds "
                 f"{type(state[0]).__name__} state of the replaced "
                 f"{info.module_type.__name__}, which a mock does not keep. Fix it in one of "
@@ -322,7 +318,7 @@ class MockModule(nnx.Module):
         else:
             # A whole stack called at once (outside scan): one draw for all of it.
             key = jax.random.fold_in(key, counter[0, 1])
-        out = _fill.fill_tree(key, out_spec, info.fill, where=f"{info.path}.{method}")
+        out = _fill.fill_tree(key, out_spec, info.fill, path=f"{info.path}.{method}")
         call: dict[str, Any]
         for i, call in enumerate(sown):
             # As the replaced module did: into `nnx.capture`'s collections when one is active,
@@ -331,7 +327,7 @@ class MockModule(nnx.Module):
                 jax.random.fold_in(key, _SOW_STREAM + i),
                 call["value"],
                 info.fill,
-                where=f"{info.path}.{method}: sow {call['name']!r}",
+                path=f"{info.path}.{method}: sow {call['name']!r}",
             )
             self.sow(**{**call, "value": value})
         return out
@@ -357,14 +353,6 @@ def _replaced_view(info: MockInfo) -> Any:
             _nnx_abstract.unguard(view)
             object.__setattr__(info, "view", view)
         return view
-
-
-def _method_names(cls: type) -> tuple[str, ...]:
-    names = {"__call__"}
-    for klass in cls.__mro__:
-        if isinstance(klass, type) and issubclass(klass, nnx.Module):
-            names.update(_nnx_intercept.intercepted_method_names(klass))
-    return ("__call__", *sorted(names - {"__call__"}))
 
 
 def mock(
@@ -445,7 +433,7 @@ def mock(
         taken=lambda module: "already MockModules" if isinstance(module, MockModule) else None,
     )
     if out is not None:
-        _fill.check_fillable(out, fill, where="mock(out=...)")
+        _fill.check_fillable(out, fill, path="mock(out=...)")
     else:
         _fill.check_fillable({}, fill)
     copy = nnx.clone(model)
@@ -457,15 +445,15 @@ def mock(
         if id(module) not in mocks:
             size = _nnx_select.stack_size(modules, path, module, stack_size)
             graphdef, state = nnx.split(module)
-            abstract_state = jax.tree.map(
-                _specs.spec_of, state, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct)
-            )
             info = MockInfo(
                 path=_nnx_shapes.path_str(path),
                 module_type=type(module),
                 graphdef=graphdef,
-                state=abstract_state,
-                method_names=_method_names(type(module)),
+                state=_specs.specs_of(state),
+                method_names=(
+                    "__call__",
+                    *(n for n in _nnx_intercept.method_names(type(module)) if n != "__call__"),
+                ),
                 seed=seed,
                 fill=fill,
                 out=out,

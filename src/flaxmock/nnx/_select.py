@@ -33,10 +33,6 @@ FRONT = _select.Front(
 )
 
 
-class StackSizeError(_errors.FlaxmockError, ValueError):
-    """``mock(stack_size=n)`` does not match the leading layer axis of the selected module."""
-
-
 # Containers of modules: walked into by `mock`, never replaced themselves.
 _CONTAINER_TYPES = tuple(getattr(nnx, name) for name in ("List", "Dict") if hasattr(nnx, name))
 
@@ -117,9 +113,7 @@ def _leading_axis(module: Any) -> tuple[int | None, bool]:
     """``(n, has_arrays)``: the leading axis all of ``module``'s arrays share, if any."""
     leaves = [
         leaf
-        for leaf in jax.tree.leaves(
-            nnx.state(module), is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct)
-        )
+        for leaf in jax.tree.leaves(nnx.state(module), is_leaf=_specs.is_spec)
         if _specs.is_array(leaf)
     ]
     if not leaves:
@@ -151,13 +145,13 @@ def stack_size(
     if requested is None:
         return None
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
-        raise StackSizeError(
+        raise _errors.StackSizeError(
             f"mock(stack_size={requested!r}): expected a positive int, 'auto' or None."
         )
     if has_arrays and size != requested:
         found = f"a leading axis of {size}" if size else "no leading axis shared by all"
         fix = f"stack_size={size}" if size else "stack_size=None"
-        raise StackSizeError(
+        raise _errors.StackSizeError(
             f"mock(stack_size={requested}): {_nnx_shapes.path_str(path)} "
             f"({type(module).__name__}) is not a stack of {requested} layers: its arrays (or, "
             f"without arrays, those of the stack it is in) have {found}. Fix: pass {fix}, or "

@@ -63,11 +63,6 @@ def iter_variables(root: Any) -> Iterator[tuple[Path, nnx.Variable]]:
             yield tuple(path), node
 
 
-def is_abstract(value: Any) -> bool:
-    """Whether a variable value is a ``jax.ShapeDtypeStruct`` (not a concrete array or tracer)."""
-    return isinstance(value, jax.ShapeDtypeStruct)
-
-
 def bound_method(module: Any, method: str | Callable[..., Any]) -> Callable[..., Any]:
     """``module.<method>`` for a method name, or ``functools.partial(method, module)``."""
     if isinstance(method, str):
