@@ -7,6 +7,8 @@ expected, what was found, and how to fix it. Each class subclasses the matching 
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FlaxmockError(Exception):
     """Base class of every flaxmock error."""
@@ -94,3 +96,33 @@ def note_raised_in(error: BaseException, where: str) -> None:
 
 
 _RAISED_IN = "flaxmock: raised in"
+
+#: How many problems a ``BindVariablesError`` lists before "... and N more".
+BIND_PROBLEMS_SHOWN = 20
+
+
+def describe_value(value: Any) -> str:
+    """``float32[3, 4]`` for an array or spec, the type's name for anything else."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        return type(value).__name__
+    return f"{getattr(dtype, 'name', dtype)}{list(shape)}"
+
+
+def bind_error(problems: list[str], *, subject: str, fix: str) -> BindVariablesError:
+    """One :class:`BindVariablesError` for every problem found (the first ones, then a count).
+
+    Args:
+      problems: One line per problem, such as ``"  missing: params/w (expected float32[3])"``.
+      subject: What was bound (``"<root>.__call__"``, ``"MLP"``).
+      fix: The fixes, a paragraph starting with ``"Fix: "``.
+    """
+    shown = problems[:BIND_PROBLEMS_SHOWN]
+    if len(problems) > len(shown):
+        shown.append(f"  ... and {len(problems) - len(shown)} more")
+    return BindVariablesError(
+        f"bind: {len(problems)} problem(s) with the values for {subject}:\n"
+        + "\n".join(shown)
+        + f"\n{fix}"
+    )

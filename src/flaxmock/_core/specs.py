@@ -3,7 +3,8 @@
 Flax calls take Python values (``deterministic=True``, ``mode="b"``) next to arrays. Such values
 must stay static through ``jax.eval_shape``/``jax.jit`` (a tracer in a Python ``if`` fails), so
 the helpers here split a pytree into its array leaves and the rest, in the way equinox's
-``filter_eval_shape`` does, and describe a call's inputs by a hashable signature for caching.
+``filter_eval_shape`` does (:func:`partition`, :func:`eval_shape`), and describe a call's inputs
+by a hashable signature for caching.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from flaxmock._core import errors as _errors
 
 
 def is_array(x: Any) -> bool:
@@ -59,6 +62,45 @@ def partition(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
         return jax.tree.unflatten(treedef, out)
 
     return arrays, combine
+
+
+def check_function(fun: Any) -> None:
+    """Raises :class:`InvalidArgumentError` unless ``fun``, given to ``eval_shape``, is callable."""
+    if not callable(fun):
+        raise _errors.InvalidArgumentError(
+            "eval_shape(fun, *args, **kwargs) takes the function to evaluate first, as "
+            f"jax.eval_shape does; got a {type(fun).__name__} for fun. Fix: pass a function, "
+            "a module or a converted tree, then its arguments."
+        )
+
+
+def eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``jax.eval_shape`` that lets Python values through, as equinox's ``filter_eval_shape``.
+
+    The array leaves (arrays and ``jax.ShapeDtypeStruct``) of ``fun``, ``args`` and ``kwargs``
+    are traced; every other leaf (``deterministic=True``, a string, a function) is passed to
+    ``fun`` as the Python value it is. Of the output, array leaves come back as their
+    ``jax.ShapeDtypeStruct``; other leaves (``None``, ints, strings), which ``jax.eval_shape``
+    would turn into arrays or refuse, come back as ``fun`` returned them. The front ends' own
+    ``eval_shape`` prepare what this one cannot see: penzai state (linen) and NNX graph nodes,
+    split into arrays and rebuilt inside ``fun``.
+
+    Raises:
+      InvalidArgumentError: ``fun`` is not callable.
+    """
+    check_function(fun)
+    arrays, combine = partition((fun, args, kwargs))
+    # The output's Python leaves are captured from the trace and put back afterwards.
+    rebuild_out: list[Callable[[list[Any]], Any]] = []
+
+    def run(arrays: list[Any]) -> list[Any]:
+        f, a, kw = combine(arrays)
+        out_arrays, rebuild = partition(f(*a, **kw))
+        rebuild_out[:] = [rebuild]
+        return out_arrays
+
+    out_specs = jax.eval_shape(run, arrays)
+    return rebuild_out[0](out_specs)
 
 
 @dataclasses.dataclass(frozen=True)

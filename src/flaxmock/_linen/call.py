@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 from flax.core import scope as flax_scope
 from penzai import pz
 from penzai.toolshed.unflaxify import ArgsAndKwargs
@@ -68,12 +67,13 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
 def eval_shape(fun: Any, *args: Any, **kwargs: Any) -> Any:
     """``jax.eval_shape`` for functions of converted trees, mocks included.
 
-    Like ``jax.eval_shape``, but penzai state (the mocks' call counters) may appear in the
-    arguments, Python values in the arguments stay static, and Python values in the output
-    (``None``, ints, strings) come back as they are. State is not advanced.
+    Like ``jax.eval_shape``, but penzai state (the mocks' call counters) may appear in ``fun``
+    and the arguments, Python values in the arguments stay static, and Python values in the
+    output (``None``, ints, strings) come back as they are. State is not advanced: the trace
+    sees copies of it.
 
     Args:
-      fun: The function to evaluate.
+      fun: The function to evaluate (a converted tree is callable too).
       *args: Its positional arguments (trees, arrays, ``jax.ShapeDtypeStruct`` specs, Python
         values).
       **kwargs: Its keyword arguments.
@@ -81,25 +81,23 @@ def eval_shape(fun: Any, *args: Any, **kwargs: Any) -> Any:
     Returns:
       ``fun``'s output with every array leaf replaced by its ``jax.ShapeDtypeStruct``.
 
+    Raises:
+      InvalidArgumentError: ``fun`` is not callable.
+
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
       >>> tree = flaxmock.unflaxify(nn.Dense(3), jax.ShapeDtypeStruct((2, 4), jnp.float32))
       >>> flaxmock.eval_shape(flaxmock.call, tree, jax.ShapeDtypeStruct((5, 4), jnp.float32))
       ShapeDtypeStruct(shape=(5, 3), dtype=float32)
     """
-    (args, kwargs), state = pz.unbind_state_vars((args, kwargs), freeze=True)
-    arrays, rebuild = _specs.partition((args, kwargs))
-    # ``jax.eval_shape`` turns a returned Python int into a weak int32 array and fails on a
-    # str: only the output's arrays cross it; the rest is captured and put back.
-    rebuild_out: list[Any] = []
+    # A bound mutable penzai variable is not a pytree: the state crosses the trace frozen, and
+    # the function sees it bound to copies, so the caller's counters do not advance.
+    _specs.check_function(fun)
+    (fun, args, kwargs), state = pz.unbind_state_vars((fun, args, kwargs), freeze=True)
 
-    def run(arrays: list[Any], state: list[Any]) -> Any:
-        a, kw = rebuild(arrays)
+    def bound(fun: Any, args: Any, kwargs: Any, state: list[Any]) -> Any:
         live = [s.unfreeze_as_copy() for s in state]
-        a, kw = pz.bind_variables((a, kw), live)
-        out_arrays, rebuild_output = _specs.partition(fun(*a, **kw))
-        rebuild_out.append(rebuild_output)
-        return out_arrays
+        fun, args, kwargs = pz.bind_variables((fun, args, kwargs), live)
+        return fun(*args, **kwargs)
 
-    out_specs = jax.eval_shape(run, arrays, list(state))
-    return rebuild_out[0](out_specs)
+    return _specs.eval_shape(bound, fun, args, kwargs, list(state))

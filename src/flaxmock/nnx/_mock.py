@@ -270,14 +270,13 @@ class MockModule(nnx.Module):
                 _nnx_abstract.unguard(original)
                 if overrides:
                     original.set_attributes(**dict(overrides), raise_if_not_found=False)
-                out, sown_specs = _nnx_shapes.eval_shape_call(
-                    original,
-                    args,
-                    kwargs,
-                    method=method,
-                    on_merge=on_merge,
-                    extra=lambda: [call["value"] for call in sown],
-                )
+
+                def run(copy: Any, /, *call_args: Any, **call_kwargs: Any) -> Any:
+                    on_merge(copy)
+                    out = _nnx_shapes.bound_method(copy, method)(*call_args, **call_kwargs)
+                    return out, [call["value"] for call in sown]
+
+                out, sown_specs = _nnx_shapes.eval_shape(run, original, *args, **kwargs)
         except jax.errors.ConcretizationTypeError as e:
             raise _errors.ShapeInferenceError(
                 f"{info.path}.{method}: cannot infer the output shape for inputs "
