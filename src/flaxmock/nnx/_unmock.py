@@ -1,0 +1,123 @@
+"""``unmock`` for NNX models: the replaced modules put back in place of their mocks.
+
+A :class:`~flaxmock.nnx.MockModule` keeps the module it replaced as a graph definition and an
+*abstract* state (it holds no arrays), so the module put back has abstract values where the
+replaced one had values: an abstract model comes back as it was before :func:`flaxmock.nnx.mock`
+(and :func:`flaxmock.nnx.materialize` still knows its factory); a real model gets its values
+back from :func:`flaxmock.nnx.bind` (``bind(unmock(mocked), nnx.state(model))``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flax import nnx
+
+from flaxmock._core import errors as _errors
+from flaxmock.nnx import _abstract as _nnx_abstract
+from flaxmock.nnx import _mock as _nnx_mock
+from flaxmock.nnx import _select as _nnx_select
+from flaxmock.nnx import _shapes as _nnx_shapes
+
+
+def _original(mock: _nnx_mock.MockModule) -> nnx.Module:
+    """The module ``mock`` replaced, rebuilt with abstract state and the mock's configuration."""
+    info = mock.info
+    module = nnx.merge(info.graphdef, info.state)
+    _nnx_abstract.unguard(module)
+    # Configuration set on the mock after mocking (``model.eval()`` sets ``deterministic``)
+    # belongs to the module. (The mock's private accessor: the replacement protocol of the
+    # shared mock core is to expose it.)
+    overrides = dict(mock._overrides())
+    if overrides:
+        module.set_attributes(**overrides, raise_if_not_found=False)
+    return module
+
+
+def _matcher(where: Any) -> Any:
+    """``(path, mock) -> bool``: a class selects mocks of that class, other forms as in ``mock``."""
+    if where is None:
+        return lambda path, mock: True
+    match = _nnx_select.matcher(where)
+    if isinstance(where, type):
+        return lambda path, mock: issubclass(mock.info.module_type, where)
+    return match
+
+
+def unmock(model: Any, where: _nnx_select.Where | None = None) -> Any:
+    """Returns a copy of ``model`` with the modules its mocks replaced put back.
+
+    The inverse of :func:`flaxmock.nnx.mock`. ``model`` is untouched. A mock keeps no arrays
+    of the module it replaced, so the module comes back with abstract values
+    (``jax.ShapeDtypeStruct``): on a model from :func:`flaxmock.nnx.abstract` the result is the
+    abstract model again (:func:`flaxmock.nnx.materialize` works on it); values of a real model
+    are given back with :func:`flaxmock.nnx.bind`. Configuration set on a mock after mocking
+    (``model.eval()``) is set on the module put back. A module that one mock replaced at
+    several paths comes back as one module at all of them.
+
+    Args:
+      model: A model with mocks, from :func:`flaxmock.nnx.mock` (or a mock itself).
+      where: Which mocks to take out: None (the default) for all; a module class (mocks of
+        that class, subclasses included), a glob over ``/``-joined paths or a predicate
+        ``(path, mock) -> bool``, as for :func:`flaxmock.nnx.mock`.
+
+    Returns:
+      The copy (the replaced module itself when ``model`` is a mock).
+
+    Raises:
+      SelectNothingError: ``where`` selects no mock; the message lists the mocks there are.
+      InvalidSelectorError: ``where`` is of an unsupported kind.
+      InvalidArgumentError: ``model`` is not an ``nnx.Module``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from flaxmock.nnx import abstract, materialize, mock, unmock
+      >>> model = abstract(nnx.Sequential, nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.relu)
+      >>> restored = unmock(mock(model, nnx.Linear))
+      >>> type(restored.layers[0]).__name__, restored.layers[0].kernel.get_value().shape
+      ('Linear', (3, 4))
+    """
+    if not isinstance(model, nnx.Module):
+        raise _errors.InvalidArgumentError(
+            f"unmock expects an nnx.Module (a model from flaxmock.nnx.mock), got "
+            f"{type(model).__name__}."
+        )
+    match = _matcher(where)
+    if isinstance(model, _nnx_mock.MockModule):
+        if match("", model):
+            original = _original(model)
+            _nnx_abstract.guard(original)
+            return original
+        mocks: dict[str, Any] = {"<root>": model}
+    else:
+        mocks = {}
+    copy = nnx.clone(model)
+    _nnx_abstract.unguard(copy)
+    originals: dict[int, nnx.Module] = {}
+    selected = []
+    for path, module in _nnx_shapes.iter_module_paths(copy):
+        if not isinstance(module, _nnx_mock.MockModule) or not path:
+            continue
+        text = "/".join(str(k) for k in path)
+        mocks[text] = module
+        if match(text, module):
+            selected.append((path, module))
+    if not selected:
+        shown = "\n".join(
+            f"  {path} (mock of {mock.info.module_type.__name__})" for path, mock in mocks.items()
+        )
+        raise _errors.SelectNothingError(
+            f"unmock(where={where!r}) selects no mock of {type(model).__name__}; "
+            + (f"its mocks:\n{shown}" if mocks else "it has none (see flaxmock.nnx.mock).")
+        )
+    for path, mock in selected:
+        if id(mock) not in originals:
+            originals[id(mock)] = _original(mock)
+        parent = copy
+        for key in path[:-1]:
+            parent = _nnx_select.get_child(parent, key)
+        _nnx_select.set_child(parent, path[-1], originals[id(mock)])
+    _nnx_abstract.guard(copy)
+    _nnx_abstract.set_origin(copy, _nnx_abstract.origin_of(model))
+    return copy
