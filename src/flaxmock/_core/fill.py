@@ -174,6 +174,8 @@ def fill_array(
     Raises:
       UnsupportedDtypeError: ``spec.dtype`` is not covered by the fill rules.
       FillError: ``fill`` is an unknown policy, or a callable returned the wrong shape or dtype.
+      InvalidArgumentError: ``key`` is not a PRNG key, or ``spec`` not a
+        ``jax.ShapeDtypeStruct``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -184,6 +186,7 @@ def fill_array(
       Array([0, 0, 0], dtype=int8)
     """
     _check_policy(fill)
+    _check_key_and_spec(key, spec, path)
     if callable(fill):
         out = fill(key, spec)
         shape = getattr(out, "shape", None)
@@ -197,6 +200,23 @@ def fill_array(
     else:
         out = _fill_default(key, spec, fill or "normal", path)
     return apply_sharding(out, spec)
+
+
+def _check_key_and_spec(key: Any, spec: Any, path: str) -> None:
+    is_key = isinstance(key, jax.Array) and (
+        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        or (key.dtype == jnp.uint32 and key.shape[-1:] == (2,))
+    )
+    if not is_key:
+        raise _errors.InvalidArgumentError(
+            f"fill{_at(path)}: key must be a PRNG key (jax.random.key(0)), got "
+            f"{_errors.describe_value(key)}."
+        )
+    if not _specs.is_spec(spec):
+        raise _errors.InvalidArgumentError(
+            f"fill{_at(path)}: spec must be a jax.ShapeDtypeStruct, got "
+            f"{_errors.describe_value(spec)}."
+        )
 
 
 def _short(shape: Any, dtype: Any) -> str:
@@ -230,6 +250,7 @@ def fill_tree(key: jax.Array, specs: Any, fill: Fill = None, *, path: str = "") 
       >>> out["h"].shape, out["n"], out["mask"]
       ((2, 4), 3, None)
     """
+    _check_policy(fill)
     leaves, treedef = jax.tree_util.tree_flatten(specs, is_leaf=_specs.is_spec)
     # Eager draws compile jax.random's functions on first use: lowered fused (same bits, no
     # 8x scratch on CPU; see flaxmock._core.prng).

@@ -36,6 +36,15 @@ def is_seed(key: Any) -> bool:
     return isinstance(key, int | np.integer) and not isinstance(key, bool | np.bool_)
 
 
+def check_seed(seed: Any, *, where: str) -> None:
+    """Raises :class:`InvalidArgumentError` unless ``seed`` (of a mock) is an int."""
+    if not is_seed(seed):
+        raise _errors.InvalidArgumentError(
+            f"{where}: seed must be an int (the seed of the mocks' random streams); got "
+            f"{_describe(seed)}."
+        )
+
+
 def to_key(key: Any, *, where: str) -> jax.Array:
     """Returns the typed PRNG key ``key`` stands for (see the module docstring).
 

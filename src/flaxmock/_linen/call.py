@@ -8,6 +8,7 @@ from flax.core import scope as flax_scope
 from penzai import pz
 from penzai.toolshed.unflaxify import ArgsAndKwargs
 
+from flaxmock._core import errors as _errors
 from flaxmock._core import specs as _specs
 from flaxmock._linen import dispatch as _dispatch
 from flaxmock._linen import layer as _layer
@@ -32,6 +33,7 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
       ``module.apply`` returns them.
 
     Raises:
+      InvalidArgumentError: ``tree`` is not a penzai layer.
       AbstractParameterError: an un-mocked layer still has abstract parameters.
       CallStructureError: the model made a submodule call not seen at conversion time.
 
@@ -44,6 +46,11 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
       >>> bool((flaxmock.call(tree, x) == model.apply(variables, x)).all())
       True
     """
+    if not isinstance(tree, pz.nn.Layer):
+        raise _errors.InvalidArgumentError(
+            f"call expects a converted tree (from flaxmock.unflaxify, possibly mocked), got "
+            f"{type(tree).__name__}."
+        )
     if isinstance(tree, _layer.FlaxCallLayer):
         return _dispatch.run(tree, args, kwargs, mutable=mutable, rngs=rngs)
     call_args = ArgsAndKwargs(args=args, kwargs=kwargs)

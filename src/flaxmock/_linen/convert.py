@@ -95,6 +95,12 @@ def unflaxify(
       ShapeDtypeStruct(shape=(3, 8), dtype=float32)
     """
     _check_module(module)
+    if out is not None and not isinstance(out, Mapping):
+        raise _errors.InvalidArgumentError(
+            f"unflaxify(out=...) takes a dict from globs over call paths to output specs "
+            f"({{'blocks_*/router': jax.ShapeDtypeStruct((8,), jnp.int32)}}), got "
+            f"{type(out).__name__}."
+        )
     root_record, variables = _record.record(
         module, variables, args, kwargs, method=method, rngs=_normalize_rngs(rngs), out=out
     )

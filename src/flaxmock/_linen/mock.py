@@ -30,6 +30,7 @@ from treescope import formatting_util
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
+from flaxmock._core import keys as _keys
 from flaxmock._core import select as _select
 from flaxmock._core import specs as _specs
 from flaxmock._linen import assemble as _assemble
@@ -637,6 +638,7 @@ def mock(
       >>> flaxmock.call(mocked, jnp.ones((4, 3))).shape
       (4, 2)
     """
+    _keys.check_seed(seed, where="mock")
     if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
         raise _errors.InvalidArgumentError(
             f"mock: mesh= expects a jax.sharding.Mesh, got {type(mesh).__name__}. Fix: pass "

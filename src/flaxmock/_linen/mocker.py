@@ -18,6 +18,7 @@ import jax
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
+from flaxmock._core import keys as _keys
 from flaxmock._core import specs as _specs
 from flaxmock._linen import call as _call
 from flaxmock._linen import convert as _convert
@@ -133,6 +134,8 @@ class Mocker:
     """
 
     def __init__(self, seed: int = 0, fill: Any = None):
+        _keys.check_seed(seed, where="Mocker")
+        _fill.check_fillable({}, fill)  # An unknown fill policy fails here, not at a call.
         object.__setattr__(self, "_seed", seed)
         object.__setattr__(self, "_fill", fill)
         object.__setattr__(self, "_attrs", {})
@@ -160,7 +163,15 @@ class Mocker:
         """Assigns ``module`` under ``name`` with an explicit output spec ``out``.
 
         For modules whose output shape depends on values (``jnp.nonzero`` without ``size=``).
+
+        Raises:
+          InvalidArgumentError: ``module`` is not a ``flax.linen.Module``.
         """
+        if not isinstance(module, nn.Module):
+            raise _errors.InvalidArgumentError(
+                f"Mocker.mock({name!r}, module): module must be a flax.linen.Module, got "
+                f"{type(module).__name__}."
+            )
         wrapped = BoundMock(module, name, _derived_seed(self._seed, name), self._fill, out)
         self._attrs[name] = wrapped
         return wrapped

@@ -7,7 +7,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from penzai import pz
 
+from flaxmock._core import errors as _errors
 from flaxmock._core import table as _table
 from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import layer as _layer
@@ -74,6 +76,9 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
     Returns:
       A :class:`Summary`: ``print`` it for the table; ``rows`` holds one ``CallRow`` per call.
 
+    Raises:
+      InvalidArgumentError: ``tree`` is not a penzai layer.
+
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
       >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
@@ -84,6 +89,11 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
       >>> s.total_params
       50
     """
+    if not isinstance(tree, pz.nn.Layer):
+        raise _errors.InvalidArgumentError(
+            f"summary expects a converted tree (from flaxmock.unflaxify, possibly mocked), got "
+            f"{type(tree).__name__}."
+        )
     seen: set[Any] = set()
     rows = []
     for _, layer in _layer.iter_layers(tree):

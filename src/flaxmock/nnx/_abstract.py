@@ -187,6 +187,9 @@ def abstract(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     Returns:
       The abstract module.
 
+    Raises:
+      InvalidArgumentError: ``factory`` is not callable.
+
     Examples:
       >>> import jax
       >>> from flax import nnx
@@ -195,6 +198,12 @@ def abstract(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
       >>> model.kernel.get_value()
       ShapeDtypeStruct(shape=(1024, 4096), dtype=float32)
     """
+    if not callable(factory):
+        raise _errors.InvalidArgumentError(
+            f"abstract(factory, *args, **kwargs) takes a function or nnx.Module class that "
+            f"builds the model, got {type(factory).__name__}. Fix: "
+            "flaxmock.nnx.abstract(nnx.Linear, 3, 4, rngs=nnx.Rngs(0)), or a lambda."
+        )
     traced, rebuild = _nnx_shapes.split_inputs((args, kwargs))
     graphdefs: list[Any] = []
 
@@ -313,9 +322,9 @@ def materialize(model: Any, key: Any = None) -> Any:
       UnknownFactoryError: ``model`` has abstract values but was not built by
         :func:`flaxmock.nnx.abstract` (or by flaxmock from such a model), so there is no
         factory to run, or the factory builds a different structure.
-      InvalidArgumentError: ``key`` is of none of the kinds above, the factory took no
-        ``nnx.Rngs`` for it to replace, or an ``nnx.Rngs`` given lacks streams, or has
-        streams of other shapes, that the factory's had.
+      InvalidArgumentError: ``model`` is not an ``nnx.Module``; ``key`` is of none of the kinds
+        above, or the factory took no ``nnx.Rngs`` for it to replace, or an ``nnx.Rngs``
+        given lacks streams, or has streams of other shapes, that the factory's had.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -326,6 +335,11 @@ def materialize(model: Any, key: Any = None) -> Any:
       >>> bool(jnp.all(real.kernel[...] == nnx.Linear(3, 4, rngs=nnx.Rngs(0)).kernel[...]))
       True
     """
+    if not isinstance(model, nnx.Module):
+        raise _errors.InvalidArgumentError(
+            f"materialize expects an nnx.Module (from flaxmock.nnx.abstract), got "
+            f"{type(model).__name__}."
+        )
     if key is not None and not isinstance(key, nnx.Rngs):
         _keys.to_key(key, where="flaxmock.nnx.materialize")  # Rejects other kinds up front.
     copy = nnx.clone(model)

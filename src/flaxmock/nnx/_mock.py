@@ -32,6 +32,7 @@ from flax import nnx
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
+from flaxmock._core import keys as _keys
 from flaxmock._core import select as _select
 from flaxmock._core import specs as _specs
 from flaxmock.nnx import _abstract as _nnx_abstract
@@ -354,6 +355,11 @@ def _replaced_view(info: MockInfo) -> Any:
         return view
 
 
+def _method_names(cls: type) -> tuple[str, ...]:
+    """The methods a mock of a ``cls`` module answers: ``__call__``, then the public ones."""
+    return ("__call__", *(n for n in _nnx_intercept.method_names(cls) if n != "__call__"))
+
+
 def mock(
     model: Any,
     where: _select.Where,
@@ -422,6 +428,7 @@ def mock(
       >>> y.shape, bool((y >= 0).all()), mocked.layers[0].call_count
       ((2, 4), True, 1)
     """
+    _keys.check_seed(seed, where="flaxmock.nnx.mock")
     # Selected on the user's model, which is only read (predicates see the user's modules),
     # then replaced at the same paths in the copy.
     paths = _nnx_select.select_modules(
@@ -449,10 +456,7 @@ def mock(
                 module_type=type(module),
                 graphdef=graphdef,
                 state=_specs.specs_of(state),
-                method_names=(
-                    "__call__",
-                    *(n for n in _nnx_intercept.method_names(type(module)) if n != "__call__"),
-                ),
+                method_names=_method_names(type(module)),
                 seed=seed,
                 fill=fill,
                 out=out,

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
+from flaxmock._core import errors as _errors
 from flaxmock._core import specs as _specs
 from flaxmock._core import table as _table
 from flaxmock.nnx import _abstract as _nnx_abstract
@@ -82,6 +83,9 @@ def summary(
       A :class:`~flaxmock.Summary` (the type the linen :func:`flaxmock.summary` returns);
       ``print`` it.
 
+    Raises:
+      InvalidArgumentError: ``model`` is not an ``nnx.Module``.
+
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> from flax import nnx
@@ -95,6 +99,11 @@ def summary(
       1  layers/0  Linear      __call__  f32[2,3]  f32[2,4]      16   64 B
          total                                                   16   64 B
     """
+    if not isinstance(model, nnx.Module):
+        raise _errors.InvalidArgumentError(
+            f"summary expects an nnx.Module, got {type(model).__name__}. For a linen model, "
+            "use flaxmock.summary(flaxmock.unflaxify(model, *args))."
+        )
     owned = _owned_params(model)
     rows: list[_table.CallRow | None] = []
     paths: dict[int, _nnx_shapes.Path] = {}
