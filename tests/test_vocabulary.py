@@ -21,75 +21,28 @@ from flax import nnx
 import flaxmock
 import flaxmock.nnx as fnnx
 from flaxmock._core import errors as _errors
+from helpers import NnxBlock as Block
+from helpers import NnxMLP as MLP
+from helpers import NnxStack as Stack
+from helpers import nnx_values
 
-# --------------------------------------------------------------------------------------------
-# Small NNX models: BatchNorm and Dropout (state that a call changes), and a stack built with
-# nnx.split_rngs + nnx.vmap and run with nnx.scan.
 
-
-class Block(nnx.Module):
-    def __init__(self, d: int, *, rngs: nnx.Rngs):
-        self.lin = nnx.Linear(d, d, rngs=rngs)
-        self.bn = nnx.BatchNorm(d, rngs=rngs)
-        self.drop = nnx.Dropout(0.5, rngs=rngs)
-
-    def __call__(self, x):
-        return self.drop(nnx.relu(self.bn(self.lin(x)))) + x
+class Encoding(Block):
+    """A helper method with a static keyword argument and a non-array output."""
 
     def encode(self, x, *, scale: float = 1.0):
         return self.lin(x) * scale, "encoded"
 
 
-class Stack(nnx.Module):
-    def __init__(self, d: int = 4, n: int = 3, *, rngs: nnx.Rngs):
-        @nnx.split_rngs(splits=n)
-        @nnx.vmap(in_axes=(0,), out_axes=0)
-        def make(rngs):
-            return Block(d, rngs=rngs)
-
-        self.blocks = make(rngs)
-        self.head = nnx.Linear(d, 2, rngs=rngs)
-
-    def __call__(self, x):
-        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
-        def body(x, block):
-            return block(x)
-
-        return self.head(body(x, self.blocks))
-
-
-class MLP(nnx.Module):
-    def __init__(self, *, rngs: nnx.Rngs):
-        self.layers = nnx.List([nnx.Linear(3, 8, rngs=rngs), nnx.Linear(8, 2, rngs=rngs)])
-
-    def __call__(self, x):
-        return self.layers[1](nnx.relu(self.layers[0](x)))
-
-
-def _state(model):
-    """Every variable's value as NumPy (random keys as their key data)."""
-    out = {}
-    for path, var in nnx.iter_graph(model):
-        if isinstance(var, nnx.Variable):
-            value = var.get_value()
-            if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-                value = jax.random.key_data(value)
-            out[path] = np.asarray(value)
-    return out
-
-
 def _assert_state(model, before):
-    after = _state(model)
+    after = nnx_values(model)
     assert after.keys() == before.keys()
     for path, value in before.items():
         np.testing.assert_array_equal(after[path], value, err_msg=str(path))
 
 
 def _assert_same_values(a, b):
-    sa, sb = _state(a), _state(b)
-    assert sa.keys() == sb.keys()
-    for path in sa:
-        np.testing.assert_array_equal(sa[path], sb[path], err_msg=str(path))
+    _assert_state(a, nnx_values(b))
 
 
 X4 = jnp.linspace(-1.0, 1.0, 20).reshape(5, 4)
@@ -105,7 +58,7 @@ X4 = jnp.linspace(-1.0, 1.0, 20).reshape(5, 4)
 )
 def test_nnx_eval_shape_never_changes_the_model(make):
     model = make()
-    before = _state(model)
+    before = nnx_values(model)
     expected = jax.ShapeDtypeStruct((5, 4 if isinstance(model, Block) else 2), jnp.float32)
     # A module, a function of the module, the module among keyword arguments.
     assert fnnx.eval_shape(model, X4) == expected
@@ -117,12 +70,12 @@ def test_nnx_eval_shape_never_changes_the_model(make):
             assert not isinstance(var.get_value(), jax.core.Tracer)
     # The real call changes the state (BatchNorm statistics, Dropout's count): eval_shape did not.
     model(X4)
-    assert any(not np.array_equal(value, _state(model)[path]) for path, value in before.items())
+    assert any(not np.array_equal(value, nnx_values(model)[path]) for path, value in before.items())
 
 
 def test_nnx_eval_shape_bound_method_static_values_and_python_outputs():
-    model = Block(4, rngs=nnx.Rngs(0))
-    before = _state(model)
+    model = Encoding(4, rngs=nnx.Rngs(0))
+    before = nnx_values(model)
     out, tag = fnnx.eval_shape(model.encode, X4, scale=2.0)
     assert (out, tag) == (jax.ShapeDtypeStruct((5, 4), jnp.float32), "encoded")
     # A Python value stays static: a tracer would fail in this `if`.
@@ -171,7 +124,7 @@ def test_both_summaries_take_a_title_and_return_one_type():
     titled = fnnx.summary(model, jax.ShapeDtypeStruct((1, 3), jnp.float32), title="nnx")
     default = fnnx.summary(model, jax.ShapeDtypeStruct((1, 3), jnp.float32))
     assert type(linen) is type(titled) is flaxmock.Summary
-    assert (linen.title, titled.title, default.title) == ("linen", "nnx", "MLP")
+    assert (linen.title, titled.title, default.title) == ("linen", "nnx", "NnxMLP")
     assert str(titled).splitlines()[0] == "nnx"
 
 
@@ -220,16 +173,17 @@ def test_linen_materialize_with_rngs_draws_like_rngs_params():
 
 
 @pytest.mark.parametrize(
-    "key",
-    [jax.random.key(3), jax.random.PRNGKey(3), 3, nnx.Rngs(3)],
+    "make_key",
+    [lambda: jax.random.key(3), lambda: jax.random.PRNGKey(3), lambda: 3, lambda: nnx.Rngs(3)],
     ids=["key", "raw", "int", "rngs"],
 )
-def test_nnx_materialize_key_kinds_equal_the_factory(key):
+def test_nnx_materialize_key_kinds_equal_the_factory(make_key):
     model = fnnx.abstract(MLP, rngs=nnx.Rngs(0))
-    real = fnnx.materialize(fnnx.mock(model, "layers/0"), key)
+    real = fnnx.materialize(fnnx.mock(model, "layers/0"), make_key())
     reference = MLP(rngs=nnx.Rngs(3))
     np.testing.assert_array_equal(real.layers[1].kernel[...], reference.layers[1].kernel[...])
-    np.testing.assert_array_equal(fnnx.materialize(model, key)(X4[:, :3]), reference(X4[:, :3]))
+    whole = fnnx.materialize(model, make_key())
+    np.testing.assert_array_equal(whole(X4[:, :3]), reference(X4[:, :3]))
 
 
 def test_nnx_materialize_forked_rngs_with_a_seed():
@@ -239,7 +193,7 @@ def test_nnx_materialize_forked_rngs_with_a_seed():
     def make(rngs):
         return Block(4, rngs=rngs)
 
-    model = fnnx.abstract(make, nnx.Rngs(0).fork(split=3))
+    model = fnnx.abstract(make, nnx.Rngs(0).split(3))
     real = fnnx.materialize(model, 7)
     reference = make(nnx.Rngs(default=jax.random.split(jax.random.key(7), 3)))
     _assert_same_values(real, reference)
@@ -250,8 +204,8 @@ def test_nnx_materialize_forked_rngs_with_a_seed():
         r"1\. fork the given nnx.Rngs(.|\n)*2\. pass an int seed",
     ):
         fnnx.materialize(model, nnx.Rngs(0))
-    forked = nnx.Rngs(7).fork(split=3)
-    _assert_same_values(fnnx.materialize(model, forked), make(nnx.Rngs(7).fork(split=3)))
+    forked = nnx.Rngs(7).split(3)
+    _assert_same_values(fnnx.materialize(model, forked), make(nnx.Rngs(7).split(3)))
 
 
 class Noisy(nnx.Module):
@@ -350,7 +304,7 @@ def test_nnx_unmock_errors():
     model = fnnx.mock(MLP(rngs=nnx.Rngs(0)), "layers/0")
     with pytest.raises(
         flaxmock.SelectNothingError,
-        match=r"unmock\(where='head'\) selects no mock of MLP; its mocks:\n  layers/0 \(mock of "
+        match=r"unmock\(where='head'\) selects no mock of NnxMLP; its mocks:\n  layers/0 \(mock of "
         r"Linear\)",
     ):
         fnnx.unmock(model, "head")
@@ -369,31 +323,30 @@ def test_nnx_bind_equals_the_real_model():
     np.testing.assert_array_equal(bound(X4), real(X4))
     # From a nested dict (a checkpoint), into an un-mocked model restored by unmock.
     restored = fnnx.unmock(fnnx.mock(real, "head"))
-    again = fnnx.bind(restored, nnx.state(real).to_pure_dict())
+    again = fnnx.bind(restored, nnx.to_pure_dict(nnx.state(real)))
     np.testing.assert_array_equal(again(X4), real(X4))
     assert isinstance(model.head.kernel.get_value(), jax.ShapeDtypeStruct)  # Untouched.
 
 
 def test_nnx_bind_lists_every_problem_at_once():
     model = fnnx.mock(fnnx.abstract(MLP, rngs=nnx.Rngs(0)), "layers/0")
+    values = {
+        "layers": {
+            0: {"kernel": jnp.ones((3, 8))},
+            1: {"kernel": jnp.ones((8, 3), jnp.bfloat16), "bias": jnp.ones(8)},
+            2: {"kernel": jnp.ones((8, 2))},
+        }
+    }
     with pytest.raises(
         flaxmock.BindVariablesError,
-        match=r"bind: 3 problem\(s\) with the values for MLP:\n"
-        r"  missing: layers/1/bias \(expected float32\[2\]\)\n"
-        r"  wrong shape or dtype: layers/1/kernel: expected float32\[8, 2\], got bfloat16\[8, 3\]"
-        r"\n  unused: layers/0/kernel\nFix: (.|\n)*strict=False",
+        match=r"bind: 3 problem\(s\) with the values for NnxMLP:\n"
+        r"  wrong shape or dtype: layers/1/kernel: expected float32\[8, 8\], got bfloat16\[8, 3\]"
+        r"\n  missing: layers/2/bias \(expected float32\[2\]\)\n"
+        r"  unused: layers/0/kernel\nFix: (.|\n)*strict=False",
     ):
-        fnnx.bind(
-            model,
-            {
-                "layers": {
-                    0: {"kernel": jnp.ones((3, 8))},
-                    1: {"kernel": jnp.ones((8, 3), "bfloat16")},
-                }
-            },
-            strict=True,
-        )
-    values = {"layers": {1: {"kernel": jnp.ones((8, 2)), "bias": jnp.ones(2)}}}
+        fnnx.bind(model, values, strict=True)
+    values["layers"][1]["kernel"] = jnp.ones((8, 8))
+    values["layers"][2]["bias"] = jnp.ones(2)
     assert fnnx.bind(model, values)(jnp.ones((1, 3))).shape == (1, 2)
 
 

@@ -12,7 +12,7 @@ the same three kinds of randomness, read the same way:
 
 :func:`reseed` turns one key into streams named like those of an ``nnx.Rngs`` a factory was
 given, so that an int seed keeps every stream of it (``nnx.Rngs(0, noise=1)``) and the shape of
-forked streams (``nnx.split_rngs``, ``rngs.fork(split=n)``).
+forked streams (``nnx.split_rngs``, ``rngs.split(n)``).
 """
 
 from __future__ import annotations

@@ -261,7 +261,7 @@ def _with_key(key: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
                     f"materialize(model, key=nnx.Rngs(...)): the factory was given an nnx.Rngs "
                     f"with the streams {_streams_text(rngs)}, the given one has "
                     f"{_streams_text(key)}. Fix it in one of these ways:\n"
-                    "  1. fork the given nnx.Rngs as the factory's was (rngs.fork(split=n));\n"
+                    "  1. fork the given nnx.Rngs as the factory's was (rngs.split(n));\n"
                     "  2. pass an int seed or a jax.random.key: each stream of the factory's "
                     "nnx.Rngs is reseeded from it, with its shape."
                 )
@@ -301,7 +301,7 @@ def materialize(model: Any, key: Any = None) -> Any:
       ``default``) gets ``jax.random.key(seed)`` (or the key) itself, so that an ``nnx.Rngs(0)``
       factory materialized with ``0`` equals ``factory(rngs=nnx.Rngs(0))``; every other stream
       ``name`` gets ``jax.random.fold_in(key, crc32(name))``; a forked stream (``nnx.split_rngs``,
-      ``rngs.fork(split=n)``) gets its keys by ``jax.random.split`` into the recorded shape.
+      ``rngs.split(n)``) gets its keys by ``jax.random.split`` into the recorded shape.
       The i-th distinct ``nnx.Rngs`` argument (i > 0) first folds in ``i``;
     * None: the recorded ``nnx.Rngs`` arguments themselves (advanced since, and by this build).
 

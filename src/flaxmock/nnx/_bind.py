@@ -34,7 +34,7 @@ def bind(model: Any, values: Any, *, strict: bool = False) -> Any:
     """Returns a copy of ``model`` whose abstract values are taken from ``values``.
 
     ``values`` holds the model's state as ``nnx.state(model)`` returns it, or as a nested dict
-    (``nnx.state(model).to_pure_dict()``, a checkpoint), keyed by attribute names and list
+    (``nnx.to_pure_dict(nnx.state(model))``, a checkpoint), keyed by attribute names and list
     indices; it may hold only the values that are abstract (those of the parts that are neither
     mocked nor real). Every abstract value must be given; a value given for a variable that is
     already real replaces it. Each value must have the shape and dtype of the variable it is
@@ -71,7 +71,7 @@ def bind(model: Any, values: Any, *, strict: bool = False) -> Any:
     if not isinstance(values, Mapping):
         raise _errors.InvalidArgumentError(
             "bind expects the values as an nnx.State or a nested dict (as nnx.state(model) "
-            f"or nnx.state(model).to_pure_dict() return them), got {type(values).__name__}."
+            f"or nnx.to_pure_dict(nnx.state(model)) return them), got {type(values).__name__}."
         )
     given = dict(_flatten(values))
     copy = nnx.clone(model)

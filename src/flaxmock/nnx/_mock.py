@@ -465,10 +465,7 @@ def mock(
             mocks[id(module)] = MockModule(info)
         if not path:
             return mocks[id(module)]
-        parent = copy
-        for key in path[:-1]:
-            parent = _nnx_select.get_child(parent, key)
-        _nnx_select.set_child(parent, path[-1], mocks[id(module)])
+        _nnx_select.set_at(copy, path, mocks[id(module)])
     _nnx_abstract.guard(copy)
     _nnx_abstract.set_origin(copy, _nnx_abstract.origin_of(model))
     return copy

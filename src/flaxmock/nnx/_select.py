@@ -104,6 +104,14 @@ def get_child(parent: Any, key: Any) -> Any:
     return parent[key]
 
 
+def set_at(root: Any, path: _nnx_shapes.Path, value: Any) -> None:
+    """Puts ``value`` at the non-empty graph ``path`` below ``root`` (in place)."""
+    parent = root
+    for key in path[:-1]:
+        parent = get_child(parent, key)
+    set_child(parent, path[-1], value)
+
+
 def is_container(module: Any) -> bool:
     """Whether ``module`` is a plain ``nnx.List``/``nnx.Dict`` (holds modules, has no call)."""
     return isinstance(module, _CONTAINER_TYPES) and not callable(module)

@@ -114,10 +114,7 @@ def unmock(model: Any, where: _nnx_select.Where | None = None) -> Any:
     for path, mock in selected:
         if id(mock) not in originals:
             originals[id(mock)] = _original(mock)
-        parent = copy
-        for key in path[:-1]:
-            parent = _nnx_select.get_child(parent, key)
-        _nnx_select.set_child(parent, path[-1], originals[id(mock)])
+        _nnx_select.set_at(copy, path, originals[id(mock)])
     _nnx_abstract.guard(copy)
     _nnx_abstract.set_origin(copy, _nnx_abstract.origin_of(model))
     return copy
