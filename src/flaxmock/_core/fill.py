@@ -27,6 +27,7 @@ from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import prng as _prng
@@ -203,9 +204,9 @@ def fill_array(
 
 
 def _check_key_and_spec(key: Any, spec: Any, path: str) -> None:
-    is_key = isinstance(key, jax.Array) and (
+    is_key = isinstance(key, jax.Array | np.ndarray) and (
         jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-        or (key.dtype == jnp.uint32 and key.shape[-1:] == (2,))
+        or (key.dtype == np.uint32 and key.shape[-1:] == (2,))
     )
     if not is_key:
         raise _errors.InvalidArgumentError(
