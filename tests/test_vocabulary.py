@@ -297,6 +297,9 @@ def test_nnx_unmock_selects_and_keeps_configuration():
     assert isinstance(one.layers[0], fnnx.MockModule) and type(one.layers[1]) is not fnnx.MockModule
     by_class = fnnx.unmock(model, nnx.Linear)
     assert not any(isinstance(layer, fnnx.MockModule) for layer in by_class.layers)
+    # Predicates see the replaced module (rebuilt with abstract values).
+    last = fnnx.unmock(model, lambda path, module: module.out_features == 2)
+    assert [isinstance(layer, fnnx.MockModule) for layer in last.layers] == [True, True, False]
     block = fnnx.mock(Block(4, rngs=nnx.Rngs(0)), nnx.Dropout)
     block.eval()  # Sets `deterministic` on the mock.
     assert fnnx.unmock(block).drop.deterministic is True
@@ -308,13 +311,19 @@ def test_nnx_unmock_errors():
     model = fnnx.mock(MLP(rngs=nnx.Rngs(0)), "layers/0")
     with pytest.raises(
         flaxmock.SelectNothingError,
-        match=r"unmock\(where='head'\) selects no mock of NnxMLP; its mocks:\n  layers/0 \(mock of "
-        r"Linear\)",
+        match=r"flaxmock.nnx.unmock\(where='head'\) selects no module of NnxMLP. Modules that can "
+        r"be selected:\n  layers/0 \(Linear\)",
     ):
         fnnx.unmock(model, "head")
-    with pytest.raises(flaxmock.SelectNothingError, match="it has none"):
+    with pytest.raises(
+        flaxmock.SelectNothingError,
+        match=r"selects only modules that are not mocks: layers/1\. Fix: select mocked modules, "
+        r"or mock them first with flaxmock.nnx.mock",
+    ):
+        fnnx.unmock(model, "layers/1")
+    with pytest.raises(flaxmock.SelectNothingError, match=r"\(where='\*\*'\) selects only"):
         fnnx.unmock(MLP(rngs=nnx.Rngs(0)))
-    with pytest.raises(flaxmock.InvalidSelectorError):
+    with pytest.raises(flaxmock.InvalidSelectorError, match="nnx.unmock: where must be"):
         fnnx.unmock(model, 3)  # type: ignore[arg-type]
 
 

@@ -45,6 +45,7 @@ def select_modules(
     methods_of: Callable[[type], tuple[str, ...]],
     taken: Callable[[Any], str | None],
     taken_fix: str = "",
+    as_selected: Callable[[Any], Any] | None = None,
 ) -> list[_nnx_shapes.Path]:
     """The paths of the outermost modules of ``model`` that ``where`` selects, in graph order.
 
@@ -58,6 +59,8 @@ def select_modules(
       methods_of: The methods a replacement of a module of this class replaces.
       taken: Why a module cannot be selected (already a mock), or None.
       taken_fix: How to make a taken module selectable, for messages.
+      as_selected: What class selectors and predicates see of a module (default: the module
+        itself; ``unmock`` shows the module a mock replaced).
 
     Raises:
       InvalidSelectorError, SelectNothingError, SelectContainerError, SelectMethodError: see
@@ -67,12 +70,13 @@ def select_modules(
     found = []
     for path, module in _nnx_shapes.iter_module_paths(model):
         container = is_container(module)
+        shown = module if as_selected is None else as_selected(module)
         candidate = _select.Candidate(
             path="/".join(str(k) for k in path),
-            kind=type(module).__name__,
-            module=module,
-            node=module,
-            methods=() if container else methods_of(type(module)),
+            kind=type(shown).__name__,
+            module=shown,
+            node=shown,
+            methods=() if container else methods_of(type(shown)),
             container=container,
             taken=taken(module),
         )

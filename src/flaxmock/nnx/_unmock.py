@@ -14,7 +14,9 @@ from typing import Any
 from flax import nnx
 
 from flaxmock._core import errors as _errors
+from flaxmock._core import select as _select
 from flaxmock.nnx import _abstract as _nnx_abstract
+from flaxmock.nnx import _intercept as _nnx_intercept
 from flaxmock.nnx import _mock as _nnx_mock
 from flaxmock.nnx import _select as _nnx_select
 from flaxmock.nnx import _shapes as _nnx_shapes
@@ -34,17 +36,7 @@ def _original(mock: _nnx_mock.MockModule) -> nnx.Module:
     return module
 
 
-def _matcher(where: Any) -> Any:
-    """``(path, mock) -> bool``: a class selects mocks of that class, other forms as in ``mock``."""
-    if where is None:
-        return lambda path, mock: True
-    match = _nnx_select.matcher(where)
-    if isinstance(where, type):
-        return lambda path, mock: issubclass(mock.info.module_type, where)
-    return match
-
-
-def unmock(model: Any, where: _nnx_select.Where | None = None) -> Any:
+def unmock(model: Any, where: _select.Where = "**") -> Any:
     """Returns a copy of ``model`` with the modules its mocks replaced put back.
 
     The inverse of :func:`flaxmock.nnx.mock`. ``model`` is untouched. A mock keeps no arrays
@@ -57,16 +49,17 @@ def unmock(model: Any, where: _nnx_select.Where | None = None) -> Any:
 
     Args:
       model: A model with mocks, from :func:`flaxmock.nnx.mock` (or a mock itself).
-      where: Which mocks to take out: None (the default) for all; a module class (mocks of
-        that class, subclasses included), a glob over ``/``-joined paths or a predicate
-        ``(path, mock) -> bool``, as for :func:`flaxmock.nnx.mock`.
+      where: Which mocks to take out, in the grammar of :func:`flaxmock.nnx.mock` (``"**"``,
+        the default, selects every path). Class selectors and predicates see the module each
+        mock replaced (rebuilt with abstract values), so ``nnx.Linear`` selects the mocks of
+        ``nnx.Linear`` modules.
 
     Returns:
       The copy (the replaced module itself when ``model`` is a mock).
 
     Raises:
-      SelectNothingError: ``where`` selects no mock; the message lists the mocks there are.
-      InvalidSelectorError: ``where`` is of an unsupported kind.
+      SelectNothingError: ``where``, or an element of a list, selects no mock.
+      InvalidSelectorError: ``where`` is not a selector.
       InvalidArgumentError: ``model`` is not an ``nnx.Module``.
 
     Examples:
@@ -83,38 +76,35 @@ def unmock(model: Any, where: _nnx_select.Where | None = None) -> Any:
             f"unmock expects an nnx.Module (a model from flaxmock.nnx.mock), got "
             f"{type(model).__name__}."
         )
-    match = _matcher(where)
-    if isinstance(model, _nnx_mock.MockModule):
-        if match("", model):
-            original = _original(model)
-            _nnx_abstract.guard(original)
-            return original
-        mocks: dict[str, Any] = {"<root>": model}
-    else:
-        mocks = {}
     copy = nnx.clone(model)
     _nnx_abstract.unguard(copy)
+    # The modules put back, one per mock (a mock reachable at several paths is one module),
+    # also what selectors see of the mocks.
     originals: dict[int, nnx.Module] = {}
-    selected = []
-    for path, module in _nnx_shapes.iter_module_paths(copy):
-        if not isinstance(module, _nnx_mock.MockModule) or not path:
-            continue
-        text = "/".join(str(k) for k in path)
-        mocks[text] = module
-        if match(text, module):
-            selected.append((path, module))
-    if not selected:
-        shown = "\n".join(
-            f"  {path} (mock of {mock.info.module_type.__name__})" for path, mock in mocks.items()
-        )
-        raise _errors.SelectNothingError(
-            f"unmock(where={where!r}) selects no mock of {type(model).__name__}; "
-            + (f"its mocks:\n{shown}" if mocks else "it has none (see flaxmock.nnx.mock).")
-        )
-    for path, mock in selected:
-        if id(mock) not in originals:
-            originals[id(mock)] = _original(mock)
-        _nnx_select.set_at(copy, path, originals[id(mock)])
+
+    def original(module: Any) -> Any:
+        if not isinstance(module, _nnx_mock.MockModule):
+            return module
+        if id(module) not in originals:
+            originals[id(module)] = _original(module)
+        return originals[id(module)]
+
+    paths = _nnx_select.select_modules(
+        copy,
+        where,
+        call="flaxmock.nnx.unmock",
+        methods_of=_nnx_intercept.method_names,
+        taken=lambda m: None if isinstance(m, _nnx_mock.MockModule) else "not mocks",
+        taken_fix="select mocked modules, or mock them first with flaxmock.nnx.mock(model, where)",
+        as_selected=original,
+    )
+    modules = dict(_nnx_shapes.iter_module_paths(copy))
+    for path in paths:
+        restored = original(modules[path])
+        if not path:
+            _nnx_abstract.guard(restored)
+            return restored
+        _nnx_select.set_at(copy, path, restored)
     _nnx_abstract.guard(copy)
     _nnx_abstract.set_origin(copy, _nnx_abstract.origin_of(model))
     return copy
