@@ -21,7 +21,9 @@ from flaxmock._core.errors import FillError as FillError
 from flaxmock._core.errors import FlaxmockError as FlaxmockError
 from flaxmock._core.errors import InvalidArgumentError as InvalidArgumentError
 from flaxmock._core.errors import InvalidSelectorError as InvalidSelectorError
-from flaxmock._core.errors import MockerAttributeError as MockerAttributeError
+from flaxmock._core.errors import MockAttributeError as MockAttributeError
+from flaxmock._core.errors import SelectContainerError as SelectContainerError
+from flaxmock._core.errors import SelectMethodError as SelectMethodError
 from flaxmock._core.errors import SelectNothingError as SelectNothingError
 from flaxmock._core.errors import ShapeInferenceError as ShapeInferenceError
 from flaxmock._core.errors import UnsupportedDtypeError as UnsupportedDtypeError
@@ -30,7 +32,6 @@ from flaxmock._core.fill import fill_tree as fill_tree
 from flaxmock._core.mockcore import CallRecords as CallRecords
 from flaxmock._core.mockcore import MockInfo as MockInfo
 from flaxmock._core.mockcore import MockState as MockState
-from flaxmock._core.select import selector as selector
 from flaxmock._core.table import CallRow as CallRow
 from flaxmock._core.table import Summary as Summary
 from flaxmock._linen.call import call as call
@@ -47,8 +48,9 @@ from flaxmock._linen.mock import MockLayer as MockLayer
 from flaxmock._linen.mock import MockLayerInfo as MockLayerInfo
 from flaxmock._linen.mock import mock as mock
 from flaxmock._linen.mock import unmock as unmock
-from flaxmock._linen.mocker import MockedModule as MockedModule
+from flaxmock._linen.mocker import BoundMock as BoundMock
 from flaxmock._linen.mocker import Mocker as Mocker
+from flaxmock._linen.select import selector as selector
 from flaxmock._linen.summary import summary as summary
 
 __version__ = importlib.metadata.version("flaxmock")
@@ -57,6 +59,7 @@ __all__ = [
     "AbstractParameterError",
     "ArgsAndKwargs",
     "BindVariablesError",
+    "BoundMock",
     "CallInfo",
     "CallRecords",
     "CallRow",
@@ -69,15 +72,16 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidSelectorError",
     "Invocation",
+    "MockAttributeError",
     "MockInfo",
-    "MockerAttributeError",
     "MockLayer",
     "MockLayerInfo",
     "MockState",
-    "MockedModule",
     "Mocker",
     "ReplacedCall",
     "ReplacementLayer",
+    "SelectContainerError",
+    "SelectMethodError",
     "SelectNothingError",
     "ShapeInferenceError",
     "Summary",

@@ -92,7 +92,7 @@ def _draw(
         # A user's fill function is given one leaf's spec at a time.
         return [
             [
-                _fill.fill_array(jax.random.fold_in(k, i), spec, fill, where=where)
+                _fill.fill_array(jax.random.fold_in(k, i), spec, fill, path=where)
                 for i, spec in enumerate(group)
             ]
             for k, group in zip(keys, groups, strict=True)
@@ -119,7 +119,7 @@ def _draw_by_dtype(
             jax.random.fold_in(key, d),
             jax.ShapeDtypeStruct((sum(sizes),), dtype),
             fill,
-            where=where,
+            path=where,
         )
         offset = 0
         for i, size in zip(indices, sizes, strict=True):

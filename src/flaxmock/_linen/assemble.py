@@ -71,7 +71,7 @@ def assemble(
         return None if best is None else best[1] + path[len(best[0]) :]
 
     def visit(layer: FlaxCallLayer) -> None:
-        if layer.info.detached:
+        if layer.info.nested:
             # A nested ``module.apply`` brings its own variables; its paths are its own.
             return
         here = rel(layer.info.scope_path)
@@ -87,7 +87,7 @@ def assemble(
             if isinstance(child, FlaxCallLayer):
                 visit(child)
                 continue
-            if isinstance(child, ReplacementLayer) and child.replaced().info.detached:
+            if isinstance(child, ReplacementLayer) and child.replaced().info.nested:
                 continue
             scope_path = replaced_path(layer, key, child)
             p = rel(scope_path)

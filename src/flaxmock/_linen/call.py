@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 from penzai import pz
 from penzai.toolshed.unflaxify import ArgsAndKwargs
 
+from flaxmock._core import errors as _errors
 from flaxmock._core import specs as _specs
 from flaxmock._linen import dispatch as _dispatch
 from flaxmock._linen import layer as _layer
@@ -32,6 +32,7 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
       ``module.apply`` returns them.
 
     Raises:
+      InvalidArgumentError: ``tree`` is not a penzai layer.
       AbstractParameterError: an un-mocked layer still has abstract parameters.
       CallStructureError: the model made a submodule call not seen at conversion time.
 
@@ -44,6 +45,11 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
       >>> bool((flaxmock.call(tree, x) == model.apply(variables, x)).all())
       True
     """
+    if not isinstance(tree, pz.nn.Layer):
+        raise _errors.InvalidArgumentError(
+            f"call expects a converted tree (from flaxmock.unflaxify, possibly mocked), got "
+            f"{type(tree).__name__}."
+        )
     if isinstance(tree, _layer.FlaxCallLayer):
         return _dispatch.run(tree, args, kwargs, mutable=mutable, rngs=rngs)
     call_args = ArgsAndKwargs(args=args, kwargs=kwargs)
@@ -59,12 +65,13 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
 def eval_shape(fun: Any, *args: Any, **kwargs: Any) -> Any:
     """``jax.eval_shape`` for functions of converted trees, mocks included.
 
-    Like ``jax.eval_shape``, but penzai state (the mocks' call counters) may appear in the
-    arguments, Python values in the arguments stay static, and Python values in the output
-    (``None``, ints, strings) come back as they are. State is not advanced.
+    Like ``jax.eval_shape``, but penzai state (the mocks' call counters) may appear in ``fun``
+    and the arguments, Python values in the arguments stay static, and Python values in the
+    output (``None``, ints, strings) come back as they are. State is not advanced: the trace
+    sees copies of it.
 
     Args:
-      fun: The function to evaluate.
+      fun: The function to evaluate (a converted tree is callable too).
       *args: Its positional arguments (trees, arrays, ``jax.ShapeDtypeStruct`` specs, Python
         values).
       **kwargs: Its keyword arguments.
@@ -72,25 +79,23 @@ def eval_shape(fun: Any, *args: Any, **kwargs: Any) -> Any:
     Returns:
       ``fun``'s output with every array leaf replaced by its ``jax.ShapeDtypeStruct``.
 
+    Raises:
+      InvalidArgumentError: ``fun`` is not callable.
+
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
       >>> tree = flaxmock.unflaxify(nn.Dense(3), jax.ShapeDtypeStruct((2, 4), jnp.float32))
       >>> flaxmock.eval_shape(flaxmock.call, tree, jax.ShapeDtypeStruct((5, 4), jnp.float32))
       ShapeDtypeStruct(shape=(5, 3), dtype=float32)
     """
-    (args, kwargs), state = pz.unbind_state_vars((args, kwargs), freeze=True)
-    arrays, rebuild = _specs.partition((args, kwargs))
-    # ``jax.eval_shape`` turns a returned Python int into a weak int32 array and fails on a
-    # str: only the output's arrays cross it; the rest is captured and put back.
-    rebuild_out: list[Any] = []
+    # A bound mutable penzai variable is not a pytree: the state crosses the trace frozen, and
+    # the function sees it bound to copies, so the caller's counters do not advance.
+    _specs.check_function(fun)
+    (fun, args, kwargs), state = pz.unbind_state_vars((fun, args, kwargs), freeze=True)
 
-    def run(arrays: list[Any], state: list[Any]) -> Any:
-        a, kw = rebuild(arrays)
+    def bound(fun: Any, args: Any, kwargs: Any, state: list[Any]) -> Any:
         live = [s.unfreeze_as_copy() for s in state]
-        a, kw = pz.bind_variables((a, kw), live)
-        out_arrays, rebuild_output = _specs.partition(fun(*a, **kw))
-        rebuild_out.append(rebuild_output)
-        return out_arrays
+        fun, args, kwargs = pz.bind_variables((fun, args, kwargs), live)
+        return fun(*args, **kwargs)
 
-    out_specs = jax.eval_shape(run, arrays, list(state))
-    return rebuild_out[0](out_specs)
+    return _specs.eval_shape(bound, fun, args, kwargs, list(state))

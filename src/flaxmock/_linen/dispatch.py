@@ -72,7 +72,7 @@ class Dispatcher:
             scope = context.module.scope
             if (
                 scope is not None
-                and not self.walk.in_detached
+                and not self.walk.in_nested
                 and tuple(scope.path) in self.skip_setup
             ):
                 # Every call of this module was replaced and its variables are gone: its setup
@@ -106,7 +106,7 @@ class Dispatcher:
             try:
                 return self.walk.call_child(context.module, node, next_fun, args, kwargs, kind=kind)
             except Exception as e:
-                note_error(e, f"{node.path_str}.{node.method_name}")
+                _errors.note_raised_in(e, f"{node.path_str}.{node.method_name}")
                 raise
         call_args = ArgsAndKwargs(args=tuple(args), kwargs=dict(kwargs))
         if not isinstance(node, ReplacementLayer):
@@ -124,12 +124,6 @@ class Dispatcher:
                 side_inputs=self.side_inputs,
             ),
         )
-
-
-def note_error(error: BaseException, where: str) -> None:
-    """Names the innermost call an error was raised in (once), keeping its type and message."""
-    if not any(n.startswith("flaxmock: raised in") for n in getattr(error, "__notes__", ())):
-        error.add_note(f"flaxmock: raised in {where}")
 
 
 def run(

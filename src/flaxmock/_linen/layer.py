@@ -57,7 +57,7 @@ class CallInfo:
       mutable: The default ``mutable`` of ``layer(ArgsAndKwargs(...))``.
       transforms: The lifted transforms (``("scan", "remat")``) this call is the body of;
         Flax applies them when the enclosing layer runs.
-      detached: The call runs inside a nested ``module.apply``, whose variables are its own.
+      nested: The call runs inside a nested ``module.apply``, whose variables are its own.
       steps: For a scanned or vmapped body, the number of steps (the leading axis of its
         stacked variables), when it has variables.
     """
@@ -71,7 +71,7 @@ class CallInfo:
     method: Any
     mutable: Any = False
     transforms: tuple[str, ...] = ()
-    detached: bool = False
+    nested: bool = False
     steps: int | None = None
 
     @property

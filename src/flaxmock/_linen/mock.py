@@ -25,6 +25,7 @@ from treescope import formatting_util
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
+from flaxmock._core import keys as _keys
 from flaxmock._core import mockcore as _mockcore
 from flaxmock._core import mockdraw as _mockdraw
 from flaxmock._core import select as _select
@@ -33,6 +34,7 @@ from flaxmock._core import table as _table
 from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import layer as _layer
 from flaxmock._linen import record as _record
+from flaxmock._linen import select as _linen_select
 from flaxmock._linen import shardings as _shardings
 from flaxmock._linen import variables as _vars
 from flaxmock._linen import walk as _walk
@@ -221,7 +223,7 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
                 cache=self.mock_state.shardings,
                 mesh=info.mesh,
                 rules=info.rules,
-                where=self._label(),
+                path=self._label(),
             )
         return out_spec, sown
 
@@ -244,10 +246,10 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
 
 def _new_mock(module: nn.Module, method_name: str, info: MockLayerInfo, kept: Any) -> MockLayer:
     """A :class:`MockLayer` with a fresh counter and state, after checking its fill."""
-    _fill.check_fillable(info.call.out_spec, info.fill, where=f"{info.path}.{method_name}")
+    _fill.check_fillable(info.call.out_spec, info.fill, path=f"{info.path}.{method_name}")
     for entry in info.call.sown:
         _fill.check_fillable(
-            entry.spec, info.fill, where=f"{info.path}.{method_name} (sown {entry.collection})"
+            entry.spec, info.fill, path=f"{info.path}.{method_name} (sown {entry.collection})"
         )
     counter = pz.StateVariable(
         value=jnp.zeros((), jnp.uint32),
@@ -352,8 +354,11 @@ def mock(
 
     Args:
       tree: A converted tree (from :func:`flaxmock.unflaxify`), possibly already patched.
-      where: A Flax module class, a glob over layer paths (``"blocks_*/attn"``,
-        ``"embed.attend"``), a predicate ``layer -> bool``, or a list of these.
+      where: Which calls to mock: a ``flax.linen.Module`` class (``nn.Dense``), a glob over
+        ``/``-joined scope paths (``"blocks_*/attn"``, ``"**/attn"``, ``"embed.attend"``;
+        ``*`` stays within one segment, ``""`` is the root), a predicate ``layer -> bool`` or
+        ``(path, module) -> bool``, or a list of these (the grammar shared with
+        :func:`flaxmock.nnx.mock`, in the overview's "Selecting modules").
       seed: Seed of the mocks' random numbers (each mock also folds in its call path).
       fill: How to fill: None or ``"normal"`` (the default rules), ``"zeros"``, ``"ones"``,
         ``"uniform"``, or a callable ``(key, ShapeDtypeStruct) -> array``.
@@ -372,8 +377,11 @@ def mock(
       A new tree; ``tree`` itself is unchanged.
 
     Raises:
-      SelectNothingError: ``where`` matched no layer.
-      InvalidSelectorError: ``where`` is not a selector.
+      SelectNothingError: ``where``, or an element of a list, selects no layer; the message
+        lists the closest paths.
+      SelectContainerError: ``where`` selects a module that is never called itself (its
+        children are) without all of its children.
+      InvalidSelectorError: ``where`` is not a selector (a module instance, say).
       UnsupportedDtypeError: a recorded output has a dtype the fill rules cannot produce.
 
     Examples:
@@ -384,6 +392,7 @@ def mock(
       >>> flaxmock.call(mocked, jnp.ones((4, 3))).shape
       (4, 2)
     """
+    _keys.check_seed(seed, where="mock")
     if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
         raise _errors.InvalidArgumentError(
             f"mock: mesh= expects a jax.sharding.Mesh, got {type(mesh).__name__}. Fix: pass "
@@ -391,7 +400,14 @@ def mock(
         )
     if mesh is not None and rules is None:
         rules = tuple(nn.get_logical_axis_rules())
-    selection = _select.select_layers(tree, where, (_layer.FlaxCallLayer,))
+    selection = _linen_select.select_layers(
+        tree,
+        where,
+        (_layer.FlaxCallLayer,),
+        taken={MockLayer: "already MockLayers"},
+        call="flaxmock.mock",
+        taken_fix="flaxmock.unmock(tree, where) first puts back the original layers",
+    )
     return selection.apply(
         lambda layer: mock_layer(
             layer,
@@ -405,8 +421,20 @@ def mock(
     )
 
 
-def unmock(tree: Any, where: _select.Where = "*") -> Any:
+def unmock(tree: Any, where: _select.Where = "**") -> Any:
     """Puts back the original layers of the mocks ``where`` selects (all by default).
+
+    Args:
+      tree: A tree with mocks (from :func:`flaxmock.mock`).
+      where: Which mocks to put back, in the grammar of :func:`flaxmock.mock` (``"**"``, the
+        default, selects every path).
+
+    Returns:
+      A new tree; ``tree`` itself is unchanged.
+
+    Raises:
+      SelectNothingError: ``where``, or an element of a list, selects no mock.
+      InvalidSelectorError: ``where`` is not a selector.
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
@@ -415,5 +443,12 @@ def unmock(tree: Any, where: _select.Where = "*") -> Any:
       >>> flaxmock.unmock(flaxmock.mock(tree, nn.Dense)) == tree
       True
     """
-    selection = _select.select_layers(tree, where, (MockLayer,))
+    selection = _linen_select.select_layers(
+        tree,
+        where,
+        (MockLayer,),
+        taken={_layer.FlaxCallLayer: "not mocks (FlaxCallLayers)"},
+        call="flaxmock.unmock",
+        taken_fix="select mocked layers, or mock these first with flaxmock.mock(tree, where)",
+    )
     return selection.apply(lambda m: m.info.original)

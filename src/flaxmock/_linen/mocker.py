@@ -1,7 +1,8 @@
 """``Mocker``: a drop-in ``self`` for plot and analysis code, built on the mock engine.
 
-Assigning a Flax module to an attribute of a :class:`Mocker` wraps it in a
-:class:`MockedModule`; calling that converts the module abstractly (:func:`flaxmock.unflaxify`)
+Assigning a Flax module to an attribute of a :class:`Mocker` wraps it in a :class:`BoundMock`
+(a mock that behaves like a bound module: call it as ``self.attn(x)`` in a module's method);
+calling that converts the module abstractly (:func:`flaxmock.unflaxify`)
 and mocks it whole (:func:`flaxmock.mock`), so its outputs and sown values are the mock engine's:
 the same fill rules, the same per-signature shape cache, the same seeding. Nothing here is a
 second engine.
@@ -16,6 +17,7 @@ import jax
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
+from flaxmock._core import keys as _keys
 from flaxmock._core import mockcore as _mockcore
 from flaxmock._core import mockdraw as _mockdraw
 from flaxmock._core import specs as _specs
@@ -30,7 +32,7 @@ def _derived_seed(seed: int, name: str) -> int:
     return _mockdraw.stable_hash(f"{seed}:{name}")
 
 
-class MockedModule(_mockcore.CallRecords):
+class BoundMock(_mockcore.CallRecords):
     """A Flax module wrapped by a :class:`Mocker`: calls return random arrays of the real shapes.
 
     Its call records are its :class:`MockLayer`'s, in ``unittest.mock``'s words (``call_count``,
@@ -105,15 +107,17 @@ class MockedModule(_mockcore.CallRecords):
             state = self.layer.mock_state
             latest = state.last_out_spec
             out = _table.describe_specs(latest if latest is not None else self.layer.info.out_spec)
-        return f"MockedModule({type(self.module).__name__}, name={self.name!r}, out={out})"
+        return f"BoundMock({type(self.module).__name__}, name={self.name!r}, out={out})"
 
 
 class Mocker:
     """A stand-in ``self``: modules assigned to it return random arrays of their real shapes.
 
-    Assigning a ``flax.linen.Module`` to an attribute wraps it in a :class:`MockedModule`; other
+    Assigning a ``flax.linen.Module`` to an attribute wraps it in a :class:`BoundMock`; other
     values (strings, ints, arrays, functions) are stored unchanged. Each wrapped module draws from
     its own stream, derived from ``seed`` and its attribute name, and every call draws anew.
+    Assigning an attribute again replaces it (a module gets a new mock with a fresh call
+    history), so a notebook cell that sets up ``self`` can be run again.
 
     Args:
       seed: Seed of all random values.
@@ -130,36 +134,45 @@ class Mocker:
     """
 
     def __init__(self, seed: int = 0, fill: Any = None):
+        _keys.check_seed(seed, where="Mocker")
+        _fill.check_fillable({}, fill)  # An unknown fill policy fails here, not at a call.
         object.__setattr__(self, "_seed", seed)
         object.__setattr__(self, "_fill", fill)
         object.__setattr__(self, "_attrs", {})
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in self._attrs:
-            raise _errors.MockerAttributeError(
-                f"Mocker attribute {name!r} is already assigned "
-                f"({type(self._attrs[name]).__name__}); assigning it twice would silently drop "
-                f"its call records. Fix: use another name, or `del mocker.{name}` first."
-            )
         if isinstance(value, nn.Module):
-            value = MockedModule(value, name, _derived_seed(self._seed, name), self._fill)
+            value = BoundMock(value, name, _derived_seed(self._seed, name), self._fill)
         self._attrs[name] = value
 
     def __getattr__(self, name: str) -> Any:
         attrs = object.__getattribute__(self, "_attrs")
         if name in attrs:
             return attrs[name]
-        raise AttributeError(f"Mocker has no attribute {name!r}; assign it first.")
+        raise _errors.MockAttributeError(
+            f"Mocker has no attribute {name!r}; assign it first "
+            f"(self.{name} = ..., or self.mock({name!r}, module, out=...))."
+        )
 
     def __delattr__(self, name: str) -> None:
+        if name not in self._attrs:
+            raise _errors.MockAttributeError(f"Mocker has no attribute {name!r} to delete.")
         del self._attrs[name]
 
-    def mock(self, name: str, module: nn.Module, *, out: Any = None) -> MockedModule:
+    def mock(self, name: str, module: nn.Module, *, out: Any = None) -> BoundMock:
         """Assigns ``module`` under ``name`` with an explicit output spec ``out``.
 
         For modules whose output shape depends on values (``jnp.nonzero`` without ``size=``).
+
+        Raises:
+          InvalidArgumentError: ``module`` is not a ``flax.linen.Module``.
         """
-        wrapped = MockedModule(module, name, _derived_seed(self._seed, name), self._fill, out)
+        if not isinstance(module, nn.Module):
+            raise _errors.InvalidArgumentError(
+                f"Mocker.mock({name!r}, module): module must be a flax.linen.Module, got "
+                f"{type(module).__name__}."
+            )
+        wrapped = BoundMock(module, name, _derived_seed(self._seed, name), self._fill, out)
         self._attrs[name] = wrapped
         return wrapped
 
@@ -179,6 +192,6 @@ class Mocker:
         spec = jax.eval_shape(lambda k: init_fn(k, *init_args, **init_kwargs), jax.random.key(0))
         spec = nn.meta.unbox(spec)
         key = jax.random.key(_derived_seed(self._seed, f"param:{name}"))
-        value = _fill.fill_tree(key, spec, self._fill, where=f"Mocker.param({name!r})")
+        value = _fill.fill_tree(key, spec, self._fill, path=f"Mocker.param({name!r})")
         setattr(self, name, value)
         return value

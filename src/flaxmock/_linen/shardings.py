@@ -42,7 +42,7 @@ def real_output_shardings(
     *,
     mesh: Any,
     rules: Any,
-    where: str,
+    path: str,
 ) -> list[Any]:
     """The shardings XLA gives the outputs of ``module.apply`` compiled (never run) on ``mesh``.
 
@@ -82,7 +82,7 @@ def real_output_shardings(
             compiled = jitted.lower(variables, specs).compile()
     except Exception as e:
         e.add_note(
-            f"flaxmock: compiling the real {where} on the mock's mesh, to find its outputs' "
+            f"flaxmock: compiling the real {path} on the mock's mesh, to find its outputs' "
             "shardings, failed. Mock it without mesh= to get unsharded outputs."
         )
         raise
@@ -99,7 +99,7 @@ def mock_output_shardings(
     cache: Any,
     mesh: Any,
     rules: Any,
-    where: str,
+    path: str,
 ) -> Any:
     """``out_spec`` with the shardings XLA gives the real call's outputs on ``mesh``.
 
@@ -137,7 +137,7 @@ def mock_output_shardings(
             list(in_shardings),
             mesh=mesh,
             rules=rules,
-            where=where,
+            path=path,
         )
         cache.put(key, found)
     leaves, rebuild_out = _specs.partition(out_spec)

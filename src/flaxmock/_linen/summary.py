@@ -7,7 +7,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from penzai import pz
 
+from flaxmock._core import errors as _errors
 from flaxmock._core import table as _table
 from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import layer as _layer
@@ -47,7 +49,7 @@ def _owned(layer: _layer.FlaxCallLayer, seen: set[Any]) -> tuple[int, int]:
 
 def _transform_note(info: Any) -> str:
     """``scan/remat x80`` for the body of lifted transforms, ``nested apply`` for those."""
-    if info.detached and info.scope_path and not info.transforms:
+    if info.nested and info.scope_path and not info.transforms:
         return "nested apply"
     if not info.transforms:
         return ""
@@ -72,6 +74,9 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
     Returns:
       A :class:`Summary`: ``print`` it for the table; ``rows`` holds one ``CallRow`` per call.
 
+    Raises:
+      InvalidArgumentError: ``tree`` is not a penzai layer.
+
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
       >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
@@ -82,6 +87,11 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
       >>> s.total_params
       50
     """
+    if not isinstance(tree, pz.nn.Layer):
+        raise _errors.InvalidArgumentError(
+            f"summary expects a converted tree (from flaxmock.unflaxify, possibly mocked), got "
+            f"{type(tree).__name__}."
+        )
     seen: set[Any] = set()
     rows: list[_table.CallRow] = []
 

@@ -29,8 +29,10 @@ from flax import nnx
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
+from flaxmock._core import keys as _keys
 from flaxmock._core import mockcore as _mockcore
 from flaxmock._core import mockdraw as _mockdraw
+from flaxmock._core import select as _select
 from flaxmock._core import specs as _specs
 from flaxmock.nnx import _abstract as _nnx_abstract
 from flaxmock.nnx import _intercept as _nnx_intercept
@@ -45,10 +47,6 @@ class MockCounter(nnx.Variable):
     ``n`` layers (built with ``nnx.vmap``) gets a leading axis of ``n``, so that
     ``nnx.scan``/``nnx.vmap`` slice it like the stack's own state.
     """
-
-
-class MockAttributeError(_errors.FlaxmockError, AttributeError):
-    """Code read an attribute holding state (a parameter, a submodule) through a mock."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
@@ -78,7 +76,7 @@ def _sliced_state(state: Any) -> Any:
             return jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
         return x
 
-    return jax.tree.map(drop, state, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
+    return jax.tree.map(drop, state, is_leaf=_specs.is_spec)
 
 
 # Attribute names a mock never forwards to the replaced module: Python's and NNX's own protocol
@@ -141,7 +139,7 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             ) from None
         state = _holds_state(value)
         if state:
-            raise MockAttributeError(
+            raise _errors.MockAttributeError(
                 f"{info.path} is mocked: its attribute {name!r} holds "
                 f"{type(state[0]).__name__} state of the replaced "
                 f"{info.module_type.__name__}, which a mock does not keep. Fix it in one of "
@@ -242,14 +240,13 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
                 _nnx_abstract.unguard(original)
                 if overrides:
                     original.set_attributes(**dict(overrides), raise_if_not_found=False)
-                out, sown_specs = _nnx_shapes.eval_shape_call(
-                    original,
-                    args,
-                    kwargs,
-                    method=method,
-                    on_merge=on_merge,
-                    extra=lambda: [call["value"] for call in sown],
-                )
+
+                def run(copy: Any, /, *call_args: Any, **call_kwargs: Any) -> Any:
+                    on_merge(copy)
+                    out = _nnx_shapes.bound_method(copy, method)(*call_args, **call_kwargs)
+                    return out, [call["value"] for call in sown]
+
+                out, sown_specs = _nnx_shapes.eval_shape(run, original, *args, **kwargs)
         for call, spec in zip(sown, sown_specs, strict=True):
             call["value"] = spec
         return out, tuple(sown)
@@ -300,16 +297,13 @@ def _holds_state(value: Any) -> list[Any]:
 
 
 def _method_names(cls: type) -> tuple[str, ...]:
-    names = {"__call__"}
-    for klass in cls.__mro__:
-        if isinstance(klass, type) and issubclass(klass, nnx.Module):
-            names.update(_nnx_intercept.intercepted_method_names(klass))
-    return ("__call__", *sorted(names - {"__call__"}))
+    """The methods a mock of a ``cls`` module answers: ``__call__``, then the public ones."""
+    return ("__call__", *(n for n in _nnx_intercept.method_names(cls) if n != "__call__"))
 
 
 def mock(
     model: Any,
-    where: _nnx_select.Where,
+    where: _select.Where,
     *,
     seed: int = 0,
     fill: _fill.Fill = None,
@@ -332,9 +326,12 @@ def mock(
     Args:
       model: An ``nnx.Module``, real or abstract.
       where: Which submodules to mock: an ``nnx.Module`` class (``nnx.Linear``, subclasses
-        included), a glob over the ``/``-joined attribute path (``"layers/*/attn"``; list
-        indices are path components, ``""`` is the root), or a predicate
-        ``(path, module) -> bool``.
+        included), a glob over the ``/``-joined attribute path (``"layers/*/attn"``,
+        ``"**/attn"``; list indices are segments, ``*`` stays within one, ``""`` is the
+        root), a predicate ``module -> bool`` or ``(path, module) -> bool``, or a list of
+        these (the grammar shared with :func:`flaxmock.mock`, in the overview's "Selecting
+        modules"). An ``nnx.List``/``nnx.Dict`` is never replaced: select its elements
+        (``"layers/*"``).
       seed: The seed of the mocks' random streams; each mock folds in a hash of its path.
       fill: The fill policy: None (normal floats, integers in ``[-100, 100]``, Bernoulli
         bools), ``"zeros"``, ``"ones"``, ``"uniform"``, or ``(key, spec) -> array``.
@@ -352,8 +349,13 @@ def mock(
       The mocked copy (a :class:`MockModule` itself if ``where`` selects the root).
 
     Raises:
-      SelectNothingError: ``where`` selects no submodule; the message lists available paths.
-      InvalidSelectorError: ``where`` is of an unsupported kind.
+      SelectNothingError: ``where``, or an element of a list, selects no module (or only
+        containers); the message lists the closest paths.
+      SelectContainerError: ``where`` selects an ``nnx.List``/``nnx.Dict`` without all of its
+        elements.
+      SelectMethodError: ``where`` names one method (``"embed.attend"``) of a module with
+        others: a mock replaces them all.
+      InvalidSelectorError: ``where`` is not a selector (a module instance, say).
       UnsupportedDtypeError: ``out`` has a dtype the fill rules do not cover.
       StackSizeError: ``stack_size`` is not the leading axis of a selected module's arrays.
 
@@ -367,56 +369,35 @@ def mock(
       >>> y.shape, bool((y >= 0).all()), mocked.layers[0].call_count
       ((2, 4), True, 1)
     """
-    match = _nnx_select.matcher(where)
+    _keys.check_seed(seed, where="flaxmock.nnx.mock")
+    # Selected on the user's model, which is only read (predicates see the user's modules),
+    # then replaced at the same paths in the copy.
+    paths = _nnx_select.select_modules(
+        model,
+        where,
+        call="flaxmock.nnx.mock",
+        methods_of=_method_names,
+        taken=lambda module: "already MockModules" if isinstance(module, MockModule) else None,
+    )
     if out is not None:
-        _fill.check_fillable(out, fill, where="mock(out=...)")
+        _fill.check_fillable(out, fill, path="mock(out=...)")
     else:
         _fill.check_fillable({}, fill)
     copy = nnx.clone(model)
     _nnx_abstract.unguard(copy)
-    available: list[str] = []
-    selected: list[tuple[_nnx_shapes.Path, Any]] = []
-    containers: list[str] = []
     modules = dict(_nnx_shapes.iter_module_paths(copy))
-    for path, module in modules.items():
-        text = "/".join(str(k) for k in path)
-        if any(path[: len(p)] == p for p, _ in selected) or isinstance(module, MockModule):
-            continue
-        if _nnx_select.is_container(module):
-            # `nnx.List`/`nnx.Dict` only hold modules: they are walked into, never replaced.
-            if match(text, module):
-                containers.append(f"{text or '<root>'} ({type(module).__name__})")
-            continue
-        available.append(f"{text or '<root>'} ({type(module).__name__})")
-        if match(text, module):
-            selected.append((path, module))
-    if not selected:
-        shown = "\n".join(f"  {p}" for p in available[:20])
-        more = f"\n  ... and {len(available) - 20} more" if len(available) > 20 else ""
-        why = (
-            f" It selects only containers ({', '.join(containers)}), which hold modules and are "
-            "never replaced themselves: select their elements ('layers/*')."
-            if containers
-            else ""
-        )
-        raise _errors.SelectNothingError(
-            f"mock(where={where!r}) selects no module of {type(model).__name__}.{why} Paths "
-            f"are '/'-joined attribute names and list indices; available:\n{shown}{more}"
-        )
+    selected = [(path, modules[path]) for path in paths]
     mocks: dict[int, MockModule] = {}
     for path, module in selected:
         if id(module) not in mocks:
             size = _nnx_select.stack_size(modules, path, module, stack_size)
             graphdef, state = nnx.split(module)
-            abstract_state = jax.tree.map(
-                _specs.spec_of, state, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct)
-            )
             info = MockModuleInfo(
                 path=_nnx_shapes.path_str(path),
                 stream=_nnx_shapes.path_str(path),
                 module_type=type(module),
                 graphdef=graphdef,
-                state=abstract_state,
+                state=_specs.specs_of(state),
                 method_names=_method_names(type(module)),
                 seed=seed,
                 fill=fill,
@@ -426,10 +407,7 @@ def mock(
             mocks[id(module)] = MockModule(info)
         if not path:
             return mocks[id(module)]
-        parent = copy
-        for key in path[:-1]:
-            parent = _nnx_select.get_child(parent, key)
-        _nnx_select.set_child(parent, path[-1], mocks[id(module)])
+        _nnx_select.set_at(copy, path, mocks[id(module)])
     _nnx_abstract.guard(copy)
     _nnx_abstract.set_origin(copy, _nnx_abstract.origin_of(model))
     return copy
