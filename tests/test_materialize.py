@@ -151,7 +151,7 @@ def test_materialize_never_traces_mocked_code():
 
     x = jnp.ones((2, 4))
     spec = jax.ShapeDtypeStruct((3,), jnp.int32)
-    tree = flaxmock.mock(flaxmock.unflaxify(Routed(), x, outs={"router": spec}), "router")
+    tree = flaxmock.mock(flaxmock.unflaxify(Routed(), x, out={"router": spec}), "router")
     real = flaxmock.materialize(tree, jax.random.key(0))
     assert flaxmock.call(real, x).shape == (2, 2)
     kernel = real.submodule_calls[(1, "out.__call__")].scope_data.parameters["kernel"].value

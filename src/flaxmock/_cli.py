@@ -1,4 +1,4 @@
-"""The command line: ``python -m flaxmock demo`` (the main job) and ``summary``.
+"""The command line: ``python -m flaxmock demo``.
 
 ``demo`` converts the bundled Llama-style example abstractly, prints its per-call summary, mocks
 every attention block and checks the mocked model's output shape, all without allocating a

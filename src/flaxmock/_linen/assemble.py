@@ -2,8 +2,9 @@
 
 A converted layer owns the variables of its module (``scope_data``); a run of a layer applies
 its module once with the variables of every un-mocked layer below it, nested as Flax expects.
-Replaced calls (mocks) contribute only what they kept (existing state, tied parameters), and
-modules whose every call was replaced are named so that their ``setup`` is skipped.
+Replaced calls contribute only what their ``ReplacementLayer`` keeps (a mock's existing state,
+tied parameters), and modules whose every call was replaced (by a replacement or any penzai
+layer) are named so that their ``setup`` is skipped.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import jax
 
 from flaxmock._core import errors as _errors
 from flaxmock._linen import variables as _vars
-from flaxmock._linen.layer import FlaxCallLayer
+from flaxmock._linen.layer import FlaxCallLayer, ReplacementLayer, replaced_path
 
 Path = tuple[str, ...]
 
@@ -56,10 +57,10 @@ def assemble(
 ) -> Assembled:
     """Collects the variables of every converted layer reachable from ``root``.
 
-    With ``include_replaced``, mocks below ``root`` contribute the abstract variables they kept
-    of the layer they replaced (to infer shapes through the original code). With
-    ``include_kept``, they contribute the real values they kept (``MockLayer.kept``: existing
-    state, tied parameters), for a run.
+    With ``include_replaced``, replacements below ``root`` contribute the abstract variables of
+    the call they replaced (to infer shapes through the original code). With ``include_kept``,
+    they contribute the real values they keep (a mock's existing state, tied parameters), for
+    a run.
 
     Paths are made relative to ``root``'s scope. A module from outside ``root``'s subtree (a
     shared module passed in as an attribute) is adopted by Flax under its own name when ``root``
@@ -80,7 +81,7 @@ def assemble(
         return None if best is None else best[1] + path[len(best[0]) :]
 
     def visit(layer: FlaxCallLayer) -> None:
-        if layer.info.detached:
+        if layer.info.nested:
             # A nested ``module.apply`` brings its own variables; its paths are its own.
             return
         here = rel(layer.info.scope_path)
@@ -93,43 +94,40 @@ def assemble(
             objects[(col, here + path)] = var
             if isinstance(_vars.unbox(value), jax.ShapeDtypeStruct):
                 abstract.setdefault(layer.path_str, []).append("/".join((col,) + path))
-        for child in layer.submodule_calls.values():
+        for key, child in layer.submodule_calls.items():
             if isinstance(child, FlaxCallLayer):
                 visit(child)
-            else:
-                info = getattr(child, "info", None)
-                original = getattr(info, "original", None)
-                if original is not None and original.info.detached:
-                    continue
-                if info is not None and getattr(info, "scope_path", None) is not None:
-                    p = rel(info.scope_path)
-                    p = p if p is not None else info.scope_path[-1:]
-                    replaced_paths.add(p)
-                    kept = None
-                    if include_replaced:
-                        kept = getattr(info, "variables", None)
-                    elif include_kept:
-                        kept = getattr(child, "kept", None)
-                    if kept:
-                        for col, tree in kept.items():
-                            for path, var in _vars.flatten(tree).items():
-                                # A mock keeps the variable objects (pz.Parameter...).
-                                value = _vars.value_of(var)
-                                _vars.set_in(variables.setdefault(col, {}), p + path, value)
+                continue
+            if isinstance(child, ReplacementLayer) and child.replaced().info.nested:
+                continue
+            scope_path = replaced_path(layer, key, child)
+            p = rel(scope_path)
+            p = p if p is not None else scope_path[-1:]
+            replaced_paths.add(p)
+            kept: dict[str, Any] = {}
+            if isinstance(child, ReplacementLayer):
+                if include_replaced:
+                    kept = child.abstract_variables()
+                elif include_kept:
+                    kept = child.kept_variables()
+            for col, tree in kept.items():
+                for path, var in _vars.flatten(tree).items():
+                    # A mock keeps the variable objects (pz.Parameter...).
+                    _vars.set_in(variables.setdefault(col, {}), p + path, _vars.value_of(var))
 
     visit(root)
     return Assembled(variables, abstract, replaced_paths - plain_paths, objects)
 
 
-def mocks_reachable(root: FlaxCallLayer) -> list[Any]:
-    """Every replaced layer with an ``emit`` (a mock) that a run of ``root`` can dispatch."""
+def replacements_reachable(root: FlaxCallLayer) -> list[ReplacementLayer]:
+    """Every :class:`ReplacementLayer` (a mock) that a run of ``root`` can dispatch."""
     found = []
 
-    def visit(layer: Any) -> None:
+    def visit(layer: FlaxCallLayer) -> None:
         for child in layer.submodule_calls.values():
             if isinstance(child, FlaxCallLayer):
                 visit(child)
-            elif hasattr(child, "emit"):
+            elif isinstance(child, ReplacementLayer):
                 found.append(child)
 
     visit(root)

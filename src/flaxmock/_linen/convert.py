@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
-import jax
 from penzai.toolshed.unflaxify import InterceptedFlaxScopeData
 
 from flaxmock._core import errors as _errors
@@ -54,7 +53,7 @@ def unflaxify(
     rngs: Any = None,
     method: Any = None,
     mutable: Any = False,
-    outs: Mapping[str, Any] | None = None,
+    out: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> _layer.FlaxCallLayer:
     """Converts a Flax linen call into a penzai tree, one layer per submodule call.
@@ -75,7 +74,7 @@ def unflaxify(
       method: The method to call, a name or a function, as for ``module.apply``.
       mutable: The collections ``tree(ArgsAndKwargs(...))`` treats as mutable, as for
         ``module.apply``; ``flaxmock.call`` takes its own ``mutable``.
-      outs: Output specs of calls that must not be traced, by glob over their paths
+      out: Output specs of calls that must not be traced, by glob over their paths
         (``{"blocks_*/router": jax.ShapeDtypeStruct((8,), jnp.int32)}``): for calls whose output
         shape depends on values (``jnp.nonzero`` without ``size=``). Mock them afterwards.
       **kwargs: Keyword arguments of the call (arrays, specs or static Python values).
@@ -108,8 +107,14 @@ def unflaxify(
       (4, ['params/layers_0/bias', 'params/layers_0/kernel'])
     """
     _check_module(module)
+    if out is not None and not isinstance(out, Mapping):
+        raise _errors.InvalidArgumentError(
+            f"unflaxify(out=...) takes a dict from globs over call paths to output specs "
+            f"({{'blocks_*/router': jax.ShapeDtypeStruct((8,), jnp.int32)}}), got "
+            f"{type(out).__name__}."
+        )
     root_record, variables = _record.record(
-        module, variables, args, kwargs, method=method, rngs=_normalize_rngs(rngs), outs=outs
+        module, variables, args, kwargs, method=method, rngs=_normalize_rngs(rngs), out=out
     )
     return build(root_record, variables, method=method, mutable=mutable)
 
@@ -134,7 +139,7 @@ def build(
 
     collect(root, ())
     # Calls inside a nested ``module.apply`` get their variables from that call's own dict.
-    called = {rec.scope_path for _, rec in records if not rec.detached}
+    called = {rec.scope_path for _, rec in records if not rec.nested}
     owned: dict[Path, dict[str, dict[str, Any]]] = {}
     flat = _vars.flatten_variables(variables)
     for (col, path), value in flat.items():
@@ -148,7 +153,7 @@ def build(
         )
 
     def make(rec: _record.CallRecord, call_path: tuple) -> _layer.FlaxCallLayer:
-        mine = {} if rec.detached else owned.get(rec.scope_path, {})
+        mine = {} if rec.nested else owned.get(rec.scope_path, {})
         params = dict(mine.get("params", {}))
         state = {col: dict(entries) for col, entries in mine.items() if col != "params"}
         scope_data = None
@@ -167,7 +172,7 @@ def build(
             sown=rec.sown,
             rng_names=rec.rng_names,
             transforms=rec.transforms,
-            detached=rec.detached,
+            nested=rec.nested,
             steps=_steps(rec, flat),
             method=method if rec.key is None and method is not None else rec.method_name,
             mutable=mutable,
@@ -191,7 +196,7 @@ def _steps(rec: _record.CallRecord, flat: dict[tuple[str, Path], Any]) -> int | 
     For a scan, what Flax's scan saw while recording (its length); otherwise the leading axis
     of the body's variables (stacked along the mapped axis).
     """
-    if rec.detached or not ({"scan", "vmap"} & set(rec.transforms)):
+    if rec.nested or not ({"scan", "vmap"} & set(rec.transforms)):
         return None
     if rec.steps is not None:
         return rec.steps
@@ -201,11 +206,3 @@ def _steps(rec: _record.CallRecord, flat: dict[tuple[str, Path], Any]) -> int | 
         if path[:n] == rec.scope_path and shape:
             return int(shape[0])
     return None
-
-
-def abstract_variables(variables: Any) -> Any:
-    """Maps every array leaf of ``variables`` to its ``jax.ShapeDtypeStruct``."""
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") else x,
-        variables,
-    )

@@ -8,6 +8,7 @@ computes the rest, so peak memory follows the un-mocked parameters, not the mode
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxmock._core import errors as _errors
+from flaxmock._core import keys as _keys
 from flaxmock._core import prng as _prng
 from flaxmock._core import specs as _specs
 from flaxmock._linen import assemble as _assemble
@@ -117,7 +119,7 @@ def _with_values(root: _layer.FlaxCallLayer, values: dict[tuple[str, Path], Any]
 
 def _check_root(tree: Any, what: str) -> _layer.FlaxCallLayer:
     if not isinstance(tree, _layer.FlaxCallLayer):
-        raise TypeError(
+        raise _errors.InvalidArgumentError(
             f"{what} expects a tree from flaxmock.unflaxify (a FlaxCallLayer at the root), got "
             f"{type(tree).__name__}. A tree mocked whole has no parameters to give values to."
         )
@@ -126,7 +128,7 @@ def _check_root(tree: Any, what: str) -> _layer.FlaxCallLayer:
 
 def materialize(
     tree: Any,
-    key: jax.Array,
+    key: Any,
     *args: Any,
     mesh: Any = None,
     rules: Any = None,
@@ -153,7 +155,9 @@ def materialize(
 
     Args:
       tree: A converted tree, typically partly mocked.
-      key: The ``params`` key, as for ``module.init``.
+      key: The ``params`` key, as for ``module.init``: a ``jax.Array`` PRNG key, an int seed
+        (``jax.random.key(seed)``), or an ``nnx.Rngs``, whose ``params`` stream (else its
+        ``default`` one) draws the key, advancing as ``rngs.params()`` does.
       *args: Example inputs for ``init`` (default: zeros of the recorded shapes).
       mesh: A ``jax.sharding.Mesh`` to create the parameters on, or None.
       rules: Logical axis rules for ``nn.with_logical_partitioning`` metadata (default: the
@@ -164,6 +168,10 @@ def materialize(
       A new tree, holding the new values in new ``pz.Parameter`` and ``pz.StateVariable``
       objects (one per Flax variable, shared by the layers and mocks that use it); ``tree`` and
       its variables are unchanged. Mocked layers keep their abstract parameters.
+
+    Raises:
+      InvalidArgumentError: ``tree`` is not a converted tree, or ``key`` is none of the kinds
+        above.
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
@@ -179,6 +187,7 @@ def materialize(
       True
     """
     root = _check_root(tree, "materialize")
+    key = _keys.to_key(key, where="materialize")
     current = _needed(root)
     needed = sorted(current)
     if not needed:
@@ -189,7 +198,7 @@ def materialize(
     arrays, rebuild = _specs.partition((tuple(args), dict(kwargs)))
 
     assembled = _assemble.assemble(root)
-    mocks = _assemble.mocks_reachable(root)
+    mocks = _assemble.replacements_reachable(root)
 
     def init(key: jax.Array, arg_arrays: list[Any]) -> list[Any]:
         a, kw = rebuild(arg_arrays)
@@ -231,11 +240,7 @@ def materialize(
 
 
 def _describe(value: Any) -> str:
-    value = _vars.unbox(value)
-    shape = getattr(value, "shape", None)
-    if shape is None:
-        return type(value).__name__
-    return f"{np.dtype(value.dtype).name}{list(shape)}"
+    return _errors.describe_value(_vars.unbox(value))
 
 
 def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
@@ -256,6 +261,7 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
     Raises:
       BindVariablesError: entries are missing, or have another shape or dtype than the
         converted model expects; one message lists every such entry.
+      InvalidArgumentError: ``tree`` is not a converted tree, or ``variables`` not a mapping.
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
@@ -268,6 +274,11 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
       (4, 2)
     """
     root = _check_root(tree, "bind")
+    if not isinstance(variables, Mapping):
+        raise _errors.InvalidArgumentError(
+            f"bind expects a Flax variables dict ({{'params': ...}}, as module.init returns), "
+            f"got {type(variables).__name__}."
+        )
     needed = _needed(root)
     given = _vars.flatten_variables(dict(variables))
     problems = []
@@ -293,13 +304,12 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
         extra = sorted(set(given) - set(needed))
         problems += [f"  unused: {'/'.join((c,) + p)}" for c, p in extra]
     if problems:
-        raise _errors.BindVariablesError(
-            f"bind: {len(problems)} problem(s) with the variables for "
-            f"{root.path_str}.{root.method_name}:\n"
-            + "\n".join(problems)
-            + "\nFix: give every missing entry (paths are as in module.init's output), with "
+        raise _errors.bind_error(
+            problems,
+            subject=f"{root.path_str}.{root.method_name}",
+            fix="Fix: give every missing entry (paths are as in module.init's output), with "
             "the shapes and dtypes the model was converted with; or mock the layers that use "
             "them (flaxmock.mock)"
-            + ("; or pass strict=False to ignore unused entries." if strict else ".")
+            + ("; or pass strict=False to ignore unused entries." if strict else "."),
         )
     return _with_values(root, values)

@@ -7,7 +7,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from penzai import pz
 
+from flaxmock._core import errors as _errors
 from flaxmock._core import table as _table
 from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import layer as _layer
@@ -28,11 +30,9 @@ def _leaf_size(value: Any) -> tuple[int, int]:
     return count, count * itemsize
 
 
-def _owned(layer: Any, seen: set[Any]) -> tuple[int, int]:
+def _owned(layer: _layer.FlaxCallLayer, seen: set[Any]) -> tuple[int, int]:
     """Parameters this layer owns (each shared parameter counted at its first call only)."""
     count = nbytes = 0
-    if not isinstance(layer, _layer.FlaxCallLayer):
-        return 0, 0
     for col, path, value, var in _assemble.own_variables(layer):
         if col != "params":
             continue
@@ -50,7 +50,7 @@ def _owned(layer: Any, seen: set[Any]) -> tuple[int, int]:
 
 def _transform_note(info: Any) -> str:
     """``scan/remat x80`` for the body of lifted transforms, ``nested apply`` for those."""
-    if info.detached and info.scope_path and not info.transforms:
+    if info.nested and info.scope_path and not info.transforms:
         return "nested apply"
     if not info.transforms:
         return ""
@@ -75,6 +75,9 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
     Returns:
       A :class:`Summary`: ``print`` it for the table; ``rows`` holds one ``CallRow`` per call.
 
+    Raises:
+      InvalidArgumentError: ``tree`` is not a penzai layer.
+
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
       >>> model = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(2)])
@@ -85,54 +88,57 @@ def summary(tree: Any, *, title: str | None = None) -> _table.Summary:
       >>> s.total_params
       50
     """
-    seen: set[Any] = set()
-    rows = []
-    for _, layer in _layer.iter_layers(tree):
-        info = getattr(layer, "info", None)
-        note = ""
-        in_spec = getattr(info, "in_spec", None)
-        out_spec = getattr(info, "out_spec", None)
-        if isinstance(layer, _layer.FlaxCallLayer):
-            count, nbytes = _owned(layer, seen)
-            note = _transform_note(info)
-        else:
-            count = nbytes = 0
-            original = getattr(info, "original", None)
-            if info is not None and original is not None:
-                mocked_params = sum(
-                    _leaf_size(leaf)[0] for leaf in jax.tree.leaves(getattr(info, "variables", {}))
-                )
-                note = ", ".join(
-                    filter(
-                        None,
-                        [
-                            "mocked",
-                            f"{_table.format_count(mocked_params)} params not allocated"
-                            if mocked_params
-                            else "",
-                            _transform_note(original.info),
-                        ],
-                    )
-                )
-                in_spec = original.info.in_spec
-                given = getattr(info, "out", None)
-                out_spec = given if given is not None else original.info.out_spec
-            else:
-                note = f"replaced by {type(layer).__name__}"
-        module = getattr(layer, "module", None)
-        rows.append(
-            _table.CallRow(
-                path=getattr(info, "path_str", "?"),
-                module_type=type(module).__name__ if module is not None else type(layer).__name__,
-                method=getattr(layer, "method_name", "__call__"),
-                inputs=in_spec,
-                outputs=out_spec,
-                param_count=count,
-                param_bytes=nbytes,
-                note=note,
-            )
+    if not isinstance(tree, pz.nn.Layer):
+        raise _errors.InvalidArgumentError(
+            f"summary expects a converted tree (from flaxmock.unflaxify, possibly mocked), got "
+            f"{type(tree).__name__}."
         )
+    seen: set[Any] = set()
+    rows: list[_table.CallRow] = []
+
+    def visit(layer: Any, parent: _layer.FlaxCallLayer | None, key: Any) -> None:
+        if isinstance(layer, _layer.FlaxCallLayer):
+            rows.append(_row(layer, layer.info, _transform_note(layer.info), _owned(layer, seen)))
+            for child_key, child in layer.submodule_calls.items():
+                visit(child, layer, child_key)
+        elif isinstance(layer, _layer.ReplacementLayer):
+            replaced = layer.replaced()
+            note = ", ".join(filter(None, [layer.summary_note(), _transform_note(replaced.info)]))
+            rows.append(_row(replaced, replaced.info, note))
+        else:
+            # Any other penzai layer put in by tree surgery: named by its key in the parent.
+            path = _layer.replaced_path(parent, key, layer) if parent is not None else ()
+            rows.append(
+                _table.CallRow(
+                    path="/".join(path) or "<root>",
+                    module_type=type(layer).__name__,
+                    method=key[1].rsplit(".", 1)[-1] if key is not None else "__call__",
+                    inputs=None,
+                    outputs=None,
+                    param_count=0,
+                    param_bytes=0,
+                    note=f"replaced by {type(layer).__name__}",
+                )
+            )
+
+    visit(tree, None, None)
     if title is None:
-        root_module = getattr(tree, "module", None)
-        title = type(root_module).__name__ if root_module is not None else type(tree).__name__
+        # The root's row names the root module (or the inserted layer's type).
+        title = rows[0].module_type
     return _table.Summary(rows=rows, title=title)
+
+
+def _row(
+    call: Any, info: _layer.CallInfo, note: str, params: tuple[int, int] = (0, 0)
+) -> _table.CallRow:
+    """The row of a converted call, or of a replaced one (``call`` a ``ReplacedCall``)."""
+    return _table.CallRow(
+        path=info.path_str,
+        module_type=type(call.module).__name__,
+        method=call.method_name,
+        inputs=info.in_spec,
+        outputs=info.out_spec,
+        param_count=params[0],
+        param_bytes=params[1],
+        note=note,
+    )

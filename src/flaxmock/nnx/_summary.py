@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
+from flaxmock._core import errors as _errors
 from flaxmock._core import specs as _specs
 from flaxmock._core import table as _table
 from flaxmock.nnx import _abstract as _nnx_abstract
@@ -54,6 +55,7 @@ def summary(
     model: nnx.Module,
     *args: Any,
     method: str | Callable[..., Any] = "__call__",
+    title: str | None = None,
     **kwargs: Any,
 ) -> _table.Summary:
     """Returns the table of every module method call made by ``model(*args, **kwargs)``.
@@ -74,10 +76,15 @@ def summary(
       model: An ``nnx.Module``, real or abstract, possibly mocked.
       *args: Positional arguments: arrays, ``jax.ShapeDtypeStruct`` or Python values.
       method: The method to call, by name, or a function ``(module, *args, **kwargs)``.
+      title: A title for the table (default: the model's class name).
       **kwargs: Keyword arguments, as ``args``.
 
     Returns:
-      A :class:`~flaxmock.Summary`; ``print`` it.
+      A :class:`~flaxmock.Summary` (the type the linen :func:`flaxmock.summary` returns);
+      ``print`` it.
+
+    Raises:
+      InvalidArgumentError: ``model`` is not an ``nnx.Module``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -85,12 +92,18 @@ def summary(
       >>> from flaxmock.nnx import abstract, summary
       >>> model = abstract(lambda: nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0))))
       >>> print(summary(model, jax.ShapeDtypeStruct((2, 3), jnp.float32)))
+      Sequential
       #  path      module      method    inputs    outputs   params  bytes  note
       -  --------  ----------  --------  --------  --------  ------  -----  ----
       0  <root>    Sequential  __call__  f32[2,3]  f32[2,4]       -      -
       1  layers/0  Linear      __call__  f32[2,3]  f32[2,4]      16   64 B
          total                                                   16   64 B
     """
+    if not isinstance(model, nnx.Module):
+        raise _errors.InvalidArgumentError(
+            f"summary expects an nnx.Module, got {type(model).__name__}. For a linen model, "
+            "use flaxmock.summary(flaxmock.unflaxify(model, *args))."
+        )
     owned = _owned_params(model)
     rows: list[_table.CallRow | None] = []
     paths: dict[int, _nnx_shapes.Path] = {}
@@ -206,6 +219,12 @@ def summary(
         )
         return out
 
+    def run(copy: Any, /, *call_args: Any, **call_kwargs: Any) -> Any:
+        on_merge(copy)
+        return _nnx_shapes.bound_method(copy, method)(*call_args, **call_kwargs)
+
     with _nnx_intercept.intercept_methods(record):
-        _nnx_shapes.eval_shape_call(model, args, kwargs, method=method, on_merge=on_merge)
-    return _table.Summary([row for row in rows if row is not None])
+        _nnx_shapes.eval_shape(run, model, *args, **kwargs)
+    if title is None:
+        title = _nnx_abstract.public_type(model).__name__
+    return _table.Summary([row for row in rows if row is not None], title=title)
