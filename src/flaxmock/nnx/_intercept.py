@@ -230,7 +230,7 @@ def intercept_methods(interceptor: Interceptor) -> contextlib.AbstractContextMan
       interceptor: A function ``(next_fun, args, kwargs, context) -> output``.
 
     Returns:
-      A context manager: interception is active inside its ``with`` block.
+      A context manager, inside whose ``with`` block interception is active.
 
     Raises:
       InvalidArgumentError: ``interceptor`` is not callable (raised by this call, before the
