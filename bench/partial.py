@@ -5,8 +5,8 @@ mocked (selected by a predicate on ``layer.info.scope_path``), the rest (embeddi
 final norm, output head) is given real parameters with ``flaxmock.materialize``, and the tree is
 called on a short sequence. It reports:
 
-- the bytes of the un-mocked parameters (the concrete leaves of the materialized tree), next to
-  the whole model's parameter bytes (``flaxmock.summary``);
+- the bytes of the un-mocked parameters (the values of the materialized tree's
+  ``pz.Parameter``s), next to the whole model's parameter bytes (``flaxmock.summary``);
 - the peak RSS (``ru_maxrss``) of a fresh process doing all of the above, and of a fresh
   process that only imports jax and flaxmock and converts the model abstractly (the fixed base);
 - the ratio (peak - base) / un-mocked bytes: the goal is <= 1.3, i.e. the memory a partial run
@@ -54,6 +54,7 @@ def worker(size: str, seq_len: int, keep: int, phase: str, prng: str) -> dict:
     if prng != "default":
         jax.config.update("jax_default_prng_impl", prng)
     import jax.numpy as jnp
+    from penzai import pz
 
     import flaxmock
     from flaxmock.examples import llama
@@ -80,8 +81,6 @@ def worker(size: str, seq_len: int, keep: int, phase: str, prng: str) -> dict:
 
     # Every block call but the kept one, by scope path ("layers_0", ...): the same selection a
     # user writes to debug one layer of a big model.
-    from penzai import pz
-
     blocks = pz.select(tree).at_subtrees_where(flaxmock.selector(llama.Block)).get_sequence()
     block_paths = [layer.info.scope_path for layer in blocks]
     kept = block_paths[keep]
@@ -93,7 +92,9 @@ def worker(size: str, seq_len: int, keep: int, phase: str, prng: str) -> dict:
 
     start = time.perf_counter()
     real = flaxmock.materialize(mocked, jax.random.key(0))
-    jax.block_until_ready(jax.tree.leaves(real))
+    # One pz.Parameter per Flax parameter (a tied one once); their values are the arrays.
+    _, params = pz.unbind_params(real)
+    jax.block_until_ready([p.value for p in params])
     times["materialize"] = time.perf_counter() - start
     peaks = {"materialize": peak_rss_bytes()}
 
@@ -105,11 +106,7 @@ def worker(size: str, seq_len: int, keep: int, phase: str, prng: str) -> dict:
     times["call again"] = time.perf_counter() - start
     peaks["call"] = peak_rss_bytes()
 
-    # A tied parameter (the tiny preset's embedding, used by embed.__call__ and embed.attend)
-    # is one array held by two layers: count each array once.
-    concrete = list(
-        {id(leaf): leaf for leaf in jax.tree.leaves(real) if isinstance(leaf, jax.Array)}.values()
-    )
+    concrete = jax.tree.leaves([p.value for p in params])
     result.update(
         peak_rss=peak_rss_bytes(),
         peaks=peaks,

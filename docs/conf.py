@@ -52,7 +52,10 @@ autodoc_default_options = {"show-inheritance": True}
 # Private names (`flaxmock._*`) are not documented, so references to them are not checked
 # either; a public function should not raise or return a type missing from `__all__`.
 nitpick_ignore_regex = [
-    ("py:.*", r"(jax|jaxlib|flax|nn|penzai|pz|numpy|np|jnp|treescope|collections|typing)\..*"),
+    (
+        "py:.*",
+        r"(jax|jaxlib|flax|nn|penzai|pz|numpy|np|jnp|treescope|collections|contextlib|typing)\..*",
+    ),
     ("py:.*", r"flaxmock\._\w+\..*"),
     ("py:.*", r"(Any|Callable|Sequence|Mapping|Iterable|Iterator|PyTree|ArrayLike|Array)"),
 ]

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 import flaxmock
 from zoo_case import ZooCase
@@ -130,3 +131,68 @@ def run_on_8_cpu_devices(script: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.strip().endswith("OK")
+
+
+# Small NNX models shared by the NNX test modules.
+
+
+class NnxMLP(nnx.Module):
+    def __init__(self, din: int = 3, dh: int = 8, dout: int = 2, *, rngs: nnx.Rngs):
+        self.layers = nnx.List(
+            [
+                nnx.Linear(din, dh, rngs=rngs),
+                nnx.Linear(dh, dh, rngs=rngs),
+                nnx.Linear(dh, dout, rngs=rngs),
+            ]
+        )
+
+    def __call__(self, x):
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = nnx.relu(x)
+        return x
+
+
+class NnxBlock(nnx.Module):
+    """BatchNorm (training mode: updates its statistics) and Dropout (consumes rngs)."""
+
+    def __init__(self, d: int, *, rngs: nnx.Rngs):
+        self.lin = nnx.Linear(d, d, rngs=rngs)
+        self.bn = nnx.BatchNorm(d, rngs=rngs)
+        self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+    def __call__(self, x):
+        return self.drop(nnx.relu(self.bn(self.lin(x)))) + x
+
+
+class NnxStack(nnx.Module):
+    """Blocks built with nnx.split_rngs + nnx.vmap, run with nnx.scan."""
+
+    def __init__(self, d: int = 4, n: int = 3, *, rngs: nnx.Rngs):
+        @nnx.split_rngs(splits=n)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make(rngs):
+            return NnxBlock(d, rngs=rngs)
+
+        self.blocks = make(rngs)
+        self.head = nnx.Linear(d, 2, rngs=rngs)
+
+    def __call__(self, x):
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def body(x, block):
+            return block(x)
+
+        return self.head(body(x, self.blocks))
+
+
+def nnx_values(model) -> dict:
+    """``path -> value`` (NumPy; random keys as their key data) of every variable of ``model``."""
+    out = {}
+    for path, var in nnx.iter_graph(model):
+        if isinstance(var, nnx.Variable):
+            value = var.get_value()
+            if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+                value = jax.random.key_data(value)
+            out[path] = np.asarray(value)
+    return out

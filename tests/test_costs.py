@@ -509,18 +509,18 @@ def test_device_bytes_errors():
     ):
         flaxmock.summary(tree, mesh={"data": 8})
     with pytest.raises(flaxmock.ShardParametersError, match="uses the mesh axis 'data' twice"):
-        costs.device_bytes((4, 4), F32, P("data", "data"), MESH, where="w")
+        costs.device_bytes((4, 4), F32, P("data", "data"), MESH, path="w")
     with pytest.raises(flaxmock.InvalidArgumentError, match="mesh= expects a jax.sharding.Mesh"):
         flaxmock.summary(tree, mesh=8)
     with pytest.raises(flaxmock.InvalidArgumentError, match="axis sizes must be positive ints"):
         flaxmock.summary(tree, mesh={"data": 0})
     with pytest.raises(flaxmock.ShardParametersError, match="has 3 entries for an array of shape"):
-        costs.device_bytes((4, 4), F32, P("data", None, None), MESH, where="w")
+        costs.device_bytes((4, 4), F32, P("data", None, None), MESH, path="w")
 
 
 def test_device_bytes_round_up_uneven_shards():
-    assert costs.device_bytes((10, 3), F32, P("model"), MESH, where="w") == 3 * 3 * 4
-    assert costs.device_bytes((8,), jnp.bfloat16, P(("data", "model")), MESH, where="w") == 2
+    assert costs.device_bytes((10, 3), F32, P("model"), MESH, path="w") == 3 * 3 * 4
+    assert costs.device_bytes((8,), jnp.bfloat16, P(("data", "model")), MESH, path="w") == 2
 
 
 SHARDED_SCRIPT = textwrap.dedent(

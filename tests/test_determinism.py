@@ -48,7 +48,7 @@ SCRIPT = textwrap.dedent(
         out = [hex_of(flaxmock.call(real, x, mutable=["intermediates"])) for _ in range(2)]
         step = pz.variable_jit(lambda t, x: flaxmock.call(t, x, mutable=["intermediates"]))
         out += [hex_of(step(real, x)) for _ in range(2)]
-        whole = flaxmock.mock(tree, "*", seed=7, fill="uniform")
+        whole = flaxmock.mock(tree, "**", seed=7, fill="uniform")
         out += [hex_of(flaxmock.call(whole, x, mutable=["intermediates"])) for _ in range(2)]
         self = flaxmock.Mocker(seed=11)
         self.net = Net()

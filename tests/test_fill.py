@@ -259,9 +259,9 @@ def test_unsupported_dtype(dtype):
     spec = jax.ShapeDtypeStruct((2,), dtype)
     pattern = rf"(?s)at blocks_0/attn.*{np.dtype(dtype)}.*fill=.*out="
     with pytest.raises(UnsupportedDtypeError, match=pattern):
-        _fill.fill_array(KEY, spec, where="blocks_0/attn")
+        _fill.fill_array(KEY, spec, path="blocks_0/attn")
     with pytest.raises(UnsupportedDtypeError, match=pattern):
-        _fill.check_fillable(spec, where="blocks_0/attn")
+        _fill.check_fillable(spec, path="blocks_0/attn")
     with pytest.raises(TypeError):  # UnsupportedDtypeError is a TypeError.
         _fill.fill_tree(KEY, [spec])
 
@@ -273,7 +273,7 @@ def test_check_fillable_lists_every_bad_leaf_with_its_path():
         "also_ok": jax.ShapeDtypeStruct((), RBG),
     }
     with pytest.raises(UnsupportedDtypeError) as info:
-        _fill.check_fillable(specs, where="enc.__call__")
+        _fill.check_fillable(specs, path="enc.__call__")
     message = str(info.value)
     assert "Cannot fill the output at enc.__call__" in message
     assert "['bad'][0]: object" in message
@@ -310,11 +310,11 @@ def test_callable_returning_wrong_spec(bad, found):
     spec = jax.ShapeDtypeStruct((2,), jnp.float32)
     pattern = rf"fill callable .* at dec/out returned {found} for a float32\[2\] spec"
     with pytest.raises(FillError, match=pattern):
-        _fill.fill_array(KEY, spec, bad, where="dec/out")
+        _fill.fill_array(KEY, spec, bad, path="dec/out")
     if found != "None":
         # Caught at mock-creation time by an abstract evaluation, too.
         with pytest.raises(FillError, match=pattern):
-            _fill.check_fillable({"y": spec}, bad, where="dec/out")
+            _fill.check_fillable({"y": spec}, bad, path="dec/out")
 
 
 # --- Properties over random pytrees of random specs. -------------------------------------------

@@ -52,7 +52,8 @@ def test_scan_real_variables_equal_apply(variables, jit):
         return Stack().apply(v, x, mutable=["intermediates"])
 
     if jit:
-        via_tree, via_apply = jax.jit(via_tree), jax.jit(via_apply)
+        # The bound tree holds pz.Parameters: it goes through jit the penzai way.
+        via_tree, via_apply = pz.variable_jit(via_tree), jax.jit(via_apply)
     assert_trees_equal(via_tree(tree, X), via_apply(params, X))
 
 
@@ -125,7 +126,7 @@ def test_nested_apply_is_a_layer_with_its_own_variables():
     variables = Head().init(jax.random.key(0), x)
     tree = flaxmock.unflaxify(Head(), x, variables=variables)
     ((key, inner),) = tree.submodule_calls.items()
-    assert key == (0, "inner.__call__") and inner.info.detached
+    assert key == (0, "inner.__call__") and inner.info.nested
     assert inner.scope_data is None  # its kernel belongs to the caller
     assert_trees_equal(flaxmock.call(tree, x), Head().apply(variables, x))
     assert inner.info.path_str == "inner"
@@ -242,7 +243,7 @@ def test_lifted_class_at_the_root_is_the_root():
     tree = flaxmock.unflaxify(batched, x, variables=variables)
     paths = {layer.info.path_str for _, layer in _layer.iter_layers(tree)}
     assert paths == {"<root>", "encoder", "decoder"}
-    assert not any(layer.info.detached for _, layer in _layer.iter_layers(tree))
+    assert not any(layer.info.nested for _, layer in _layer.iter_layers(tree))
     np.testing.assert_array_equal(flaxmock.call(tree, x), batched.apply(variables, x))
     out = flaxmock.call(flaxmock.mock(tree, "encoder"), x)
     assert out.shape == (2, 6, 3)

@@ -108,15 +108,19 @@ def test_grad_flows_to_real_parameters_through_mocks():
     x = jnp.ones((2, 3))
     tree = flaxmock.mock(flaxmock.unflaxify(Chain(), x), "mocked")
     tree = flaxmock.materialize(tree, jax.random.key(0))
-    params, state = pz.unbind_state_vars(tree, freeze=True)
+    # The real parameters are penzai parameters: differentiate with respect to them, the
+    # penzai way (the mocked layer's parameters stay abstract, so are not among them).
+    unbound, params = pz.unbind_params(tree, freeze=True)
 
-    def loss(t):
-        t = pz.bind_variables(t, [s.unfreeze_as_copy() for s in state])
-        return flaxmock.call(t, x).sum()
+    def loss(params):
+        return flaxmock.call(pz.bind_variables(unbound, params), x).sum()
 
-    grads = jax.grad(loss)(params)
-    last = grads.submodule_calls[(2, "last.__call__")].scope_data.parameters["kernel"].value
-    first = grads.submodule_calls[(0, "first.__call__")].scope_data.parameters["kernel"].value
+    grads = {g.label: g.value for g in jax.grad(loss)(params)}
+    assert sorted(grads) == [
+        f"params/{m}/{p}" for m in ("first", "last") for p in ("bias", "kernel")
+    ]
+    last = grads["params/last/kernel"]
+    first = grads["params/first/kernel"]
     assert np.abs(np.asarray(last)).sum() > 0
     # The mock's output is a constant: nothing flows back to the layer before it.
     np.testing.assert_array_equal(np.asarray(first), 0)
@@ -147,7 +151,7 @@ def test_materialize_never_traces_mocked_code():
 
     x = jnp.ones((2, 4))
     spec = jax.ShapeDtypeStruct((3,), jnp.int32)
-    tree = flaxmock.mock(flaxmock.unflaxify(Routed(), x, outs={"router": spec}), "router")
+    tree = flaxmock.mock(flaxmock.unflaxify(Routed(), x, out={"router": spec}), "router")
     real = flaxmock.materialize(tree, jax.random.key(0))
     assert flaxmock.call(real, x).shape == (2, 2)
     kernel = real.submodule_calls[(1, "out.__call__")].scope_data.parameters["kernel"].value

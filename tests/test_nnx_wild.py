@@ -91,10 +91,10 @@ def test_abstract_allocates_nothing_and_eval_shape_is_real(name):
     model = fnnx.abstract(case.make, rngs=nnx.Rngs(0))
     values = [var.get_value() for _, var in nnx.iter_graph(model) if isinstance(var, nnx.Variable)]
     assert values and all(isinstance(v, jax.ShapeDtypeStruct) for v in values)
-    assert fnnx.eval_shape(model, *_specs(case.args), method=case.call) == _real_out(name)
+    assert fnnx.eval_shape(case.call, model, *_specs(case.args)) == _real_out(name)
     real = _fresh(name)
     before = _values(real)
-    assert fnnx.eval_shape(real, *case.args, method=case.call) == _real_out(name)
+    assert fnnx.eval_shape(case.call, real, *case.args) == _real_out(name)
     _assert_untouched(before, real)
 
 

@@ -253,6 +253,7 @@ def _mocker_assign_twice(c: Ctx) -> Any:
     self = flaxmock.Mocker()
     self.m = c.model
     self.m = c.model
+    return self.m
 
 
 def _mocker_param(c: Ctx) -> Any:
@@ -288,7 +289,7 @@ OPS = [
         calls=True,
     ),
     Op("mock", lambda c: flaxmock.mock(c.real, c.mock_where), trees=("real",)),
-    Op("mock_whole", lambda c: flaxmock.mock(c.abstract, "*"), trees=("abstract",)),
+    Op("mock_whole", lambda c: flaxmock.mock(c.abstract, "**"), trees=("abstract",)),
     Op("unmock", lambda c: flaxmock.unmock(c.mocked), trees=("mocked",)),
     Op(
         "materialize",
@@ -312,7 +313,7 @@ OPS = [
     ),
     Op(
         "call_mocked_whole",
-        lambda c: flaxmock.call(flaxmock.mock(c.real, "*"), c.x, mutable=c.mutable, **c.kwargs),
+        lambda c: flaxmock.call(flaxmock.mock(c.real, "**"), c.x, mutable=c.mutable, **c.kwargs),
         trees=("real",),
         calls=True,
     ),
@@ -344,7 +345,7 @@ OPS = [
     ),
     Op(
         "call_mocked_wrong_input_raises",
-        lambda c: flaxmock.call(flaxmock.mock(c.real, "*"), jnp.ones((2, 9)), **c.kwargs),
+        lambda c: flaxmock.call(flaxmock.mock(c.real, "**"), jnp.ones((2, 9)), **c.kwargs),
         trees=("real",),
         raises=Exception,
         calls=True,
@@ -372,7 +373,7 @@ OPS = [
         raises=flaxmock.BindVariablesError,
     ),
     Op("mocker_bad_input_raises", _mocker_bad_input, raises=Exception),
-    Op("mocker_assign_twice_raises", _mocker_assign_twice, raises=flaxmock.MockerAttributeError),
+    Op("mocker_assign_twice", _mocker_assign_twice),
 ]
 if hasattr(flaxmock, "summary"):
     OPS.append(Op("summary", lambda c: str(flaxmock.summary(c.mocked)), trees=("mocked",)))
@@ -440,7 +441,7 @@ def test_user_interceptor_outside_is_kept():
 
 
 def test_materialize_and_bind_need_a_converted_root():
-    tree = flaxmock.mock(flaxmock.unflaxify(nn.Dense(2), jnp.ones((1, 3))), "*")
+    tree = flaxmock.mock(flaxmock.unflaxify(nn.Dense(2), jnp.ones((1, 3))), "**")
     with pytest.raises(TypeError, match=r"materialize expects a tree from flaxmock.unflaxify"):
         flaxmock.materialize(tree, jax.random.key(0))
     with pytest.raises(TypeError, match=r"bind expects a tree .*got MockLayer.*mocked whole"):
@@ -482,16 +483,21 @@ def test_bind_missing_and_wrong_shape_in_one_message():
 
 def test_mocker_unknown_attribute():
     self = flaxmock.Mocker()
-    with pytest.raises(AttributeError, match=r"Mocker has no attribute 'encoder'; assign it first"):
+    with pytest.raises(
+        flaxmock.MockAttributeError, match=r"Mocker has no attribute 'encoder'; assign it first"
+    ):
         _ = self.encoder
+    assert not hasattr(self, "encoder")
+    with pytest.raises(flaxmock.MockAttributeError, match="no attribute 'encoder' to delete"):
+        del self.encoder
 
 
 def test_mocker_attribute_can_be_reassigned_after_del():
     self = flaxmock.Mocker()
     self.m = nn.Dense(2)
-    with pytest.raises(flaxmock.MockerAttributeError, match=r"Fix: use another name, or `del"):
-        self.m = nn.Dense(3)
     del self.m
+    with pytest.raises(flaxmock.MockAttributeError, match="no attribute 'm'"):
+        _ = self.m
     self.m = nn.Dense(3)
     assert self.m(jnp.ones((1, 2))).shape == (1, 3)
 
@@ -522,7 +528,7 @@ def test_mocker_data_dependent_shape_points_to_out():
     assert any("out=" in n for n in getattr(info.value, "__notes__", []))
     with pytest.raises(jax.errors.ConcretizationTypeError) as info:
         flaxmock.unflaxify(Nonzero(), jnp.ones(3))
-    assert any("outs=" in n for n in getattr(info.value, "__notes__", []))
+    assert any("out={" in n for n in getattr(info.value, "__notes__", []))
 
 
 def test_mock_new_signature_data_dependent_points_to_out():
@@ -535,7 +541,7 @@ def test_mock_new_signature_data_dependent_points_to_out():
                 return x
             return jnp.nonzero(x)[0]
 
-    tree = flaxmock.mock(flaxmock.unflaxify(Maybe(), jnp.ones(2)), "*")
+    tree = flaxmock.mock(flaxmock.unflaxify(Maybe(), jnp.ones(2)), "**")
     with pytest.raises(
         flaxmock.ShapeInferenceError,
         match=r"<root>.__call__: cannot infer the output shape(.|\n)*flaxmock.mock\(tree, where, "
@@ -578,7 +584,7 @@ def _long_run(calls: int, shapes: int, every: int) -> flaxmock.MockLayer:
     for zeros, 0.5 s for normals on CPU), which is JAX's cost, not flaxmock's.
     """
     tree = flaxmock.unflaxify(TwoDense(), jax.ShapeDtypeStruct((2, 3), jnp.float32))
-    mocked = flaxmock.mock(tree, "*", fill="zeros")
+    mocked = flaxmock.mock(tree, "**", fill="zeros")
     x = np.ones((2, 3), np.float32)
     pool = [np.ones((n + 3, 3), np.float32) for n in range(shapes)]
     live = None
@@ -586,13 +592,13 @@ def _long_run(calls: int, shapes: int, every: int) -> flaxmock.MockLayer:
         arg = pool[(i // every) % shapes] if i % every == 0 else x
         out = flaxmock.call(mocked, arg)
         assert out.shape == (arg.shape[0], 4)
-        assert len(mocked.info.cache) <= flaxmock._linen.mock.SPEC_CACHE_SIZE
-        assert len(mocked.call_args_list) <= flaxmock._linen.mock.CALL_HISTORY_SIZE
+        assert len(mocked.mock_state.specs) <= flaxmock._core.mockcore.SPEC_CACHE_SIZE
+        assert len(mocked.call_args_list) <= flaxmock._core.mockcore.CALL_HISTORY_SIZE
         if i == calls // 4:
             live = len(jax.live_arrays())
     assert mocked.call_count == calls
-    assert len(mocked.info.cache) == flaxmock._linen.mock.SPEC_CACHE_SIZE
-    assert len(mocked.call_args_list) == min(calls, flaxmock._linen.mock.CALL_HISTORY_SIZE)
+    assert len(mocked.mock_state.specs) == flaxmock._core.mockcore.SPEC_CACHE_SIZE
+    assert len(mocked.call_args_list) == min(calls, flaxmock._core.mockcore.CALL_HISTORY_SIZE)
     # The latest calls are the ones kept.
     assert mocked.call_args_list[-1][0][0].shape == arg.shape
     # No array accumulates over the calls: a few (the latest output, counter values) at most.
@@ -620,14 +626,14 @@ def test_ten_thousand_calls_with_varying_shapes_keep_memory_bounded(request):
 def test_jitted_calls_leak_no_tracers():
     tree = flaxmock.unflaxify(TwoDense(), jax.ShapeDtypeStruct((2, 3), jnp.float32))
     mocked = flaxmock.materialize(flaxmock.mock(tree, "a"), jax.random.key(0))
-    whole = flaxmock.mock(tree, "*")
+    whole = flaxmock.mock(tree, "**")
     step = pz.variable_jit(lambda t, x: flaxmock.call(t, x, mutable=True))
     with jax.checking_leaks():
         for _ in range(3):
             assert step(whole, jnp.ones((2, 3)))[0].shape == (2, 4)
             assert step(mocked, jnp.ones((2, 3)))[0].shape == (2, 4)
     assert whole.call_count == 3
-    kept = jax.tree.leaves((whole.call_args_list, list(whole.info.cache.values())))
+    kept = jax.tree.leaves((whole.call_args_list, list(whole.mock_state.specs.values())))
     assert not any(isinstance(leaf, jax.core.Tracer) for leaf in kept)
 
 
@@ -635,14 +641,14 @@ def test_jitted_calls_leak_no_tracers():
 def test_conversion_and_new_shapes_leak_no_tracers(request):
     opt_in_slow(request)
     tree = flaxmock.unflaxify(TwoDense(), jax.ShapeDtypeStruct((2, 3), jnp.float32))
-    whole = flaxmock.mock(tree, "*")
+    whole = flaxmock.mock(tree, "**")
     step = pz.variable_jit(lambda t, x: flaxmock.call(t, x))
     with jax.checking_leaks():
         flaxmock.unflaxify(TwoDense(), jnp.ones((2, 3)))
         for n in range(1, 70):
             assert step(whole, jnp.ones((n, 3))).shape == (n, 4)
-    assert len(whole.info.cache) == flaxmock._linen.mock.SPEC_CACHE_SIZE
-    kept = jax.tree.leaves((whole.call_args_list, list(whole.info.cache.values())))
+    assert len(whole.mock_state.specs) == flaxmock._core.mockcore.SPEC_CACHE_SIZE
+    kept = jax.tree.leaves((whole.call_args_list, list(whole.mock_state.specs.values())))
     assert not any(isinstance(leaf, jax.core.Tracer) for leaf in kept)
 
 

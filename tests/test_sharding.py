@@ -10,6 +10,7 @@ SCRIPT = textwrap.dedent(
     """
     import jax, jax.numpy as jnp, flax.linen as nn, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from penzai import pz
     import flaxmock
 
     assert len(jax.devices()) == 8, jax.devices()
@@ -37,6 +38,8 @@ SCRIPT = textwrap.dedent(
     tree = flaxmock.mock(flaxmock.unflaxify(Model(), x), "mocked")
     real = flaxmock.materialize(tree, jax.random.key(0), mesh=mesh, rules=rules)
     params = real.submodule_calls[(1, "real.__call__")].scope_data.parameters
+    # Real values are penzai parameters, created sharded.
+    assert isinstance(params["w1"], pz.Parameter), type(params["w1"])
     w1 = params["w1"].value
     assert isinstance(w1, nn.LogicallyPartitioned), type(w1)
     assert w1.value.sharding == NamedSharding(mesh, P("data", "model")), w1.value.sharding

@@ -12,7 +12,7 @@
 # - what a mock returns: the real shapes and dtypes, sown values included;
 # - how the randomness works: successive calls differ, a seed reproduces them;
 # - fill policies other than the default (zeros, ones, uniform, your own function);
-# - mock a call whose output shape depends on values (`outs=` and `out=`);
+# - mock a call whose output shape depends on values (`out=` when converting and when mocking);
 # - put the originals back with `flaxmock.unmock`;
 # - render a patched tree with treescope;
 # - call a mocked tree under `jax.jit` (`pz.variable_jit`).
@@ -102,7 +102,8 @@ assert not isinstance(
 # %% [markdown]
 # The tree is a penzai pytree, so treescope renders it (in a notebook, `pz.show(no_attention)`
 # draws it interactively, with each mock's fields foldable). For logs, `summary_line()` says in
-# one line what a mock stands for: the module, the call and the output spec it emits.
+# one line what a mock stands for: the module, the call, the output spec it emits and how many
+# parameters it spares.
 
 # %%
 import treescope  # noqa: E402
@@ -115,7 +116,9 @@ assert text.startswith("MockLayer(") and "out_spec=ShapeDtypeStruct(shape=(2, 8,
 # ## Mock by glob: sown values still come out
 #
 # A string is a glob over call paths (`/`-separated scope paths): `"block_*/mlp"` selects the
-# MLP of every block, `"**/up"` any call named `up` at any depth. A mocked MLP no longer
+# MLP of every block, `"**/up"` any call named `up` at any depth. `*` never crosses a `/` (so
+# `"*"` is the top-level calls), `**` spans any number of segments (`"block_0/**/up"`), and
+# `"embed.attend"` selects one method of a module. A mocked MLP no longer
 # computes its activations, but it still sows: random values, in exactly the structure Flax
 # would return, so analysis code that reads `intermediates` keeps working.
 
@@ -141,7 +144,8 @@ assert "block_0/mlp" in message
 # ## Mock by predicate: a model with no parameters at all
 #
 # A predicate gets each layer and returns whether to mock it; `layer.info` holds what the
-# converter recorded (`scope_path`, `call_path`, input and output specs). Mocking every call
+# converter recorded (`scope_path`, `call_path`, input and output specs). (A predicate with two
+# arguments gets `(path, module)` instead, as on the NNX side.) Mocking every call
 # directly under the root makes an **abstract** tree runnable: no parameter is ever allocated,
 # yet the output and sown values have their real shapes. (A list mixes selectors:
 # `[nn.Embed, "block_*", "head"]` selects the same calls.)
@@ -247,16 +251,16 @@ try:
 except jax.errors.ConcretizationTypeError as err:
     notes = err.__notes__
 print("\n".join(notes[:2]))
-assert any("outs=" in note for note in notes)
+assert any("out={" in note for note in notes)
 
 # %% [markdown]
-# Give the call's output spec with `outs=` (a dict of globs over call paths) and it is not
+# Give the call's output spec with `out=` (a dict of globs over call paths) and it is not
 # traced; then mock it. `mock(..., out=...)` can also set or change the spec when mocking.
 # A fill function keeps the random indices valid.
 
 # %%
 routed_tree = flaxmock.unflaxify(
-    Routed(), x_spec, outs={"router": jax.ShapeDtypeStruct((5,), jnp.int32)}
+    Routed(), x_spec, out={"router": jax.ShapeDtypeStruct((5,), jnp.int32)}
 )
 
 

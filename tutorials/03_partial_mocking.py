@@ -12,7 +12,8 @@
 #   with `flaxmock.materialize`;
 # - measure the memory saved: bytes allocated against the whole model's parameter bytes;
 # - bind the un-mocked part from a partial checkpoint with `flaxmock.bind`;
-# - take gradients through a partly mocked model (mock outputs are constants).
+# - take gradients through a partly mocked model the penzai way (`pz.unbind_params`): one
+#   gradient per parameter, a tied embedding included (mock outputs are constants).
 
 # %%
 import flax.linen as nn
@@ -69,34 +70,32 @@ assert logits.shape == (1, 12, config.vocab_size)
 assert jnp.isfinite(logits).all()
 
 # %% [markdown]
-# The values are those of the model's own `init` (compiled, as `materialize` compiles it). The
-# example's parameters carry logical partitioning metadata (`nn.LogicallyPartitioned` boxes);
-# `nn.unbox` strips it, leaving the plain arrays a checkpoint holds.
+# The real parameters are penzai parameters, as in a tree from penzai's own `unflaxify`: one
+# `pz.Parameter` per Flax parameter, shared by every layer that uses it, so `pz.unbind_params`
+# lists each once. (The mocked layers' parameters are still frozen `jax.ShapeDtypeStruct`
+# specs, which no tool mistakes for a parameter.) Their values are those of the model's own
+# `init` (compiled, as `materialize` compiles it). The example's parameters carry logical
+# partitioning metadata (`nn.LogicallyPartitioned` boxes); `nn.unbox` strips it, leaving the
+# plain arrays a checkpoint holds.
 
 # %%
+_, real_params = pz.unbind_params(real)
 reference = nn.unbox(jax.jit(model.init)(jax.random.key(0), tokens))
 embed_path = next(row.path for row in whole.rows if row.module_type == "Embed")
-embedding = reference["params"][embed_path]["embedding"]
-materialized = [
-    leaf
-    for leaf in jax.tree.leaves(real)
-    if isinstance(leaf, jax.Array) and leaf.shape == embedding.shape
-]
-assert any(jnp.array_equal(leaf, embedding) for leaf in materialized)
+embedding = next(p for p in real_params if p.label == f"params/{embed_path}/embedding")
+assert jnp.array_equal(nn.unbox(embedding.value), reference["params"][embed_path]["embedding"])
 
 # %% [markdown]
 # ## The memory saved
 #
-# The arrays allocated are the concrete leaves of the materialized tree; the mocked layers'
-# parameters are still `jax.ShapeDtypeStruct`s. Compare their bytes with the whole model's, from
-# the summary of the un-mocked tree. (The summary of the *mocked* tree counts only un-mocked
-# layers' parameters, so its total is the same figure.) The tiny model ties its output to the
-# embedding: the `embed.__call__` and `embed.attend` layers hold the same array, so count each
-# array once.
+# The arrays allocated are the values of those parameters. Compare their bytes with the whole
+# model's, from the summary of the un-mocked tree. (The summary of the *mocked* tree counts
+# only un-mocked layers' parameters, so its total is the same figure.) The tiny model ties its
+# output to the embedding: the `embed.__call__` and `embed.attend` layers hold the same
+# parameter, and `pz.unbind_params` lists it once.
 
 # %%
-arrays = {id(leaf): leaf for leaf in jax.tree.leaves(real) if isinstance(leaf, jax.Array)}
-allocated = sum(leaf.nbytes for leaf in arrays.values())
+allocated = sum(nn.unbox(p.value).nbytes for p in real_params)
 print(f"whole model: {whole.total_bytes:>9,} bytes")
 print(f"allocated:   {allocated:>9,} bytes ({allocated / whole.total_bytes:.0%} of the model)")
 assert allocated < whole.total_bytes
@@ -148,32 +147,33 @@ assert embed_path in message
 # %% [markdown]
 # ## Gradients through mocks
 #
-# A materialized, partly mocked tree works under `jax.grad` (and `jax.jit`). Pass the tree the
-# penzai way: take its state (the mocks' call counters) out with `pz.unbind_state_vars`, and
-# differentiate with respect to the rest. A mock's output is a constant: gradients flow to the
-# real parameters around the mocks (here through the residual connections), but nothing flows
-# back *through* a mock. The norm in front of each attention feeds only the mocked attention,
-# so its scale gets exactly zero gradient.
+# A materialized, partly mocked tree works under `jax.grad` and `pz.variable_jit`, the penzai
+# way: `pz.unbind_params` takes the parameters out (frozen, so they are a pytree), and the loss
+# binds them back into the tree with `pz.bind_variables`. The rest of the tree (the mocks' call
+# counters, penzai state) goes through `pz.variable_jit`, which also advances the counters.
+# Each Flax parameter is one parameter, so each gets one gradient: the tied embedding's
+# gradient is already the sum over `embed.__call__` and `embed.attend`, as Flax gives it.
+#
+# A mock's output is a constant: gradients flow to the real parameters around the mocks (here
+# through the residual connections), but nothing flows back *through* a mock. The norm in front
+# of each attention feeds only the mocked attention, so its scale gets exactly zero gradient.
 
 # %%
-params, state = pz.unbind_state_vars(real, freeze=True)
+unbound, params = pz.unbind_params(real, freeze=True)
 
 
-def loss(tree):
-    tree = pz.bind_variables(tree, [s.unfreeze_as_copy() for s in state])
+def loss(params, unbound):
+    tree = pz.bind_variables(unbound, params)
     return flaxmock.call(tree, tokens).astype(jnp.float32).mean()
 
 
-grads = jax.jit(jax.grad(loss))(params)
-# A tied parameter (the embedding, used by `embed.__call__` and `embed.attend`) appears once per
-# layer that uses it; its gradient is the sum over those.
-grad_by_name = {}
-for value in pz.select(grads).at_instances_of(pz.ParameterValue).get_sequence():
-    name = value.label.removeprefix("params/")
-    grad_by_name[name] = grad_by_name.get(name, 0) + nn.unbox(value.value)
-grad_norms = {name: float(jnp.abs(grad).sum()) for name, grad in grad_by_name.items()}
+grads = pz.variable_jit(jax.grad(loss))(params, unbound)
+grad_norms = {
+    g.label.removeprefix("params/"): float(jnp.abs(nn.unbox(g.value)).sum()) for g in grads
+}
 for name, norm in sorted(grad_norms.items()):
     print(f"{name:32} {norm:.3g}")
+assert len(grad_norms) == len(grads) == len(real_params)  # one gradient per parameter
 assert grad_norms[f"{embed_path}/embedding"] > 0
 # The rows just before each attention call are the norms that feed it.
 rows = whole.rows

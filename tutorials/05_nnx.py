@@ -7,10 +7,11 @@
 #
 # **What you will learn**
 #
-# - evaluate output shapes without touching the model (`flaxmock.nnx.eval_shape`);
+# - evaluate output shapes without touching the model (`flaxmock.nnx.eval_shape(fun, *args)`);
 # - build a model without allocating it (`flaxmock.nnx.abstract`);
 # - replace submodules by mocks (`flaxmock.nnx.mock`) and check what they return;
-# - give real values to the un-mocked rest only (`flaxmock.nnx.materialize`);
+# - give real values to the un-mocked rest only (`flaxmock.nnx.materialize`, `flaxmock.nnx.bind`)
+#   and put mocked modules back (`flaxmock.nnx.unmock`);
 # - watch every module call, built-in ones included (`flaxmock.nnx.intercept_methods`);
 # - print the per-call table (`flaxmock.nnx.summary`).
 
@@ -70,8 +71,11 @@ x = jnp.ones((2, 5, 8))
 # ## Shape evaluation that never changes the model
 #
 # `jax.eval_shape(model, x)` traces the model's own variables; with `nnx.scan` inside, Flax
-# refuses (older versions left tracers in the parameters). `flaxmock.nnx.eval_shape` passes the
-# model's state through the trace and calls a copy: every parameter keeps its value.
+# refuses (older versions left tracers in the parameters). `flaxmock.nnx.eval_shape` takes the
+# function first, like `jax.eval_shape` (a model is callable, so `eval_shape(model, x)` reads
+# naturally), passes the state of every module it finds in the function and the arguments through
+# the trace and calls copies: every parameter keeps its value. Python values stay static and
+# non-array outputs come back as they are.
 
 # %%
 model = Encoder(rngs=nnx.Rngs(0))
@@ -84,6 +88,7 @@ except ValueError as e:
 out_spec = flaxmock.nnx.eval_shape(model, x)
 print(out_spec)
 assert out_spec == jax.ShapeDtypeStruct((2, 5, 4), jnp.float32)
+assert flaxmock.nnx.eval_shape(lambda m, x: m(x).mean(), model, x).shape == ()
 assert np.array_equal(model.head.kernel[...], kernel_before)
 
 # %% [markdown]
@@ -109,8 +114,10 @@ assert flaxmock.nnx.eval_shape(abstract_model, x) == out_spec
 # `flaxmock.nnx.mock(model, where)` returns a copy of the model in which every selected
 # submodule is a `MockModule`: it returns random arrays of exactly the real output's
 # structure, shapes and dtypes (shape-evaluated once per input signature), new ones on every
-# call, reproducible from `seed`. `where` is a class, a glob over `/`-joined attribute paths,
-# or a predicate `(path, module) -> bool`. The input model is untouched.
+# call, reproducible from `seed`. `where` is the same grammar as linen's `flaxmock.mock`: a
+# class, a glob over `/`-joined attribute paths (`"blocks"`, `"layers/*"`, `"**/attn"`; `*`
+# stays within one segment), a predicate `module -> bool` or `(path, module) -> bool`, or a
+# list of these. The input model is untouched.
 #
 # Here the whole block stack is mocked. It is called inside `nnx.scan`, one layer at a time:
 # the mock sees that every array of the stack has a leading axis of 3 (the layers), so its call
@@ -150,9 +157,31 @@ try:
     partial(x)
 except flaxmock.AbstractParameterError as e:
     print(str(e).splitlines()[1:3])
-real_rest = flaxmock.nnx.materialize(partial, nnx.Rngs(0))
+real_rest = flaxmock.nnx.materialize(partial, 0)
 assert np.array_equal(real_rest.head.kernel[...], model.head.kernel[...])
 assert real_rest(x).shape == (2, 5, 4)
+
+# %% [markdown]
+# The key is what the linen `flaxmock.materialize` takes: an `nnx.Rngs` (used in place of the
+# factory's), an int seed or a `jax.random.key` (each stream of the factory's `nnx.Rngs` is
+# reseeded from it: here `0` gives the values of `nnx.Rngs(0)`).
+#
+# Values you already have (a checkpoint, another model's state) are given with
+# `flaxmock.nnx.bind`: every path, shape and dtype is checked, and every problem is reported in
+# one error. `flaxmock.nnx.unmock` puts mocked modules back (abstract: a mock keeps no arrays),
+# so a mocked model can get its real parts back the same way.
+
+# %%
+bound = flaxmock.nnx.bind(abstract_model, nnx.state(Encoder(dim=16, depth=3, rngs=nnx.Rngs(1))))
+assert bound(x).shape == (2, 5, 4)
+restored = flaxmock.nnx.unmock(partial)
+assert not isinstance(restored.blocks, flaxmock.nnx.MockModule)
+try:
+    flaxmock.nnx.bind(restored, {"head": {"kernel": jnp.ones((16, 5))}})
+except flaxmock.BindVariablesError as e:
+    message = str(e)
+print("\n".join(message.splitlines()[:4]))
+assert "wrong shape or dtype: head/kernel: expected float32[16, 4], got float32[16, 5]" in message
 
 # %% [markdown]
 # `nnx.jit` needs real values too: JAX traces an abstract model but refuses to run it
@@ -198,7 +227,9 @@ assert nnx.Linear.__call__ is original_call
 # all layers, and a note: `scan x3`.
 
 # %%
-table = flaxmock.nnx.summary(abstract_model, jax.ShapeDtypeStruct((2, 5, 8), jnp.float32))
+table = flaxmock.nnx.summary(
+    abstract_model, jax.ShapeDtypeStruct((2, 5, 8), jnp.float32), title="Encoder, 3 blocks"
+)
 print(table)
 assert [row.note for row in table.rows if row.path == "blocks/attn"] == ["scan x3"]
 n_params = sum(

@@ -23,15 +23,19 @@ from flaxmock._core.errors import FlaxmockError as FlaxmockError
 from flaxmock._core.errors import InvalidArgumentError as InvalidArgumentError
 from flaxmock._core.errors import InvalidSelectorError as InvalidSelectorError
 from flaxmock._core.errors import LoadTargetError as LoadTargetError
-from flaxmock._core.errors import MockerAttributeError as MockerAttributeError
+from flaxmock._core.errors import MockAttributeError as MockAttributeError
 from flaxmock._core.errors import ParseSpecError as ParseSpecError
+from flaxmock._core.errors import SelectContainerError as SelectContainerError
+from flaxmock._core.errors import SelectMethodError as SelectMethodError
 from flaxmock._core.errors import SelectNothingError as SelectNothingError
 from flaxmock._core.errors import ShapeInferenceError as ShapeInferenceError
 from flaxmock._core.errors import ShardParametersError as ShardParametersError
 from flaxmock._core.errors import UnsupportedDtypeError as UnsupportedDtypeError
 from flaxmock._core.fill import fill_array as fill_array
 from flaxmock._core.fill import fill_tree as fill_tree
-from flaxmock._core.select import selector as selector
+from flaxmock._core.mockcore import CallRecords as CallRecords
+from flaxmock._core.mockcore import MockInfo as MockInfo
+from flaxmock._core.mockcore import MockState as MockState
 from flaxmock._core.table import CallRow as CallRow
 from flaxmock._core.table import Summary as Summary
 from flaxmock._linen.call import call as call
@@ -39,14 +43,18 @@ from flaxmock._linen.call import eval_shape as eval_shape
 from flaxmock._linen.convert import unflaxify as unflaxify
 from flaxmock._linen.layer import CallInfo as CallInfo
 from flaxmock._linen.layer import FlaxCallLayer as FlaxCallLayer
+from flaxmock._linen.layer import Invocation as Invocation
+from flaxmock._linen.layer import ReplacedCall as ReplacedCall
+from flaxmock._linen.layer import ReplacementLayer as ReplacementLayer
 from flaxmock._linen.materialize import bind as bind
 from flaxmock._linen.materialize import materialize as materialize
-from flaxmock._linen.mock import MockInfo as MockInfo
 from flaxmock._linen.mock import MockLayer as MockLayer
+from flaxmock._linen.mock import MockLayerInfo as MockLayerInfo
 from flaxmock._linen.mock import mock as mock
 from flaxmock._linen.mock import unmock as unmock
-from flaxmock._linen.mocker import MockedModule as MockedModule
+from flaxmock._linen.mocker import BoundMock as BoundMock
 from flaxmock._linen.mocker import Mocker as Mocker
+from flaxmock._linen.select import selector as selector
 from flaxmock._linen.summary import summary as summary
 
 __version__ = importlib.metadata.version("flaxmock")
@@ -56,7 +64,9 @@ __all__ = [
     "ArgsAndKwargs",
     "BindVariablesError",
     "CallFactoryError",
+    "BoundMock",
     "CallInfo",
+    "CallRecords",
     "CallRow",
     "CallStructureError",
     "ConvertError",
@@ -67,12 +77,18 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidSelectorError",
     "LoadTargetError",
+    "Invocation",
+    "MockAttributeError",
     "MockInfo",
-    "MockerAttributeError",
     "MockLayer",
-    "MockedModule",
+    "MockLayerInfo",
+    "MockState",
     "Mocker",
     "ParseSpecError",
+    "ReplacedCall",
+    "ReplacementLayer",
+    "SelectContainerError",
+    "SelectMethodError",
     "SelectNothingError",
     "ShapeInferenceError",
     "ShardParametersError",

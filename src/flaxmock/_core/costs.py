@@ -641,7 +641,7 @@ def mesh_axis_sizes(mesh: Any) -> dict[str, int]:
 
 
 def device_bytes(
-    shape: tuple[int, ...], dtype: Any, spec: Any, sizes: Mapping[str, int], *, where: str
+    shape: tuple[int, ...], dtype: Any, spec: Any, sizes: Mapping[str, int], *, path: str
 ) -> int:
     """Bytes of one device's shard of an array partitioned by ``spec`` over a mesh.
 
@@ -654,7 +654,7 @@ def device_bytes(
       spec: A ``jax.sharding.PartitionSpec`` (or tuple) of mesh axis names, ``None`` for a
         replicated dimension, a tuple of names for a dimension split over several axes.
       sizes: The mesh's axis sizes (:func:`mesh_axis_sizes`).
-      where: The variable's path, named in errors.
+      path: The variable's path, named in errors.
 
     Returns:
       The bytes.
@@ -667,15 +667,15 @@ def device_bytes(
       >>> import jax.numpy as jnp
       >>> from jax.sharding import PartitionSpec as P
       >>> device_bytes((1024, 4096), jnp.bfloat16, P("data", "model"), {"data": 2, "model": 4},
-      ...              where="w")
+      ...              path="w")
       1048576
-      >>> device_bytes((10,), jnp.float32, P("model"), {"model": 4}, where="b")  # ceil(10/4)
+      >>> device_bytes((10,), jnp.float32, P("model"), {"model": 4}, path="b")  # ceil(10/4)
       12
     """
     entries = tuple(spec) if spec is not None else ()
     if len(entries) > len(shape):
         raise _errors.ShardParametersError(
-            f"{where}: the partition spec {spec} has {len(entries)} entries for an array of "
+            f"{path}: the partition spec {spec} has {len(entries)} entries for an array of "
             f"shape {tuple(shape)}. Fix: give one entry (or None) per dimension in the "
             "variable's partitioning metadata."
         )
@@ -688,7 +688,7 @@ def device_bytes(
         for name in names:
             if name not in sizes:
                 raise _errors.ShardParametersError(
-                    f"{where}: the partition spec {spec} names the axis {name!r}, which the "
+                    f"{path}: the partition spec {spec} names the axis {name!r}, which the "
                     f"mesh {dict(sizes)} does not have. Fix: 1. add the axis to the mesh; "
                     "2. if it is a logical axis name (nn.with_logical_partitioning, NNX "
                     "sharding names), pass rules= mapping it to mesh axes, e.g. "
@@ -696,7 +696,7 @@ def device_bytes(
                 )
             if name in used:
                 raise _errors.ShardParametersError(
-                    f"{where}: the partition spec {spec} uses the mesh axis {name!r} twice. "
+                    f"{path}: the partition spec {spec} uses the mesh axis {name!r} twice. "
                     "Fix: map each mesh axis to at most one dimension (check rules=)."
                 )
             used.append(name)

@@ -7,6 +7,8 @@ expected, what was found, and how to fix it. Each class subclasses the matching 
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FlaxmockError(Exception):
     """Base class of every flaxmock error."""
@@ -28,18 +30,20 @@ class SelectNothingError(FlaxmockError, ValueError):
     """A ``where`` selector matched no layer of the tree."""
 
 
+class SelectContainerError(FlaxmockError, ValueError):
+    """A ``where`` selects a container (an ``nnx.List``, say) but not all of its elements."""
+
+
+class SelectMethodError(FlaxmockError, ValueError):
+    """A ``where`` names one method of a module whose mock replaces all of its methods."""
+
+
 class ShapeInferenceError(FlaxmockError, ValueError):
     """The output shape of a mocked call could not be inferred with ``jax.eval_shape``."""
 
 
 class BindVariablesError(FlaxmockError, ValueError):
     """Variables given to ``bind`` are missing or do not match the abstract ones."""
-
-
-def call_path_str(path: tuple[str, ...], method: str | None = None) -> str:
-    """Formats a call path as ``a/b/c.method`` for error messages."""
-    text = "/".join(path) if path else "<root>"
-    return f"{text}.{method}" if method else text
 
 
 class CallStructureError(FlaxmockError, ValueError):
@@ -50,8 +54,14 @@ class InvalidSelectorError(FlaxmockError, TypeError):
     """A ``where`` selector is of a kind flaxmock does not understand."""
 
 
-class MockerAttributeError(FlaxmockError, AttributeError):
-    """A ``Mocker`` attribute was assigned twice."""
+class MockAttributeError(FlaxmockError, AttributeError):
+    """An attribute read through a mock is not available.
+
+    Raised by an NNX mock (``flaxmock.nnx.MockModule``) for an attribute of the replaced module
+    that holds state (a parameter, a submodule), which a mock does not keep, and by a
+    ``flaxmock.Mocker`` for an attribute that was never assigned. A subclass of
+    ``AttributeError``, so ``hasattr`` and ``getattr(obj, name, default)`` work as usual.
+    """
 
 
 class FillError(FlaxmockError, ValueError):
@@ -59,7 +69,11 @@ class FillError(FlaxmockError, ValueError):
 
 
 class InvalidArgumentError(FlaxmockError, TypeError):
-    """A call argument is neither an array nor a hashable (static) Python value."""
+    """An argument of a flaxmock function has a type it does not accept.
+
+    Also raised when a call argument given to a mock is neither an array nor a hashable
+    (static) Python value.
+    """
 
 
 class UnknownFactoryError(FlaxmockError, ValueError):
@@ -80,3 +94,51 @@ class CallFactoryError(FlaxmockError, ValueError):
 
 class ParseSpecError(FlaxmockError, ValueError):
     """A command-line spec (``int32[1,128]``, ``data=2,model=4``) does not parse."""
+
+
+class StackSizeError(FlaxmockError, ValueError):
+    """``flaxmock.nnx.mock(stack_size=n)`` does not match the selected module's layer axis."""
+
+
+def note_raised_in(error: BaseException, where: str) -> None:
+    """Names the innermost call an error was raised in (once), keeping its type and message.
+
+    Errors from a model's own code propagate unchanged; the note ``flaxmock: raised in
+    blocks_0/attn.__call__`` is added by the innermost flaxmock call that sees the error, so
+    outer calls do not add theirs.
+    """
+    if not any(n.startswith(_RAISED_IN) for n in getattr(error, "__notes__", ())):
+        error.add_note(f"{_RAISED_IN} {where}")
+
+
+_RAISED_IN = "flaxmock: raised in"
+
+#: How many problems a ``BindVariablesError`` lists before "... and N more".
+BIND_PROBLEMS_SHOWN = 20
+
+
+def describe_value(value: Any) -> str:
+    """``float32[3, 4]`` for an array or spec, the type's name for anything else."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is None or dtype is None:
+        return type(value).__name__
+    return f"{getattr(dtype, 'name', dtype)}{list(shape)}"
+
+
+def bind_error(problems: list[str], *, subject: str, fix: str) -> BindVariablesError:
+    """One :class:`BindVariablesError` for every problem found (the first ones, then a count).
+
+    Args:
+      problems: One line per problem, such as ``"  missing: params/w (expected float32[3])"``.
+      subject: What was bound (``"<root>.__call__"``, ``"MLP"``).
+      fix: The fixes, a paragraph starting with ``"Fix: "``.
+    """
+    shown = problems[:BIND_PROBLEMS_SHOWN]
+    if len(problems) > len(shown):
+        shown.append(f"  ... and {len(problems) - len(shown)} more")
+    return BindVariablesError(
+        f"bind: {len(problems)} problem(s) with the values for {subject}:\n"
+        + "\n".join(shown)
+        + f"\n{fix}"
+    )

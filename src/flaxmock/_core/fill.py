@@ -27,9 +27,11 @@ from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import prng as _prng
+from flaxmock._core import specs as _specs
 
 #: A fill policy: ``None``/``"normal"`` (the default rules), ``"zeros"``, ``"ones"``,
 #: ``"uniform"``, or a callable ``(key, spec) -> array`` returning an array of exactly ``spec``'s
@@ -50,10 +52,6 @@ _FIX_HINT = (
 )
 
 
-def _is_spec(x: Any) -> bool:
-    return isinstance(x, jax.ShapeDtypeStruct)
-
-
 def _is_key_dtype(dtype: Any) -> bool:
     return jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
@@ -68,17 +66,15 @@ def _is_supported(dtype: Any) -> bool:
     )
 
 
-def _where_text(where: str) -> str:
-    return f" at {where}" if where else ""
+def _at(path: str) -> str:
+    return f" at {path}" if path else ""
 
 
-def _unsupported_error(
-    problems: list[tuple[str, Any]], where: str
-) -> _errors.UnsupportedDtypeError:
+def _unsupported_error(problems: list[tuple[str, Any]], path: str) -> _errors.UnsupportedDtypeError:
     """Builds one error listing every ``(tree path, dtype)`` the rules cannot fill."""
-    lines = "\n".join(f"  {path or '<leaf>'}: {dtype}" for path, dtype in problems)
+    lines = "\n".join(f"  {leaf or '<leaf>'}: {dtype}" for leaf, dtype in problems)
     return _errors.UnsupportedDtypeError(
-        f"Cannot fill the output{_where_text(where)}: the random fill rules do not cover "
+        f"Cannot fill the output{_at(path)}: the random fill rules do not cover "
         f"these dtypes:\n{lines}\n"
         "Supported: floating (incl. bfloat16, float8, float4), complex, integer, bool and "
         f"typed PRNG key arrays. {_FIX_HINT}"
@@ -126,13 +122,13 @@ def _draw_floats(key: jax.Array, shape: tuple[int, ...], dtype: Any, uniform: bo
     return x.astype(dtype)
 
 
-def _fill_default(key: jax.Array, spec: jax.ShapeDtypeStruct, policy: str, where: str) -> jax.Array:
+def _fill_default(key: jax.Array, spec: jax.ShapeDtypeStruct, policy: str, path: str) -> jax.Array:
     shape, dtype = tuple(spec.shape), spec.dtype
     if _is_key_dtype(dtype):
         # A key has no zero or one: every policy gives fresh keys.
         return _fresh_keys(key, shape, dtype)
     if not _is_supported(dtype):
-        raise _unsupported_error([("", dtype)], where)
+        raise _unsupported_error([("", dtype)], path)
     if policy == "zeros":
         return jnp.zeros(shape, dtype)
     if policy == "ones":
@@ -161,7 +157,7 @@ def apply_sharding(x: jax.Array, spec: jax.ShapeDtypeStruct) -> jax.Array:
 
 
 def fill_array(
-    key: jax.Array, spec: jax.ShapeDtypeStruct, fill: Fill = None, *, where: str = ""
+    key: jax.Array, spec: jax.ShapeDtypeStruct, fill: Fill = None, *, path: str = ""
 ) -> jax.Array:
     """Returns a random array of exactly ``spec``'s shape and dtype.
 
@@ -171,7 +167,7 @@ def fill_array(
       fill: The fill policy: None or ``"normal"`` (the default rules of this module),
         ``"zeros"``, ``"ones"``, ``"uniform"`` (floats in ``[0, 1)``, integers and bools as by
         default), or a callable ``(key, spec) -> array``.
-      where: The module path the array is for, named in error messages.
+      path: The module path (and method) the array is for, named in error messages.
 
     Returns:
       An array with ``spec``'s shape and dtype (and sharding, if ``spec`` carries one).
@@ -179,6 +175,8 @@ def fill_array(
     Raises:
       UnsupportedDtypeError: ``spec.dtype`` is not covered by the fill rules.
       FillError: ``fill`` is an unknown policy, or a callable returned the wrong shape or dtype.
+      InvalidArgumentError: ``key`` is not a PRNG key, or ``spec`` not a
+        ``jax.ShapeDtypeStruct``.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -189,26 +187,44 @@ def fill_array(
       Array([0, 0, 0], dtype=int8)
     """
     _check_policy(fill)
+    _check_key_and_spec(key, spec, path)
     if callable(fill):
         out = fill(key, spec)
         shape = getattr(out, "shape", None)
         dtype = getattr(out, "dtype", None)
         if shape != tuple(spec.shape) or dtype != spec.dtype:
             raise _errors.FillError(
-                f"The fill callable {fill!r}{_where_text(where)} returned "
+                f"The fill callable {fill!r}{_at(path)} returned "
                 f"{_short(shape, dtype)} for a {_short(spec.shape, spec.dtype)} spec. A fill "
                 "callable must return an array of exactly `spec.shape` and `spec.dtype`."
             )
     else:
-        out = _fill_default(key, spec, fill or "normal", where)
+        out = _fill_default(key, spec, fill or "normal", path)
     return apply_sharding(out, spec)
+
+
+def _check_key_and_spec(key: Any, spec: Any, path: str) -> None:
+    is_key = isinstance(key, jax.Array | np.ndarray) and (
+        jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+        or (key.dtype == np.uint32 and key.shape[-1:] == (2,))
+    )
+    if not is_key:
+        raise _errors.InvalidArgumentError(
+            f"fill{_at(path)}: key must be a PRNG key (jax.random.key(0)), got "
+            f"{_errors.describe_value(key)}."
+        )
+    if not _specs.is_spec(spec):
+        raise _errors.InvalidArgumentError(
+            f"fill{_at(path)}: spec must be a jax.ShapeDtypeStruct, got "
+            f"{_errors.describe_value(spec)}."
+        )
 
 
 def _short(shape: Any, dtype: Any) -> str:
     return f"{dtype}{list(shape) if shape is not None else ''}"
 
 
-def fill_tree(key: jax.Array, specs: Any, fill: Fill = None, *, where: str = "") -> Any:
+def fill_tree(key: jax.Array, specs: Any, fill: Fill = None, *, path: str = "") -> Any:
     """Replaces every ``jax.ShapeDtypeStruct`` leaf of ``specs`` with a random array.
 
     Leaf ``i`` (in ``jax.tree_util`` order) is filled with ``jax.random.fold_in(key, i)``, so
@@ -219,7 +235,7 @@ def fill_tree(key: jax.Array, specs: Any, fill: Fill = None, *, where: str = "")
       key: A PRNG key; the result is a pure function of it.
       specs: A pytree whose ``jax.ShapeDtypeStruct`` leaves are to be filled.
       fill: The fill policy (see :func:`fill_array`).
-      where: The module path the tree is for, named in error messages.
+      path: The module path (and method) the tree is for, named in error messages.
 
     Returns:
       ``specs`` with every ``jax.ShapeDtypeStruct`` replaced by an array of its shape and dtype.
@@ -235,20 +251,21 @@ def fill_tree(key: jax.Array, specs: Any, fill: Fill = None, *, where: str = "")
       >>> out["h"].shape, out["n"], out["mask"]
       ((2, 4), 3, None)
     """
-    leaves, treedef = jax.tree_util.tree_flatten(specs, is_leaf=_is_spec)
+    _check_policy(fill)
+    leaves, treedef = jax.tree_util.tree_flatten(specs, is_leaf=_specs.is_spec)
     # Eager draws compile jax.random's functions on first use: lowered fused (same bits, no
     # 8x scratch on CPU; see flaxmock._core.prng).
     with _prng.unrolled_threefry():
         filled = [
-            fill_array(jax.random.fold_in(key, i), leaf, fill, where=where)
-            if _is_spec(leaf)
+            fill_array(jax.random.fold_in(key, i), leaf, fill, path=path)
+            if _specs.is_spec(leaf)
             else leaf
             for i, leaf in enumerate(leaves)
         ]
     return jax.tree_util.tree_unflatten(treedef, filled)
 
 
-def check_fillable(specs: Any, fill: Fill = None, *, where: str = "") -> None:
+def check_fillable(specs: Any, fill: Fill = None, *, path: str = "") -> None:
     """Checks, without filling, that :func:`fill_tree` can fill ``specs`` with ``fill``.
 
     Called when a mock is created, so that a bad dtype is reported there rather than from inside
@@ -258,7 +275,7 @@ def check_fillable(specs: Any, fill: Fill = None, *, where: str = "") -> None:
     Args:
       specs: A pytree whose ``jax.ShapeDtypeStruct`` leaves are to be filled.
       fill: The fill policy (see :func:`fill_array`).
-      where: The module path the tree is for, named in error messages.
+      path: The module path (and method) the tree is for, named in error messages.
 
     Raises:
       UnsupportedDtypeError: one or more specs have dtypes the rules do not cover; the message
@@ -269,31 +286,31 @@ def check_fillable(specs: Any, fill: Fill = None, *, where: str = "") -> None:
       >>> import jax, numpy as np
       >>> check_fillable({"a": jax.ShapeDtypeStruct((2,), np.float32)})
       >>> bad = {"a": jax.ShapeDtypeStruct((2,), np.object_)}
-      >>> check_fillable(bad, where="enc/tok")  # doctest: +ELLIPSIS
+      >>> check_fillable(bad, path="enc/tok")  # doctest: +ELLIPSIS
       Traceback (most recent call last):
       ...
       flaxmock._core.errors.UnsupportedDtypeError: Cannot fill the output at enc/tok: ...
     """
     _check_policy(fill)
-    leaves = jax.tree_util.tree_flatten_with_path(specs, is_leaf=_is_spec)[0]
+    leaves = jax.tree_util.tree_flatten_with_path(specs, is_leaf=_specs.is_spec)[0]
     if callable(fill):
         key = jax.random.key(0)
         for _, leaf in leaves:
             # The callable takes responsibility for dtypes the rules do not cover; those cannot
             # be traced, so only the others are checked.
-            if _is_spec(leaf) and _is_supported(leaf.dtype):
+            if _specs.is_spec(leaf) and _is_supported(leaf.dtype):
                 try:
                     # Abstract evaluation runs the result check without computing anything.
-                    jax.eval_shape(lambda k, leaf=leaf: fill_array(k, leaf, fill, where=where), key)
+                    jax.eval_shape(lambda k, leaf=leaf: fill_array(k, leaf, fill, path=path), key)
                 except jax.errors.JAXTypeError:
                     # A callable that needs concrete values (NumPy on the key) can still work
                     # in an eager call; it is checked there.
                     pass
         return
     problems = [
-        (jax.tree_util.keystr(path), leaf.dtype)
-        for path, leaf in leaves
-        if _is_spec(leaf) and not _is_supported(leaf.dtype)
+        (jax.tree_util.keystr(keys), leaf.dtype)
+        for keys, leaf in leaves
+        if _specs.is_spec(leaf) and not _is_supported(leaf.dtype)
     ]
     if problems:
-        raise _unsupported_error(problems, where)
+        raise _unsupported_error(problems, path)

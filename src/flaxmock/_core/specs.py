@@ -3,7 +3,8 @@
 Flax calls take Python values (``deterministic=True``, ``mode="b"``) next to arrays. Such values
 must stay static through ``jax.eval_shape``/``jax.jit`` (a tracer in a Python ``if`` fails), so
 the helpers here split a pytree into its array leaves and the rest, in the way equinox's
-``filter_eval_shape`` does, and describe a call's inputs by a hashable signature for caching.
+``filter_eval_shape`` does (:func:`partition`, :func:`eval_shape`), and describe a call's inputs
+by a hashable signature for caching.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from typing import Any
 import jax
 import numpy as np
 
+from flaxmock._core import errors as _errors
+
 
 def is_array(x: Any) -> bool:
     """Whether ``x`` is an array leaf (a JAX or NumPy array, a tracer, or a spec)."""
     return isinstance(x, jax.Array | np.ndarray | np.generic | jax.ShapeDtypeStruct)
 
 
-def _is_spec(x: Any) -> bool:
+def is_spec(x: Any) -> bool:
+    """Whether ``x`` is an abstract array, a ``jax.ShapeDtypeStruct`` (the ``is_leaf`` of specs)."""
     return isinstance(x, jax.ShapeDtypeStruct)
 
 
@@ -38,7 +42,7 @@ def spec_of(x: Any) -> Any:
 
 def specs_of(tree: Any) -> Any:
     """Maps :func:`spec_of` over a pytree (``ShapeDtypeStruct`` leaves stay leaves)."""
-    return jax.tree.map(spec_of, tree, is_leaf=_is_spec)
+    return jax.tree.map(spec_of, tree, is_leaf=is_spec)
 
 
 def partition(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
@@ -47,7 +51,7 @@ def partition(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
     Non-array leaves are closed over by the returned function, so they stay Python values when
     the arrays cross ``jax.eval_shape`` or ``jax.jit``.
     """
-    leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_spec)
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=is_spec)
     where = [i for i, leaf in enumerate(leaves) if is_array(leaf)]
     arrays = [leaves[i] for i in where]
     # The closure keeps only the static leaves: array leaves may be tracers.
@@ -62,6 +66,45 @@ def partition(tree: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
     return arrays, combine
 
 
+def check_function(fun: Any) -> None:
+    """Raises :class:`InvalidArgumentError` unless ``fun``, given to ``eval_shape``, is callable."""
+    if not callable(fun):
+        raise _errors.InvalidArgumentError(
+            "eval_shape(fun, *args, **kwargs) takes the function to evaluate first, as "
+            f"jax.eval_shape does; got a {type(fun).__name__} for fun. Fix: pass a function, "
+            "a module or a converted tree, then its arguments."
+        )
+
+
+def eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``jax.eval_shape`` that lets Python values through, as equinox's ``filter_eval_shape``.
+
+    The array leaves (arrays and ``jax.ShapeDtypeStruct``) of ``fun``, ``args`` and ``kwargs``
+    are traced; every other leaf (``deterministic=True``, a string, a function) is passed to
+    ``fun`` as the Python value it is. Of the output, array leaves come back as their
+    ``jax.ShapeDtypeStruct``; other leaves (``None``, ints, strings), which ``jax.eval_shape``
+    would turn into arrays or refuse, come back as ``fun`` returned them. The front ends' own
+    ``eval_shape`` prepare what this one cannot see: penzai state (linen) and NNX graph nodes,
+    split into arrays and rebuilt inside ``fun``.
+
+    Raises:
+      InvalidArgumentError: ``fun`` is not callable.
+    """
+    check_function(fun)
+    arrays, combine = partition((fun, args, kwargs))
+    # The output's Python leaves are captured from the trace and put back afterwards.
+    rebuild_out: list[Callable[[list[Any]], Any]] = []
+
+    def run(arrays: list[Any]) -> list[Any]:
+        f, a, kw = combine(arrays)
+        out_arrays, rebuild = partition(f(*a, **kw))
+        rebuild_out[:] = [rebuild]
+        return out_arrays
+
+    out_specs = jax.eval_shape(run, arrays)
+    return rebuild_out[0](out_specs)
+
+
 @dataclasses.dataclass(frozen=True)
 class Signature:
     """A hashable description of a call's inputs: structure, array specs and static values."""
@@ -72,7 +115,7 @@ class Signature:
 
 def signature_of(tree: Any) -> Signature | None:
     """Returns the :class:`Signature` of ``tree``, or ``None`` if a static leaf is unhashable."""
-    leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_spec)
+    leaves, treedef = jax.tree.flatten(tree, is_leaf=is_spec)
     out: list[tuple[Any, ...]] = []
     for leaf in leaves:
         if is_array(leaf):
@@ -90,7 +133,7 @@ def signature_of(tree: Any) -> Signature | None:
 def unhashable_leaves(tree: Any) -> list[str]:
     """Paths and types of the non-array leaves of ``tree`` that cannot be hashed."""
     found = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_spec)[0]:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_spec)[0]:
         if is_array(leaf):
             continue
         try:

@@ -2,8 +2,9 @@
 
 A converted layer owns the variables of its module (``scope_data``); a run of a layer applies
 its module once with the variables of every un-mocked layer below it, nested as Flax expects.
-Replaced calls (mocks) contribute only what they kept (existing state, tied parameters), and
-modules whose every call was replaced are named so that their ``setup`` is skipped.
+Replaced calls contribute only what their ``ReplacementLayer`` keeps (a mock's existing state,
+tied parameters), and modules whose every call was replaced (by a replacement or any penzai
+layer) are named so that their ``setup`` is skipped.
 """
 
 from __future__ import annotations
@@ -17,21 +18,27 @@ import jax
 
 from flaxmock._core import errors as _errors
 from flaxmock._linen import variables as _vars
-from flaxmock._linen.layer import FlaxCallLayer
+from flaxmock._linen.layer import FlaxCallLayer, ReplacementLayer, replaced_path
 
 Path = tuple[str, ...]
 
 
-def own_variables(layer: FlaxCallLayer) -> Iterator[tuple[str, Path, Any, str | None]]:
-    """Yields ``(collection, relative path, value, label)`` for each variable ``layer`` owns."""
+def own_variables(layer: FlaxCallLayer) -> Iterator[tuple[str, Path, Any, Any]]:
+    """Yields ``(collection, relative path, value, variable)`` for each variable ``layer`` owns.
+
+    ``variable`` is what the layer holds (a ``pz.Parameter``, ``pz.StateVariable`` or their
+    frozen values; a plain value in ``immutable_variables`` of a hand-built layer), shared with
+    every other layer that uses the same Flax variable.
+    """
     data = layer.scope_data
     if data is None:
         return
     for name, param in data.parameters.items():
-        yield "params", _vars.path_of(name), param.value, getattr(param, "label", None)
-    for col, entries in data.immutable_variables.items():
-        for name, value in entries.items():
-            yield col, _vars.path_of(name), value, None
+        yield "params", _vars.path_of(name), _vars.value_of(param), param
+    for groups in (data.variables, data.immutable_variables):
+        for col, entries in groups.items():
+            for name, var in entries.items():
+                yield col, _vars.path_of(name), _vars.value_of(var), var
 
 
 @dataclasses.dataclass
@@ -41,6 +48,9 @@ class Assembled:
     variables: dict[str, Any]
     abstract: dict[str, list[str]]  # Layer path -> its variables that are still abstract.
     skip_setup: set[Path]  # Module paths with only replaced calls: their setup must not run.
+    # ``{(collection, path): variable}``: the objects (``pz.Parameter``...) the converted
+    # layers hold, whose values ``variables`` holds.
+    objects: dict[tuple[str, Path], Any]
 
 
 def assemble(
@@ -48,10 +58,10 @@ def assemble(
 ) -> Assembled:
     """Collects the variables of every converted layer reachable from ``root``.
 
-    With ``include_replaced``, mocks below ``root`` contribute the abstract variables they kept
-    of the layer they replaced (to infer shapes through the original code). With
-    ``include_kept``, they contribute the real values they kept (``MockLayer.kept``: existing
-    state, tied parameters), for a run.
+    With ``include_replaced``, replacements below ``root`` contribute the abstract variables of
+    the call they replaced (to infer shapes through the original code). With ``include_kept``,
+    they contribute the real values they keep (a mock's existing state, tied parameters), for
+    a run.
 
     Paths are made relative to ``root``'s scope. A module from outside ``root``'s subtree (a
     shared module passed in as an attribute) is adopted by Flax, when ``root`` is applied on its
@@ -59,6 +69,7 @@ def assemble(
     name when no attribute of the caller holds it), so it is placed there.
     """
     variables: dict[str, Any] = {}
+    objects: dict[tuple[str, Path], Any] = {}
     abstract: dict[str, list[str]] = {}
     plain_paths: set[Path] = set()
     replaced_paths: set[Path] = set()
@@ -72,7 +83,7 @@ def assemble(
         return None if best is None else best[1] + path[len(best[0]) :]
 
     def visit(layer: FlaxCallLayer, caller: tuple[FlaxCallLayer, Path] | None = None) -> None:
-        if layer.info.detached:
+        if layer.info.nested:
             # A nested ``module.apply`` brings its own variables; its paths are its own.
             return
         here = rel(layer.info.scope_path)
@@ -84,34 +95,34 @@ def assemble(
                     here = (*caller[1], attribute)
             remaps.append((layer.info.scope_path, here))
         plain_paths.add(here)
-        for col, path, value, _ in own_variables(layer):
+        for col, path, value, var in own_variables(layer):
             _vars.set_in(variables.setdefault(col, {}), here + path, value)
+            objects[(col, here + path)] = var
             if isinstance(_vars.unbox(value), jax.ShapeDtypeStruct):
                 abstract.setdefault(layer.path_str, []).append("/".join((col,) + path))
-        for child in layer.submodule_calls.values():
+        for key, child in layer.submodule_calls.items():
             if isinstance(child, FlaxCallLayer):
                 visit(child, (layer, here))
-            else:
-                info = getattr(child, "info", None)
-                original = getattr(info, "original", None)
-                if original is not None and original.info.detached:
-                    continue
-                if info is not None and getattr(info, "scope_path", None) is not None:
-                    p = rel(info.scope_path)
-                    p = p if p is not None else info.scope_path[-1:]
-                    replaced_paths.add(p)
-                    kept = None
-                    if include_replaced:
-                        kept = getattr(info, "variables", None)
-                    elif include_kept:
-                        kept = getattr(child, "kept", None)
-                    if kept:
-                        for col, tree in kept.items():
-                            for path, value in _vars.flatten(tree).items():
-                                _vars.set_in(variables.setdefault(col, {}), p + path, value)
+                continue
+            if isinstance(child, ReplacementLayer) and child.replaced().info.nested:
+                continue
+            scope_path = replaced_path(layer, key, child)
+            p = rel(scope_path)
+            p = p if p is not None else scope_path[-1:]
+            replaced_paths.add(p)
+            kept: dict[str, Any] = {}
+            if isinstance(child, ReplacementLayer):
+                if include_replaced:
+                    kept = child.abstract_variables()
+                elif include_kept:
+                    kept = child.kept_variables()
+            for col, tree in kept.items():
+                for path, var in _vars.flatten(tree).items():
+                    # A mock keeps the variable objects (pz.Parameter...).
+                    _vars.set_in(variables.setdefault(col, {}), p + path, _vars.value_of(var))
 
     visit(root)
-    return Assembled(variables, abstract, replaced_paths - plain_paths)
+    return Assembled(variables, abstract, replaced_paths - plain_paths, objects)
 
 
 def _attribute_holding(module: Any, name: str) -> str | None:
@@ -127,15 +138,15 @@ def _attribute_holding(module: Any, name: str) -> str | None:
     return None
 
 
-def mocks_reachable(root: FlaxCallLayer) -> list[Any]:
-    """Every replaced layer with an ``emit`` (a mock) that a run of ``root`` can dispatch."""
+def replacements_reachable(root: FlaxCallLayer) -> list[ReplacementLayer]:
+    """Every :class:`ReplacementLayer` (a mock) that a run of ``root`` can dispatch."""
     found = []
 
-    def visit(layer: Any) -> None:
+    def visit(layer: FlaxCallLayer) -> None:
         for child in layer.submodule_calls.values():
             if isinstance(child, FlaxCallLayer):
                 visit(child)
-            elif hasattr(child, "emit"):
+            elif isinstance(child, ReplacementLayer):
                 found.append(child)
 
     visit(root)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
-from flax.core import scope as flax_scope
 from penzai import pz
 from penzai.toolshed.unflaxify import ArgsAndKwargs
 
+from flaxmock._core import errors as _errors
 from flaxmock._core import specs as _specs
 from flaxmock._linen import dispatch as _dispatch
 from flaxmock._linen import layer as _layer
@@ -19,6 +18,16 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
 
     Un-mocked layers run their Flax code with their own variables; mocked layers emit random
     values; the result has exactly the structure ``module.apply`` returns.
+
+    As with ``module.apply``, the tree is never changed: with ``mutable``, the updated
+    collections are returned, and the tree's ``pz.StateVariable``s (``batch_stats``, a decode
+    ``cache``) keep their values; give the returned ones to :func:`flaxmock.bind` for the next
+    step. (Only the mocks' call counters advance, so that the next call draws new numbers.)
+
+    A tree with real values holds ``pz.Parameter`` and ``pz.StateVariable`` objects, which are
+    not pytrees: compile with ``pz.variable_jit(flaxmock.call)``, not ``jax.jit`` (which fails
+    with a ``TypeError`` naming ``Parameter``), and take gradients with respect to the
+    parameters ``pz.unbind_params`` returns (see the examples).
 
     Args:
       tree: A tree from :func:`flaxmock.unflaxify`, possibly patched (mocks, any penzai layer).
@@ -33,6 +42,7 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
       ``module.apply`` returns them.
 
     Raises:
+      InvalidArgumentError: ``tree`` is not a penzai layer.
       AbstractParameterError: an un-mocked layer still has abstract parameters.
       CallStructureError: the model made a submodule call not seen at conversion time.
 
@@ -44,36 +54,47 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
       >>> tree = flaxmock.unflaxify(model, x, variables=variables)
       >>> bool((flaxmock.call(tree, x) == model.apply(variables, x)).all())
       True
+
+      Compiled, and differentiated with respect to the parameters, the penzai way:
+
+      >>> from penzai import pz
+      >>> bool((pz.variable_jit(flaxmock.call)(tree, x) == model.apply(variables, x)).all())
+      True
+      >>> unbound, params = pz.unbind_params(tree, freeze=True)
+      >>> def loss(params):
+      ...     return flaxmock.call(pz.bind_variables(unbound, params), x).sum()
+      >>> grads = jax.grad(loss)(params)
+      >>> sorted((g.label, g.value.shape) for g in grads)
+      [('params/bias', (3,)), ('params/kernel', (4, 3))]
     """
+    if not isinstance(tree, pz.nn.Layer):
+        raise _errors.InvalidArgumentError(
+            f"call expects a converted tree (from flaxmock.unflaxify, possibly mocked), got "
+            f"{type(tree).__name__}."
+        )
     if isinstance(tree, _layer.FlaxCallLayer):
         return _dispatch.run(tree, args, kwargs, mutable=mutable, rngs=rngs)
     call_args = ArgsAndKwargs(args=args, kwargs=kwargs)
-    emit = getattr(tree, "emit", None)
-    if emit is None:
+    if not isinstance(tree, _layer.ReplacementLayer):
         return tree(call_args)
-    out, sown = emit(call_args)
-    if mutable is False:
-        return out
+    # A replacement at the root (a model mocked whole): what it sows is collected here, in the
+    # structure ``module.apply(..., mutable=...)`` returns.
     collections: dict[str, Any] = {}
-    for entry, value in sown:
-        if not flax_scope.in_filter(mutable, entry.collection):
-            continue
-        node = collections.setdefault(entry.collection, {})
-        for k in entry.path[:-1]:
-            node = node.setdefault(k, {})
-        node[entry.path[-1]] = tuple(value) if entry.append else value
-    return out, collections
+    out = tree.run_replaced(call_args, _layer.Invocation(collections=collections, mutable=mutable))
+    return out if mutable is False else (out, collections)
 
 
 def eval_shape(fun: Any, *args: Any, **kwargs: Any) -> Any:
     """``jax.eval_shape`` for functions of converted trees, mocks included.
 
-    Like ``jax.eval_shape``, but penzai state (the mocks' call counters) may appear in the
-    arguments, Python values in the arguments stay static, and Python values in the output
-    (``None``, ints, strings) come back as they are. State is not advanced.
+    Like ``jax.eval_shape``, but penzai variables may appear in ``fun`` and the arguments (a
+    bound tree's ``pz.Parameter`` and ``pz.StateVariable`` objects, the mocks' call counters:
+    plain ``jax.eval_shape`` fails on them with a ``TypeError``), Python values in the arguments
+    stay static, and Python values in the output (``None``, ints, strings) come back as they
+    are. No variable is changed: the trace sees copies of them.
 
     Args:
-      fun: The function to evaluate.
+      fun: The function to evaluate (a converted tree is callable too).
       *args: Its positional arguments (trees, arrays, ``jax.ShapeDtypeStruct`` specs, Python
         values).
       **kwargs: Its keyword arguments.
@@ -81,25 +102,24 @@ def eval_shape(fun: Any, *args: Any, **kwargs: Any) -> Any:
     Returns:
       ``fun``'s output with every array leaf replaced by its ``jax.ShapeDtypeStruct``.
 
+    Raises:
+      InvalidArgumentError: ``fun`` is not callable.
+
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
       >>> tree = flaxmock.unflaxify(nn.Dense(3), jax.ShapeDtypeStruct((2, 4), jnp.float32))
       >>> flaxmock.eval_shape(flaxmock.call, tree, jax.ShapeDtypeStruct((5, 4), jnp.float32))
       ShapeDtypeStruct(shape=(5, 3), dtype=float32)
     """
-    (args, kwargs), state = pz.unbind_state_vars((args, kwargs), freeze=True)
-    arrays, rebuild = _specs.partition((args, kwargs))
-    # ``jax.eval_shape`` turns a returned Python int into a weak int32 array and fails on a
-    # str: only the output's arrays cross it; the rest is captured and put back.
-    rebuild_out: list[Any] = []
+    # penzai variables (a bound tree's parameters and state, the mocks' call counters) are not
+    # pytrees: they cross the trace frozen, and the function sees them bound to copies, so the
+    # caller's counters do not advance.
+    _specs.check_function(fun)
+    (fun, args, kwargs), state = pz.unbind_variables((fun, args, kwargs), freeze=True)
 
-    def run(arrays: list[Any], state: list[Any]) -> Any:
-        a, kw = rebuild(arrays)
+    def bound(fun: Any, args: Any, kwargs: Any, state: list[Any]) -> Any:
         live = [s.unfreeze_as_copy() for s in state]
-        a, kw = pz.bind_variables((a, kw), live)
-        out_arrays, rebuild_output = _specs.partition(fun(*a, **kw))
-        rebuild_out.append(rebuild_output)
-        return out_arrays
+        fun, args, kwargs = pz.bind_variables((fun, args, kwargs), live)
+        return fun(*args, **kwargs)
 
-    out_specs = jax.eval_shape(run, arrays, list(state))
-    return rebuild_out[0](out_specs)
+    return _specs.eval_shape(bound, fun, args, kwargs, list(state))

@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
-import jax
-from penzai import pz
 from penzai.toolshed.unflaxify import InterceptedFlaxScopeData
 
 from flaxmock._core import errors as _errors
@@ -55,7 +53,7 @@ def unflaxify(
     rngs: Any = None,
     method: Any = None,
     mutable: Any = False,
-    outs: Mapping[str, Any] | None = None,
+    out: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> _layer.FlaxCallLayer:
     """Converts a Flax linen call into a penzai tree, one layer per submodule call.
@@ -66,13 +64,17 @@ def unflaxify(
         computed), or Python values, which stay static.
       variables: The module's variables. ``None`` (the default) makes every variable abstract
         (a ``jax.ShapeDtypeStruct`` from ``jax.eval_shape`` of ``module.init``): nothing is
-        allocated, at any model size. Real variables give a tree bound to those arrays.
+        allocated, at any model size. Real variables give a tree bound to those arrays, as
+        penzai's ``unflaxify`` binds them: one ``pz.Parameter`` per Flax parameter and one
+        ``pz.StateVariable`` per other variable, each shared by every layer that uses it (so
+        ``pz.unbind_params`` and ``pz.variable_jit`` work). Abstract values stay frozen
+        ``pz.ParameterValue`` / ``pz.StateVariableValue`` leaves.
       rngs: Keys for the trace, as for ``module.apply``. When omitted, a fixed key is used for
         every stream (Flax falls back to ``params`` for any stream it lacks).
       method: The method to call, a name or a function, as for ``module.apply``.
       mutable: The collections ``tree(ArgsAndKwargs(...))`` treats as mutable, as for
         ``module.apply``; ``flaxmock.call`` takes its own ``mutable``.
-      outs: Output specs of calls that must not be traced, by glob over their paths
+      out: Output specs of calls that must not be traced, by glob over their paths
         (``{"blocks_*/router": jax.ShapeDtypeStruct((8,), jnp.int32)}``): for calls whose output
         shape depends on values (``jnp.nonzero`` without ``size=``). Mock them afterwards.
       **kwargs: Keyword arguments of the call (arrays, specs or static Python values).
@@ -94,10 +96,25 @@ def unflaxify(
       [(0, 'layers_0.__call__'), (1, 'layers_2.__call__')]
       >>> tree.submodule_calls[(0, 'layers_0.__call__')].scope_data.parameters['kernel'].value
       ShapeDtypeStruct(shape=(3, 8), dtype=float32)
+
+      With real variables, the tree holds penzai parameters, one per Flax parameter:
+
+      >>> from penzai import pz
+      >>> x = jnp.ones((4, 3))
+      >>> bound = flaxmock.unflaxify(model, x, variables=model.init(jax.random.key(0), x))
+      >>> _, params = pz.unbind_params(bound)
+      >>> len(params), sorted(p.label for p in params)[:2]
+      (4, ['params/layers_0/bias', 'params/layers_0/kernel'])
     """
     _check_module(module)
+    if out is not None and not isinstance(out, Mapping):
+        raise _errors.InvalidArgumentError(
+            f"unflaxify(out=...) takes a dict from globs over call paths to output specs "
+            f"({{'blocks_*/router': jax.ShapeDtypeStruct((8,), jnp.int32)}}), got "
+            f"{type(out).__name__}."
+        )
     root_record, variables = _record.record(
-        module, variables, args, kwargs, method=method, rngs=_normalize_rngs(rngs), outs=outs
+        module, variables, args, kwargs, method=method, rngs=_normalize_rngs(rngs), out=out
     )
     return build(root_record, variables, method=method, mutable=mutable)
 
@@ -109,7 +126,9 @@ def build(
 
     A variable belongs to the called module whose scope path is the longest prefix of the
     variable's path: its own variables, and those of modules it runs inline (lifted bodies,
-    uncalled submodules). Every call of a module shares its variables (the same labels).
+    uncalled submodules). Every call of a module shares its variables: the same objects
+    (``flaxmock._linen.variables.to_variable``), in ``scope_data.parameters`` (``params``) and
+    ``scope_data.variables`` (every other collection).
     """
     records: list[tuple[tuple, _record.CallRecord]] = []
 
@@ -120,30 +139,29 @@ def build(
 
     collect(root, ())
     # Calls inside a nested ``module.apply`` get their variables from that call's own dict.
-    called = {rec.scope_path for _, rec in records if not rec.detached}
+    called = {rec.scope_path for _, rec in records if not rec.nested}
     owned: dict[Path, dict[str, dict[str, Any]]] = {}
     flat = _vars.flatten_variables(variables)
     for (col, path), value in flat.items():
         # The longest called prefix: walk up from the variable's parent path.
         owner = next(path[:k] for k in range(len(path) - 1, -1, -1) if path[:k] in called)
         name = _vars.name_of(path[len(owner) :])
-        owned.setdefault(owner, {}).setdefault(col, {})[name] = value
+        # One object per Flax variable, shared by every call of its owner (weight tying:
+        # ``embed.__call__`` and ``embed.attend`` hold the same ``pz.Parameter``).
+        owned.setdefault(owner, {}).setdefault(col, {})[name] = _vars.to_variable(
+            col, _vars.label_of(col, owner, name), value
+        )
 
     def make(rec: _record.CallRecord, call_path: tuple) -> _layer.FlaxCallLayer:
-        mine = {} if rec.detached else owned.get(rec.scope_path, {})
-        params = {
-            name: pz.ParameterValue(
-                value=v, label="/".join(("params",) + rec.scope_path) + "/" + name
-            )
-            for name, v in mine.get("params", {}).items()
-        }
-        others = {col: dict(entries) for col, entries in mine.items() if col != "params"}
+        mine = {} if rec.nested else owned.get(rec.scope_path, {})
+        params = dict(mine.get("params", {}))
+        state = {col: dict(entries) for col, entries in mine.items() if col != "params"}
         scope_data = None
-        if params or others or rec.rng_names:
+        if params or state or rec.rng_names:
             scope_data = InterceptedFlaxScopeData(
                 parameters=params,
-                variables={},
-                immutable_variables=others,
+                variables=state,
+                immutable_variables={},
                 rng_names=rec.rng_names,
             )
         info = _layer.CallInfo(
@@ -154,7 +172,7 @@ def build(
             sown=rec.sown,
             rng_names=rec.rng_names,
             transforms=rec.transforms,
-            detached=rec.detached,
+            nested=rec.nested,
             steps=_steps(rec, flat),
             method=method if rec.key is None and method is not None else rec.method_name,
             mutable=mutable,
@@ -178,7 +196,7 @@ def _steps(rec: _record.CallRecord, flat: dict[tuple[str, Path], Any]) -> int | 
     For a scan, what Flax's scan saw while recording (its length); otherwise the leading axis
     of the body's variables (stacked along the mapped axis).
     """
-    if rec.detached or not ({"scan", "vmap"} & set(rec.transforms)):
+    if rec.nested or not ({"scan", "vmap"} & set(rec.transforms)):
         return None
     if rec.steps is not None:
         return rec.steps
@@ -188,11 +206,3 @@ def _steps(rec: _record.CallRecord, flat: dict[tuple[str, Path], Any]) -> int | 
         if path[:n] == rec.scope_path and shape:
             return int(shape[0])
     return None
-
-
-def abstract_variables(variables: Any) -> Any:
-    """Maps every array leaf of ``variables`` to its ``jax.ShapeDtypeStruct``."""
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") else x,
-        variables,
-    )

@@ -260,7 +260,7 @@ def tree_costs(tree: Any, pricer: _costs.Pricer) -> dict[CallPath, LayerCost]:
         if not isinstance(layer, _layer.FlaxCallLayer):
             out[path] = LayerCost(None, runs, "mocked")
             return
-        lifted = lifted or bool(layer.info.transforms) or layer.info.detached
+        lifted = lifted or bool(layer.info.transforms) or layer.info.nested
         variables = view
         if not lifted:
             assembled = _assemble.assemble(layer, include_replaced=True).variables

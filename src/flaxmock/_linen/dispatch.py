@@ -2,10 +2,12 @@
 
 Calling a layer applies its Flax module once, with the variables ``assemble`` collects, under an
 interceptor that follows the converter's walk (``walk``). Calls whose layer is still a converted
-layer run as Flax runs them; calls whose layer was replaced (a ``MockLayer``, or any penzai layer)
-are redirected to it. Running natively is what keeps the converted tree exactly equal to
-``module.apply``: weight tying, shared modules, ``sow``, BatchNorm state and Dropout's rng
-splitting are Flax's own, not a re-implementation of them.
+layer run as Flax runs them; calls whose layer was replaced are redirected to it: a
+``ReplacementLayer`` (a ``MockLayer``) through its protocol, any other penzai layer the penzai
+way, with the ``random_streams`` and side inputs given to the root. Running natively is what
+keeps the converted tree exactly equal to ``module.apply``: weight tying, shared modules,
+``sow``, BatchNorm state and Dropout's rng splitting are Flax's own, not a re-implementation of
+them.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from penzai.toolshed.unflaxify import ArgsAndKwargs
 
 from flaxmock._core import errors as _errors
 from flaxmock._linen import assemble as _assemble
-from flaxmock._linen import record as _record
 from flaxmock._linen import walk as _walk
-from flaxmock._linen.layer import FlaxCallLayer, default_rngs
+from flaxmock._linen.layer import FlaxCallLayer, Invocation, ReplacementLayer, default_rngs
 
 Path = tuple[str, ...]
 
@@ -42,11 +43,17 @@ class Dispatcher:
         counts: dict[int, Any],
         *,
         lenient: bool = False,
+        random_streams: dict[str, Any] | None = None,
+        side_inputs: dict[str, Any] | None = None,
     ):
         self.walk = _walk.Walk(root)
         self.skip_setup = skip_setup
         self.counts = counts
         self.dispatched: dict[int, int] = {}
+        # Given to the root layer's ``__call__``: passed on to every replacement, as penzai's
+        # own ``InterceptedFlaxModuleMethod`` passes them on to its sublayers.
+        self.random_streams = random_streams
+        self.side_inputs = side_inputs or {}
         # For ``init`` (materialize): a call the tree has not seen (a model that initialises
         # every branch, or calls submodules only ``if self.is_initializing()``) is matched by
         # name alone, else runs natively, instead of raising CallStructureError.
@@ -65,7 +72,7 @@ class Dispatcher:
             scope = context.module.scope
             if (
                 scope is not None
-                and not self.walk.in_detached
+                and not self.walk.in_nested
                 and tuple(scope.path) in self.skip_setup
             ):
                 # Every call of this module was replaced and its variables are gone: its setup
@@ -99,52 +106,24 @@ class Dispatcher:
             try:
                 return self.walk.call_child(context.module, node, next_fun, args, kwargs, kind=kind)
             except Exception as e:
-                note_error(e, f"{node.path_str}.{node.method_name}")
+                _errors.note_raised_in(e, f"{node.path_str}.{node.method_name}")
                 raise
-        emit = getattr(node, "emit", None)
         call_args = ArgsAndKwargs(args=tuple(args), kwargs=dict(kwargs))
-        if emit is None:
-            return node(call_args)
+        if not isinstance(node, ReplacementLayer):
+            return node(call_args, random_streams=self.random_streams, **self.side_inputs)
         index = self.dispatched.get(id(node), 0)
         self.dispatched[id(node)] = index + 1
-        out, sown = emit(
+        return node.run_replaced(
             call_args,
-            count=self.counts.get(id(node)),
-            index=index,
-            fold=self._step_fold(context.module, kind),
+            Invocation(
+                module=context.module,
+                count=self.counts.get(id(node)),
+                index=index,
+                fold=self._step_fold(context.module, kind),
+                random_streams=self.random_streams,
+                side_inputs=self.side_inputs,
+            ),
         )
-        write_sown(context.module, sown)
-        return out
-
-
-def note_error(error: BaseException, where: str) -> None:
-    """Names the innermost call an error was raised in (once), keeping its type and message."""
-    if not any(n.startswith("flaxmock: raised in") for n in getattr(error, "__notes__", ())):
-        error.add_note(f"flaxmock: raised in {where}")
-
-
-def write_sown(module: nn.Module, sown: list[tuple[_record.SownEntry, Any]]) -> None:
-    """Writes a replaced call's sown values into its module's scope, as ``sow`` would."""
-    scope = module.scope
-    if scope is None:
-        return
-    for entry, value in sown:
-        if not scope.is_mutable_collection(entry.collection):
-            continue
-        existing: Any = scope.variables().get(entry.collection, {})
-        for k in entry.path:
-            existing = existing.get(k) if isinstance(existing, dict) else None
-        if entry.append:
-            new = (existing if isinstance(existing, tuple) else ()) + tuple(value)
-        elif existing is not None:
-            # State that already exists (BatchNorm statistics) keeps its value under a mock.
-            continue
-        else:
-            new = value
-        nested: Any = new
-        for k in reversed(entry.path[1:]):
-            nested = {k: nested}
-        scope.put_variable(entry.collection, entry.path[0], nested)
 
 
 def run(
@@ -154,17 +133,29 @@ def run(
     *,
     mutable: Any = False,
     rngs: Any = None,
+    random_streams: dict[str, Any] | None = None,
+    side_inputs: dict[str, Any] | None = None,
 ) -> Any:
-    """Applies ``layer``'s module natively, redirecting replaced submodule calls."""
+    """Applies ``layer``'s module natively, redirecting replaced submodule calls.
+
+    ``random_streams`` and ``side_inputs`` are passed on to the replacements (they are what was
+    given to the root layer's ``__call__``); ``rngs`` are Flax's.
+    """
     assembled = _assemble.assemble(layer, include_kept=True)
     _assemble.check_concrete(layer, assembled)
-    mocks = _assemble.mocks_reachable(layer)
-    # Each run reserves one count per mock up front (atomically: threads calling one tree draw
-    # for distinct counts) and gives back the counts of mocks it did not reach. Counters are
-    # written here, outside Flax's call: a mock dispatched inside a lifted body must not write
-    # penzai state from inside that body's trace.
-    counts = {id(m): m.reserve_count() for m in mocks}
-    dispatcher = Dispatcher(layer, assembled.skip_setup, counts)
+    replacements = _assemble.replacements_reachable(layer)
+    # Each run reserves one count per replacement up front (atomically: threads calling one
+    # tree draw for distinct counts) and gives back the counts of those it did not reach.
+    # Counters are written here, outside Flax's call: a mock dispatched inside a lifted body
+    # must not write penzai state from inside that body's trace.
+    counts = {id(r): r.reserve_count() for r in replacements}
+    dispatcher = Dispatcher(
+        layer,
+        assembled.skip_setup,
+        counts,
+        random_streams=random_streams,
+        side_inputs=side_inputs,
+    )
     try:
         with nn.intercept_methods(dispatcher):
             out = layer.module.apply(
@@ -180,8 +171,8 @@ def run(
         flax.errors.ScopeParamNotFoundError,
         flax.errors.ScopeCollectionNotFound,
     ) as e:
-        if mocks:
-            paths = sorted({f"{m.path_str}.{m.method_name}" for m in mocks})
+        if replacements:
+            paths = sorted({r.replaced().label for r in replacements})
             e.add_note(
                 "flaxmock: a real layer looked up a variable that is not there. Mocked calls "
                 "keep only the variables that held real values when they were mocked "
@@ -192,7 +183,7 @@ def run(
                 "(flaxmock.bind or materialize, then flaxmock.mock)."
             )
         raise
-    for m in mocks:
-        if id(m) not in dispatcher.dispatched:
-            m.release_count(counts[id(m)])
+    for r in replacements:
+        if id(r) not in dispatcher.dispatched:
+            r.release_count(counts[id(r)])
     return out

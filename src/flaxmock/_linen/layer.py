@@ -1,24 +1,40 @@
-"""The converted layer: one Flax module method call as a penzai layer, with what was recorded.
+"""The converted layer, and the protocol of the layers that replace one.
 
 A converted tree is a tree of :class:`FlaxCallLayer`, penzai's ``InterceptedFlaxModuleMethod``
 with a :class:`CallInfo` attached. How it runs is ``flaxmock._linen.dispatch``'s business; which
 variables a run gets is ``flaxmock._linen.assemble``'s.
+
+Any entry of ``submodule_calls`` may be replaced by another penzai layer (tree surgery). The
+runtime knows two kinds of replacement:
+
+* a :class:`ReplacementLayer` (a ``MockLayer``; a new kind subclasses it): the runtime asks it
+  which call it replaces, which variables it keeps, runs it in place with an
+  :class:`Invocation` (the bound Flax module, its count for the run, the root's
+  ``random_streams`` and side inputs) and lists it in summaries with its own note;
+* any other penzai layer: called the penzai way, ``layer(ArgsAndKwargs(...),
+  random_streams=..., **side_inputs)``, with what was given to the root layer's ``__call__``;
+  the module it replaces is named by its key in the parent's ``submodule_calls``.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
+import flax.linen as nn
 import jax
+from flax.core import scope as flax_scope
 from penzai import pz
 from penzai.toolshed.unflaxify import (
     ArgsAndKwargs,
     InterceptedFlaxModuleMethod,
 )
 
+from flaxmock._core import table as _table
 from flaxmock._linen import record as _record
+from flaxmock._linen import render as _render
 
 Path = tuple[str, ...]
 CallKey = tuple[int, str]
@@ -41,7 +57,7 @@ class CallInfo:
       mutable: The default ``mutable`` of ``layer(ArgsAndKwargs(...))``.
       transforms: The lifted transforms (``("scan", "remat")``) this call is the body of;
         Flax applies them when the enclosing layer runs.
-      detached: The call runs inside a nested ``module.apply``, whose variables are its own.
+      nested: The call runs inside a nested ``module.apply``, whose variables are its own.
       steps: For a scanned or vmapped body, the number of steps (the leading axis of its
         stacked variables), when it has variables.
     """
@@ -55,7 +71,7 @@ class CallInfo:
     method: Any
     mutable: Any = False
     transforms: tuple[str, ...] = ()
-    detached: bool = False
+    nested: bool = False
     steps: int | None = None
 
     @property
@@ -78,14 +94,20 @@ class FlaxCallLayer(InterceptedFlaxModuleMethod):
 
     A subclass of penzai's ``InterceptedFlaxModuleMethod`` (so ``pz.select``, treescope and
     penzai's tooling treat it as one) that runs natively: see the module docstring of
-    ``flaxmock._linen.dispatch``. Its parameters are frozen ``pz.ParameterValue`` leaves holding
-    arrays, or ``jax.ShapeDtypeStruct`` for an abstract tree, so the tree is a plain pytree.
+    ``flaxmock._linen.dispatch``. Its variables are held as penzai's ``unflaxify`` holds them:
+    with real values, one ``pz.Parameter`` per Flax parameter and one ``pz.StateVariable`` per
+    other Flax variable, each shared by every layer (and every mock) that uses it, so
+    ``pz.unbind_params`` finds each parameter once and a tied weight gets one gradient; with
+    abstract values (``jax.ShapeDtypeStruct``), frozen ``pz.ParameterValue`` and
+    ``pz.StateVariableValue`` leaves, so an abstract tree is a plain pytree.
 
     Attributes:
       module: The unbound Flax module.
       method_name: The name of the called method.
-      scope_data: The parameters and other variables this call's module owns (not those of its
-        submodule calls' layers), or None.
+      scope_data: The variables this call's module owns (not those of its submodule calls'
+        layers), or None: ``parameters`` (``{name: parameter}``) and ``variables``
+        (``{collection: {name: state variable}}``), names being paths relative to the module
+        joined with ``/``.
       submodule_calls: One layer per submodule call, keyed ``(index, "name.method")``.
       info: The recorded :class:`CallInfo`.
     """
@@ -102,8 +124,14 @@ class FlaxCallLayer(InterceptedFlaxModuleMethod):
 
         Args:
           args_and_kwargs: The method's arguments.
-          random_streams: Optional penzai random streams, one per rng name.
-          **side_inputs: Ignored (penzai's layer convention).
+          random_streams: Optional penzai random streams, one per rng name. Each gives the Flax
+            call one key, and the streams are passed on to penzai layers inserted in the tree.
+          **side_inputs: Passed on to penzai layers inserted in the tree (penzai's layer
+            convention); Flax code does not see them.
+
+        Unlike penzai's ``InterceptedFlaxModuleMethod``, the layer's ``pz.StateVariable``s are
+        not updated: like ``module.apply`` (and :func:`flaxmock.call`), a call returns the
+        updated collections and changes nothing in the tree.
 
         Returns:
           The output, or ``(output, collections)`` if the tree was converted with ``mutable``.
@@ -121,6 +149,8 @@ class FlaxCallLayer(InterceptedFlaxModuleMethod):
             args_and_kwargs.kwargs,
             mutable=self.info.mutable,
             rngs=rngs,
+            random_streams=random_streams,
+            side_inputs=side_inputs,
         )
 
     @property
@@ -128,12 +158,180 @@ class FlaxCallLayer(InterceptedFlaxModuleMethod):
         return self.info.path_str
 
 
+@dataclasses.dataclass(frozen=True)
+class ReplacedCall:
+    """The converted call a :class:`ReplacementLayer` stands for.
+
+    Attributes:
+      module: The unbound Flax module whose call is replaced.
+      method_name: The name of the replaced method.
+      info: The recorded call, as the replacement answers it (its ``out_spec`` is the one the
+        replacement returns).
+    """
+
+    module: nn.Module
+    method_name: str
+    info: CallInfo
+
+    @property
+    def label(self) -> str:
+        """``blocks_0/attn.__call__``: the call's path and method, as messages name it."""
+        return f"{self.info.path_str}.{self.method_name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Invocation:
+    """How the runtime runs a :class:`ReplacementLayer` in place of one Flax call.
+
+    Attributes:
+      module: The bound Flax module of the replaced call, inside the enclosing layer's
+        ``apply``: the replacement writes what the call sows into its scope. None when the
+        replacement is called on its own.
+      collections: With ``module`` None, the dict that receives what the call sows, as
+        ``module.apply(..., mutable=...)[1]`` would hold it; None to drop it.
+      mutable: The collections to keep in ``collections`` (as ``module.apply``'s ``mutable``).
+      count: The call count reserved for this run (:meth:`ReplacementLayer.reserve_count`), or
+        None to reserve one now.
+      index: How often the replacement ran before in the same run.
+      fold: Extra data for the random key: a per-step key inside a lifted body, or None.
+      random_streams: The ``random_streams`` given to the root layer's ``__call__``, or None.
+      side_inputs: The side inputs given to the root layer's ``__call__``.
+    """
+
+    module: nn.Module | None = None
+    collections: dict[str, Any] | None = None
+    mutable: Any = False
+    count: Any = None
+    index: int = 0
+    fold: Any = None
+    random_streams: dict[str, pz.RandomStream] | None = None
+    side_inputs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def write_sown(self, sown: list[tuple[_record.SownEntry, Any]]) -> None:
+        """Writes a replaced call's sown values where ``sow`` would have put them."""
+        if self.module is not None:
+            _write_into_scope(self.module, sown)
+        elif self.collections is not None and self.mutable is not False:
+            for entry, value in sown:
+                if not flax_scope.in_filter(self.mutable, entry.collection):
+                    continue
+                node = self.collections.setdefault(entry.collection, {})
+                for k in entry.path[:-1]:
+                    node = node.setdefault(k, {})
+                node[entry.path[-1]] = tuple(value) if entry.append else value
+
+
+def _write_into_scope(module: nn.Module, sown: list[tuple[_record.SownEntry, Any]]) -> None:
+    scope = module.scope
+    if scope is None:
+        return
+    for entry, value in sown:
+        if not scope.is_mutable_collection(entry.collection):
+            continue
+        existing: Any = scope.variables().get(entry.collection, {})
+        for k in entry.path:
+            existing = existing.get(k) if isinstance(existing, dict) else None
+        if entry.append:
+            new = (existing if isinstance(existing, tuple) else ()) + tuple(value)
+        elif existing is not None:
+            # State that already exists (BatchNorm statistics) keeps its value under a mock.
+            continue
+        else:
+            new = value
+        nested: Any = new
+        for k in reversed(entry.path[1:]):
+            nested = {k: nested}
+        scope.put_variable(entry.collection, entry.path[0], nested)
+
+
+class ReplacementLayer(pz.nn.Layer):
+    """The protocol between the linen runtime and a layer that replaces a converted call.
+
+    A subclass is a ``@pz.pytree_dataclass`` that drops into ``submodule_calls`` (or is the root
+    of a tree) in place of a :class:`FlaxCallLayer`; ``flaxmock.MockLayer`` is one. The runtime
+    (``dispatch``, ``assemble``, ``call``, ``summary``) uses only the methods below.
+    """
+
+    @abc.abstractmethod
+    def replaced(self) -> ReplacedCall:
+        """The call this layer replaces: its module, method and recorded :class:`CallInfo`."""
+
+    @abc.abstractmethod
+    def run_replaced(self, args_and_kwargs: ArgsAndKwargs, invocation: Invocation) -> Any:
+        """Runs in place of the call with these arguments and returns its output.
+
+        What the replaced call sows goes to ``invocation.write_sown``.
+        """
+
+    def kept_variables(self) -> dict[str, Any]:
+        """Variables (``{collection: nested dict}``) this layer keeps for a run of the tree.
+
+        The replaced module's existing state, or parameters that real layers read (weight
+        tying); placed at the replaced module's scope path.
+        """
+        return {}
+
+    def abstract_variables(self) -> dict[str, Any]:
+        """Abstract variables of the replaced call's subtree, to infer shapes through it."""
+        return {}
+
+    def reserve_count(self) -> Any:
+        """Reserves this layer's call count for one run (called once per run, before it)."""
+        return None
+
+    def release_count(self, count: Any) -> None:
+        """Gives back a count reserved for a run that never reached this layer."""
+
+    def summary_note(self) -> str:
+        """The note of this layer's row in ``flaxmock.summary``."""
+        return f"replaced by {type(self).__name__}"
+
+    def summary_line(self) -> str:
+        """``Dense at blocks_0/mlp.__call__ -> f32[2,8] (mocked)``: this layer in one line."""
+        replaced = self.replaced()
+        return (
+            f"{type(replaced.module).__name__} at {replaced.label} -> "
+            f"{_table.describe_specs(replaced.info.out_spec)} ({self.summary_note()})"
+        )
+
+    def __call__(
+        self,
+        args_and_kwargs: ArgsAndKwargs,
+        /,
+        random_streams: dict[str, pz.RandomStream] | None = None,
+        **side_inputs: Any,
+    ) -> Any:
+        """Runs this layer on its own, outside a run of the tree (sown values are dropped)."""
+        return self.run_replaced(
+            args_and_kwargs, Invocation(random_streams=random_streams, side_inputs=side_inputs)
+        )
+
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        # A replacement stands out in a large tree: collapsed, with a one-line description.
+        return _render.render_replacement(self, path, subtree_renderer)
+
+
+def replaced_path(parent: FlaxCallLayer, key: CallKey, child: Any) -> Path:
+    """The scope path of the module whose call ``parent.submodule_calls[key]`` replaces.
+
+    A :class:`ReplacementLayer` says it; for any other layer it is read from the key: the
+    parent's path and the called module's name. (A shared module called from another module
+    than its owner lives elsewhere; then its ``setup`` is not skipped.)
+    """
+    if isinstance(child, FlaxCallLayer):
+        return child.info.scope_path
+    if isinstance(child, ReplacementLayer):
+        return child.replaced().info.scope_path
+    return parent.info.scope_path + (key[1].rsplit(".", 1)[0],)
+
+
 def iter_layers(tree: Any) -> Iterator[tuple[tuple[CallKey, ...], Any]]:
     """Yields ``(call_path, layer)`` for the root and every nested submodule call layer."""
 
     def go(layer: Any, path: tuple[CallKey, ...]) -> Iterator[tuple[tuple[CallKey, ...], Any]]:
         yield path, layer
-        for key, child in getattr(layer, "submodule_calls", {}).items():
-            yield from go(child, path + (key,))
+        if isinstance(layer, FlaxCallLayer):
+            for key, child in layer.submodule_calls.items():
+                yield from go(child, path + (key,))
 
     yield from go(tree, ())

@@ -8,20 +8,22 @@ computes the rest, so peak memory follows the un-mocked parameters, not the mode
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from penzai import pz
 
 from flaxmock._core import errors as _errors
+from flaxmock._core import keys as _keys
 from flaxmock._core import prng as _prng
 from flaxmock._core import specs as _specs
 from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import dispatch as _dispatch
 from flaxmock._linen import layer as _layer
+from flaxmock._linen import mock as _mock
 from flaxmock._linen import shardings as _shardings
 from flaxmock._linen import variables as _vars
 
@@ -33,40 +35,91 @@ def _needed(tree: _layer.FlaxCallLayer) -> dict[tuple[str, Path], Any]:
     return _vars.flatten_variables(_assemble.assemble(tree).variables)
 
 
-def _with_values(layer: Any, values: dict[tuple[str, Path], Any], base: Path) -> Any:
-    """Returns ``layer`` with its own and its un-mocked descendants' variables replaced."""
-    if not isinstance(layer, _layer.FlaxCallLayer):
-        return layer
-    here = layer.info.scope_path[len(base) :]
-    data = layer.scope_data
-    if data is not None:
-        params = {
-            name: pz.ParameterValue(
-                value=values.get(("params", here + _vars.path_of(name)), p.value),
-                label=p.label,
-            )
-            for name, p in data.parameters.items()
+def _with_values(root: _layer.FlaxCallLayer, values: dict[tuple[str, Path], Any]) -> Any:
+    """Returns ``root`` with the variables named in ``values`` held with those values.
+
+    Each Flax variable gets one new object (a ``pz.Parameter`` or ``pz.StateVariable``, see
+    ``flaxmock._linen.variables.to_variable``) that every layer using it shares, and so do the
+    mocks that keep it (``MockLayer.kept``: a tied parameter the mock shares with an un-mocked
+    layer) and the layers mocks replaced (so that ``unmock`` puts back a layer holding the same
+    values as the rest of the tree). The objects of ``root`` are never changed: the tree a user
+    had keeps its values. Parts with nothing to change are reused as they are.
+    """
+    base = root.info.scope_path
+    made: dict[tuple[str, Path], Any] = {}
+
+    def renew(col: str, key: tuple[str, Path], old: Any) -> Any:
+        if key not in values:
+            return old
+        if key not in made:
+            label = getattr(old, "label", None) or _vars.label_of(col, (), _vars.name_of(key[1]))
+            made[key] = _vars.to_variable(col, label, values[key])
+        return made[key]
+
+    def renew_all(col: str, here: Path, entries: dict[str, Any]) -> dict[str, Any]:
+        return {
+            name: renew(col, (col, here + _vars.path_of(name)), var)
+            for name, var in entries.items()
         }
-        others = {
-            col: {
-                name: values.get((col, here + _vars.path_of(name)), v)
-                for name, v in entries.items()
+
+    def same(new: dict[Any, Any], old: dict[Any, Any]) -> bool:
+        return all(new[k] is v for k, v in old.items())
+
+    def rebuild_mock(mock: _mock.MockLayer) -> _mock.MockLayer:
+        changes: dict[str, Any] = {}
+        if mock.kept:
+            here = mock.info.scope_path[len(base) :]
+            flat = _vars.flatten_variables(mock.kept)
+            kept = {
+                (col, path): renew(col, (col, here + path), v) for (col, path), v in flat.items()
             }
-            for col, entries in data.immutable_variables.items()
-        }
-        data = dataclasses.replace(data, parameters=params, immutable_variables=others)
-    return dataclasses.replace(
-        layer,
-        scope_data=data,
-        submodule_calls={
-            k: _with_values(c, values, base) for k, c in layer.submodule_calls.items()
-        },
-    )
+            if not same(kept, flat):
+                changes["kept"] = _vars.nest(kept)
+        original = mock.info.original
+        if isinstance(original, _layer.FlaxCallLayer):
+            new_original = rebuild(original)
+            if new_original is not original:
+                changes["info"] = dataclasses.replace(mock.info, original=new_original)
+        return dataclasses.replace(mock, **changes) if changes else mock
+
+    def rebuild(layer: Any) -> Any:
+        if isinstance(layer, _mock.MockLayer):
+            return rebuild_mock(layer)
+        if not isinstance(layer, _layer.FlaxCallLayer):
+            return layer
+        here = layer.info.scope_path[len(base) :]
+        data = layer.scope_data
+        if data is not None:
+            params = renew_all("params", here, data.parameters)
+            state = {col: renew_all(col, here, e) for col, e in data.variables.items()}
+            # Plain values of a hand-built layer stay plain.
+            others = {
+                col: {
+                    name: values.get((col, here + _vars.path_of(name)), v)
+                    for name, v in entries.items()
+                }
+                for col, entries in data.immutable_variables.items()
+            }
+            unchanged = (
+                same(params, data.parameters)
+                and all(same(state[c], e) for c, e in data.variables.items())
+                and all(same(others[c], e) for c, e in data.immutable_variables.items())
+            )
+            if not unchanged:
+                data = dataclasses.replace(
+                    data, parameters=params, variables=state, immutable_variables=others
+                )
+        children = {k: rebuild(c) for k, c in layer.submodule_calls.items()}
+        if data is layer.scope_data and same(children, layer.submodule_calls):
+            return layer
+        return dataclasses.replace(layer, scope_data=data, submodule_calls=children)
+
+    return rebuild(root)
 
 
 def _check_root(tree: Any, what: str) -> _layer.FlaxCallLayer:
     if not isinstance(tree, _layer.FlaxCallLayer):
-        raise TypeError(
+        raise _errors.InvalidArgumentError(
             f"{what} expects a tree from flaxmock.unflaxify (a FlaxCallLayer at the root), got "
             f"{type(tree).__name__}. A tree mocked whole has no parameters to give values to."
         )
@@ -75,7 +128,7 @@ def _check_root(tree: Any, what: str) -> _layer.FlaxCallLayer:
 
 def materialize(
     tree: Any,
-    key: jax.Array,
+    key: Any,
     *args: Any,
     mesh: Any = None,
     rules: Any = None,
@@ -102,7 +155,9 @@ def materialize(
 
     Args:
       tree: A converted tree, typically partly mocked.
-      key: The ``params`` key, as for ``module.init``.
+      key: The ``params`` key, as for ``module.init``: a ``jax.Array`` PRNG key, an int seed
+        (``jax.random.key(seed)``), or an ``nnx.Rngs``, whose ``params`` stream (else its
+        ``default`` one) draws the key, advancing as ``rngs.params()`` does.
       *args: Example inputs for ``init`` (default: zeros of the recorded shapes).
       mesh: A ``jax.sharding.Mesh`` to create the parameters on, or None.
       rules: Logical axis rules for ``nn.with_logical_partitioning`` metadata (default: the
@@ -110,7 +165,13 @@ def materialize(
       **kwargs: Example keyword inputs for ``init`` (default: the recorded ones).
 
     Returns:
-      A new tree; mocked layers keep their abstract parameters.
+      A new tree, holding the new values in new ``pz.Parameter`` and ``pz.StateVariable``
+      objects (one per Flax variable, shared by the layers and mocks that use it); ``tree`` and
+      its variables are unchanged. Mocked layers keep their abstract parameters.
+
+    Raises:
+      InvalidArgumentError: ``tree`` is not a converted tree, or ``key`` is none of the kinds
+        above.
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
@@ -126,6 +187,7 @@ def materialize(
       True
     """
     root = _check_root(tree, "materialize")
+    key = _keys.to_key(key, where="materialize")
     current = _needed(root)
     needed = sorted(current)
     if not needed:
@@ -136,7 +198,7 @@ def materialize(
     arrays, rebuild = _specs.partition((tuple(args), dict(kwargs)))
 
     assembled = _assemble.assemble(root)
-    mocks = _assemble.mocks_reachable(root)
+    mocks = _assemble.replacements_reachable(root)
 
     def init(key: jax.Array, arg_arrays: list[Any]) -> list[Any]:
         a, kw = rebuild(arg_arrays)
@@ -174,15 +236,11 @@ def materialize(
         c.replace_boxed(v) if isinstance(c, nn.meta.AxisMetadata) else v
         for c, v in zip(currents, values, strict=True)
     ]
-    return _with_values(root, dict(zip(needed, values, strict=True)), root.info.scope_path)
+    return _with_values(root, dict(zip(needed, values, strict=True)))
 
 
 def _describe(value: Any) -> str:
-    value = _vars.unbox(value)
-    shape = getattr(value, "shape", None)
-    if shape is None:
-        return type(value).__name__
-    return f"{np.dtype(value.dtype).name}{list(shape)}"
+    return _errors.describe_value(_vars.unbox(value))
 
 
 def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
@@ -196,11 +254,14 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
       strict: Also report entries that no un-mocked layer uses.
 
     Returns:
-      A new tree; mocked layers keep their abstract parameters.
+      A new tree, holding the new values in new ``pz.Parameter`` and ``pz.StateVariable``
+      objects (one per Flax variable, shared by the layers and mocks that use it); ``tree`` and
+      its variables are unchanged. Mocked layers keep their abstract parameters.
 
     Raises:
       BindVariablesError: entries are missing, or have another shape or dtype than the
         converted model expects; one message lists every such entry.
+      InvalidArgumentError: ``tree`` is not a converted tree, or ``variables`` not a mapping.
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
@@ -213,6 +274,11 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
       (4, 2)
     """
     root = _check_root(tree, "bind")
+    if not isinstance(variables, Mapping):
+        raise _errors.InvalidArgumentError(
+            f"bind expects a Flax variables dict ({{'params': ...}}, as module.init returns), "
+            f"got {type(variables).__name__}."
+        )
     needed = _needed(root)
     given = _vars.flatten_variables(dict(variables))
     problems = []
@@ -238,13 +304,12 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
         extra = sorted(set(given) - set(needed))
         problems += [f"  unused: {'/'.join((c,) + p)}" for c, p in extra]
     if problems:
-        raise _errors.BindVariablesError(
-            f"bind: {len(problems)} problem(s) with the variables for "
-            f"{root.path_str}.{root.method_name}:\n"
-            + "\n".join(problems)
-            + "\nFix: give every missing entry (paths are as in module.init's output), with "
+        raise _errors.bind_error(
+            problems,
+            subject=f"{root.path_str}.{root.method_name}",
+            fix="Fix: give every missing entry (paths are as in module.init's output), with "
             "the shapes and dtypes the model was converted with; or mock the layers that use "
             "them (flaxmock.mock)"
-            + ("; or pass strict=False to ignore unused entries." if strict else ".")
+            + ("; or pass strict=False to ignore unused entries." if strict else "."),
         )
-    return _with_values(root, values, root.info.scope_path)
+    return _with_values(root, values)

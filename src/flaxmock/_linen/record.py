@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flaxmock._core import errors as _errors
 from flaxmock._core import specs as _specs
 from flaxmock._linen import variables as _vars
 from flaxmock._linen import walk as _walk
@@ -65,7 +66,7 @@ class CallRecord:
     # Inside a nested ``module.apply``: its variables come from that call, not the tree, and
     # ``scope_path`` is a display path: ``base`` (the caller's path and the nested module's
     # name) followed by the path inside the nested apply.
-    detached: bool = False
+    nested: bool = False
     base: Path = ()
 
     @property
@@ -111,13 +112,13 @@ def _rng_names(module: nn.Module) -> frozenset[str]:
 class Recorder:
     """A Flax interceptor that builds a :class:`CallRecord` tree during one trace."""
 
-    def __init__(self, module: nn.Module, method_name: str, outs: Mapping[str, Any] | None = None):
+    def __init__(self, module: nn.Module, method_name: str, out: Mapping[str, Any] | None = None):
         self.root = CallRecord(module=module, method_name=method_name, scope_path=(), key=None)
         self.walk = _walk.Walk(self.root)
-        self.outs = dict(outs or {})
+        self.out = dict(out or {})
 
     def _given_out(self, record: CallRecord) -> Any:
-        for pattern, spec in self.outs.items():
+        for pattern, spec in self.out.items():
             path = record.path_str
             if fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(
                 f"{path}.{record.method_name}", pattern
@@ -135,19 +136,19 @@ class Recorder:
         base = parent.base
         if kind == _walk.NESTED:
             base = parent.scope_path + (str(module.name),)
-        detached = kind == _walk.NESTED or parent.detached
+        nested = kind == _walk.NESTED or parent.nested
         transforms = self.walk.transforms_of(context) if kind == _walk.LIFTED else ()
         record = CallRecord(
             # A deep clone: submodules held as attributes (a shared embedding) are bound in the
             # trace, and their scopes and setup attributes hold its tracers.
             module=module.clone(_deep_clone=True),
             method_name=context.method_name,
-            scope_path=(base if detached else ()) + tuple(module.scope.path),
+            scope_path=(base if nested else ()) + tuple(module.scope.path),
             key=key,
             in_spec=_specs.specs_of((args, kwargs)),
             transforms=transforms,
             steps=_walk.scan_length() if "scan" in transforms else None,
-            detached=detached,
+            nested=nested,
             base=base,
         )
         # A lifted body traced again replaces its earlier record (same key, same call), except
@@ -159,33 +160,50 @@ class Recorder:
         parent.children[key] = record
         given = self._given_out(record)
         if given is not None:
-            # The output spec is given (``outs=``): the call is not traced, its output is a
+            # The output spec is given (``out=``): the call is not traced, its output is a
             # placeholder of that spec (the trace is abstract, so its values never matter).
             record.out_spec = _specs.specs_of(given)
             return jax.tree.map(
-                lambda s: jnp.zeros(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s,
+                lambda s: jnp.zeros(s.shape, s.dtype) if _specs.is_spec(s) else s,
                 record.out_spec,
-                is_leaf=lambda s: isinstance(s, jax.ShapeDtypeStruct),
+                is_leaf=_specs.is_spec,
             )
         before = _snapshot(module)
         try:
             out = self.walk.call_child(module, record, next_fun, args, kwargs, kind=kind)
         except Exception as e:
             where = f"{record.path_str or '<root>'}.{record.method_name}"
-            if not any(n.startswith("flaxmock: raised in") for n in getattr(e, "__notes__", ())):
-                e.add_note(f"flaxmock: raised in {where}")
-                if isinstance(e, jax.errors.ConcretizationTypeError):
-                    e.add_note(
-                        f"flaxmock: the output shape of {where} depends on input values, which "
-                        "an abstract trace cannot see. Fix: give its output spec, "
-                        f"flaxmock.unflaxify(model, *args, outs={{{record.path_str!r}: "
-                        "jax.ShapeDtypeStruct(shape, dtype)}), then mock it."
-                    )
+            _errors.note_raised_in(e, where)
+            if isinstance(e, jax.errors.ConcretizationTypeError):
+                _note_value_dependent(e, where, record.path_str)
             raise
         record.out_spec = _specs.specs_of(out)
         record.sown = _sown_between(before, _snapshot(module))
         record.rng_names = _rng_names(module)
         return out
+
+
+_VALUE_DEPENDENT = "flaxmock: the output shape of"
+
+
+def _note_value_dependent(error: BaseException, where: str, path: str | None) -> None:
+    """Adds (once: the innermost call's) the fix for an output shape that depends on values."""
+    if any(n.startswith(_VALUE_DEPENDENT) for n in getattr(error, "__notes__", ())):
+        return
+    spec = "jax.ShapeDtypeStruct(shape, dtype)"
+    if path is not None:
+        fix = f"give its output spec, flaxmock.unflaxify(model, *args, out={{{path!r}: {spec}}}), "
+        fix += "then mock it."
+    else:
+        fix = (
+            "for a call inside the model, give its output spec, flaxmock.unflaxify(model, "
+            f"*args, out={{'path/of/call': {spec}}}); for a module mocked whole, "
+            f"Mocker.mock(name, module, out={spec})."
+        )
+    error.add_note(
+        f"{_VALUE_DEPENDENT} {where} depends on input values, which an abstract trace cannot "
+        f"see. Fix: {fix}"
+    )
 
 
 def method_name_of(method: Any) -> str:
@@ -205,7 +223,7 @@ def record(
     *,
     method: Any,
     rngs: dict[str, Any],
-    outs: Mapping[str, Any] | None = None,
+    out: Mapping[str, Any] | None = None,
 ) -> tuple[CallRecord, Any]:
     """Records every submodule call of one abstract call.
 
@@ -217,14 +235,14 @@ def record(
       kwargs: Keyword arguments (likewise).
       method: As for ``module.apply``.
       rngs: Keys for the trace.
-      outs: Output specs of calls not to trace, by glob over their paths.
+      out: Output specs of calls not to trace, by glob over their paths.
 
     Returns:
       The root :class:`CallRecord` and the variables: the given ones, or the abstract ones from
       ``module.init`` (without ``intermediates``, as ``module.init`` returns them by default).
     """
     arrays, rebuild = _specs.partition((args, kwargs))
-    recorder = Recorder(module, method_name_of(method), outs)
+    recorder = Recorder(module, method_name_of(method), out)
     flat_vars, rebuild_vars = _specs.partition(variables)
     # Whether ``params`` stays immutable while recording with variables (see run).
     params_immutable = [True]
@@ -267,19 +285,11 @@ def record(
             # Some lifted transforms fail when only some collections are mutable (Flax's
             # nn.map_variables fails on apply(..., mutable=["intermediates"]) too): record
             # again with everything mutable, as earlier versions did.
-            recorder = Recorder(module, method_name_of(method), outs)
+            recorder = Recorder(module, method_name_of(method), out)
             params_immutable[0] = False
             abstract_vars = jax.eval_shape(run, flat_vars, arrays)
     except jax.errors.ConcretizationTypeError as e:
-        if not any(n.startswith("flaxmock:") for n in getattr(e, "__notes__", ())):
-            name = f"{type(module).__name__}.{method_name_of(method)}"
-            e.add_note(
-                f"flaxmock: the output shape of {name} depends on input values, which an "
-                "abstract trace cannot see. Fix: for a call inside the model, give its output "
-                "spec, flaxmock.unflaxify(model, *args, outs={'path/of/call': "
-                "jax.ShapeDtypeStruct(shape, dtype)}); for a module mocked whole, "
-                "Mocker.mock(name, module, out=jax.ShapeDtypeStruct(shape, dtype))."
-            )
+        _note_value_dependent(e, f"{type(module).__name__}.{method_name_of(method)}", None)
         raise
     finally:
         recorder.walk = _walk.Walk(recorder.root)

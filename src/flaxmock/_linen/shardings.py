@@ -2,7 +2,8 @@
 
 ``materialize(..., mesh=)`` creates parameters with :func:`variable_shardings`;
 ``mock(..., mesh=)`` gives mock outputs the shardings :func:`real_output_shardings` finds by
-compiling the real call (never running it).
+compiling the real call (never running it), cached per input signature and shardings
+(:func:`mock_output_shardings`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def real_output_shardings(
     *,
     mesh: Any,
     rules: Any,
-    where: str,
+    path: str,
 ) -> list[Any]:
     """The shardings XLA gives the outputs of ``module.apply`` compiled (never run) on ``mesh``.
 
@@ -81,8 +82,68 @@ def real_output_shardings(
             compiled = jitted.lower(variables, specs).compile()
     except Exception as e:
         e.add_note(
-            f"flaxmock: compiling the real {where} on the mock's mesh, to find its outputs' "
+            f"flaxmock: compiling the real {path} on the mock's mesh, to find its outputs' "
             "shardings, failed. Mock it without mesh= to get unsharded outputs."
         )
         raise
     return list(compiled.output_shardings)
+
+
+def mock_output_shardings(
+    module: nn.Module,
+    method: Any,
+    variables: Any,
+    args_and_kwargs: Any,
+    out_spec: Any,
+    *,
+    cache: Any,
+    mesh: Any,
+    rules: Any,
+    path: str,
+) -> Any:
+    """``out_spec`` with the shardings XLA gives the real call's outputs on ``mesh``.
+
+    The real call is compiled (never run) with its parameters sharded as their partitioning
+    metadata says and the arguments sharded as given (replicated when not arrays on the mesh);
+    the compiled outputs' shardings are kept in ``cache`` (a ``SpecCache``) per input signature
+    and shardings. Under a trace (``jax.jit``) the arguments' shardings are unknown: the
+    shardings of the latest concrete call with the same signature are used, else replicated
+    arguments.
+    """
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    arrays, rebuild = _specs.partition((args_and_kwargs.args, dict(args_and_kwargs.kwargs)))
+
+    def arg_sharding(a: Any) -> Any:
+        sharding = getattr(a, "sharding", None)
+        if isinstance(sharding, jax.sharding.NamedSharding) and sharding.mesh == mesh:
+            return sharding
+        return replicated
+
+    in_shardings = tuple(arg_sharding(a) for a in arrays)
+    sig = _specs.signature_of(_specs.specs_of(arrays))
+    key = (sig, in_shardings)
+    found = cache.get(key)
+    if found is None and any(isinstance(a, jax.core.Tracer) for a in arrays):
+        # Under a trace the arguments' shardings are not known yet: reuse those of the latest
+        # concrete call with this signature, if any (else: replicated arguments).
+        found = cache.latest(lambda k: k[0] == sig)
+    if found is None:
+        found = real_output_shardings(
+            module,
+            method,
+            variables,
+            arrays,
+            rebuild,
+            list(in_shardings),
+            mesh=mesh,
+            rules=rules,
+            path=path,
+        )
+        cache.put(key, found)
+    leaves, rebuild_out = _specs.partition(out_spec)
+    return rebuild_out(
+        [
+            jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+            for leaf, sharding in zip(leaves, found, strict=True)
+        ]
+    )

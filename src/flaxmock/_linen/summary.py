@@ -11,8 +11,10 @@ from typing import Any
 
 import jax
 import numpy as np
+from penzai import pz
 
 from flaxmock._core import costs as _costs
+from flaxmock._core import errors as _errors
 from flaxmock._core import table as _table
 from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import costs as _linen_costs
@@ -35,19 +37,21 @@ def _leaf_size(value: Any) -> tuple[int, int]:
 
 
 def _owned(
-    layer: Any, seen: set[Any], sizes: dict[str, int] | None = None, rules: Any = None
+    layer: _layer.FlaxCallLayer,
+    seen: set[Any],
+    sizes: dict[str, int] | None = None,
+    rules: Any = None,
 ) -> tuple[int, int, int]:
     """Parameters this layer owns (each shared parameter counted at its first call only).
 
     Returns ``(count, bytes, bytes per device)``; the last is 0 without mesh axis ``sizes``.
     """
     count = nbytes = device = 0
-    if not isinstance(layer, _layer.FlaxCallLayer):
-        return 0, 0, 0
-    for col, path, value, label in _assemble.own_variables(layer):
+    for col, path, value, var in _assemble.own_variables(layer):
         if col != "params":
             continue
-        ident = label or (layer.info.scope_path, path)
+        # Every layer that uses a Flax parameter holds it under the same label.
+        ident = getattr(var, "label", None) or (layer.info.scope_path, path)
         if ident in seen:
             continue
         seen.add(ident)
@@ -59,13 +63,13 @@ def _owned(
             spec = _linen_costs.partition_spec(value, rules)
             leaf = _vars.unbox(value)
             where = "/".join((layer.path_str, *path))
-            device += _costs.device_bytes(leaf.shape, leaf.dtype, spec, sizes, where=where)
+            device += _costs.device_bytes(leaf.shape, leaf.dtype, spec, sizes, path=where)
     return count, nbytes, device
 
 
 def _transform_note(info: Any) -> str:
     """``scan/remat x80`` for the body of lifted transforms, ``nested apply`` for those."""
-    if info.detached and info.scope_path and not info.transforms:
+    if info.nested and info.scope_path and not info.transforms:
         return "nested apply"
     if not info.transforms:
         return ""
@@ -124,7 +128,8 @@ def summary(
       A :class:`Summary`: ``print`` it for the table; ``rows`` holds one ``CallRow`` per call.
 
     Raises:
-      InvalidArgumentError: ``mesh`` or ``depth`` is of the wrong kind.
+      InvalidArgumentError: ``tree`` is not a penzai layer, or ``mesh`` or ``depth`` is of the
+        wrong kind.
       ShardParametersError: a parameter's partitioning names an axis the mesh lacks.
 
     Examples:
@@ -142,6 +147,11 @@ def summary(
       >>> s.total_flops == s.rows[0].subtree_flops == 392
       True
     """
+    if not isinstance(tree, pz.nn.Layer):
+        raise _errors.InvalidArgumentError(
+            f"summary expects a converted tree (from flaxmock.unflaxify, possibly mocked), got "
+            f"{type(tree).__name__}."
+        )
     sizes = None if mesh is None else _costs.mesh_axis_sizes(mesh)
     priced: dict[Any, _linen_costs.LayerCost] = {}
     if flops or vjp_flops:
@@ -151,68 +161,50 @@ def summary(
         finally:
             pricer.close()
     seen: set[Any] = set()
-    rows = []
-    for call_path, layer in _layer.iter_layers(tree):
-        info = getattr(layer, "info", None)
-        note = ""
-        in_spec = getattr(info, "in_spec", None)
-        out_spec = getattr(info, "out_spec", None)
-        mocked = not isinstance(layer, _layer.FlaxCallLayer)
-        device = 0
-        if isinstance(layer, _layer.FlaxCallLayer):
-            count, nbytes, device = _owned(layer, seen, sizes, rules)
-            note = _transform_note(info)
-        else:
-            count = nbytes = 0
-            original = getattr(info, "original", None)
-            if info is not None and original is not None:
-                mocked_params = sum(
-                    _leaf_size(leaf)[0] for leaf in jax.tree.leaves(getattr(info, "variables", {}))
-                )
-                note = ", ".join(
-                    filter(
-                        None,
-                        [
-                            "mocked",
-                            f"{_table.format_count(mocked_params)} params not allocated"
-                            if mocked_params
-                            else "",
-                            _transform_note(original.info),
-                        ],
-                    )
-                )
-                in_spec = original.info.in_spec
-                given = getattr(info, "out", None)
-                out_spec = given if given is not None else original.info.out_spec
-            else:
-                note = f"replaced by {type(layer).__name__}"
-        module = getattr(layer, "module", None)
-        extra: dict[str, Any] = {}
+    rows: list[_table.CallRow] = []
+
+    def add(call_path: tuple, fields: dict[str, Any], mocked: bool, device: int = 0) -> None:
         if sizes is not None:
-            extra["device_param_bytes"] = device
+            fields["device_param_bytes"] = device
         if flops or vjp_flops:
             figures, why = _figures(priced[call_path], flops, vjp_flops)
-            extra.update(figures)
+            fields.update(figures)
             if not mocked:
-                note = ", ".join(part for part in (note, why) if part)
-        rows.append(
-            _table.make_row(
-                path=getattr(info, "path_str", "?"),
-                module_type=type(module).__name__ if module is not None else type(layer).__name__,
-                method=getattr(layer, "method_name", "__call__"),
-                inputs=in_spec,
-                outputs=out_spec,
-                param_count=count,
-                param_bytes=nbytes,
-                note=note,
-                depth=len(call_path),
-                mocked=mocked,
-                **extra,
-            )
-        )
+                fields["note"] = ", ".join(part for part in (fields["note"], why) if part)
+        rows.append(_table.make_row(depth=len(call_path), mocked=mocked, **fields))
+
+    def visit(layer: Any, parent: _layer.FlaxCallLayer | None, call_path: tuple) -> None:
+        if isinstance(layer, _layer.FlaxCallLayer):
+            count, nbytes, device = _owned(layer, seen, sizes, rules)
+            fields = _fields(layer, layer.info, _transform_note(layer.info))
+            fields.update(param_count=count, param_bytes=nbytes)
+            add(call_path, fields, False, device)
+            for child_key, child in layer.submodule_calls.items():
+                visit(child, layer, (*call_path, child_key))
+        elif isinstance(layer, _layer.ReplacementLayer):
+            replaced = layer.replaced()
+            note = ", ".join(filter(None, [layer.summary_note(), _transform_note(replaced.info)]))
+            add(call_path, _fields(replaced, replaced.info, note), True)
+        else:
+            # Any other penzai layer put in by tree surgery: named by its key in the parent.
+            key = call_path[-1] if call_path else None
+            path = _layer.replaced_path(parent, call_path[-1], layer) if parent is not None else ()
+            fields = {
+                "path": "/".join(path) or "<root>",
+                "module_type": type(layer).__name__,
+                "method": key[1].rsplit(".", 1)[-1] if key is not None else "__call__",
+                "inputs": None,
+                "outputs": None,
+                "param_count": 0,
+                "param_bytes": 0,
+                "note": f"replaced by {type(layer).__name__}",
+            }
+            add(call_path, fields, True)
+
+    visit(tree, None, ())
     if title is None:
-        root_module = getattr(tree, "module", None)
-        title = type(root_module).__name__ if root_module is not None else type(tree).__name__
+        # The root's row names the root module (or the inserted layer's type).
+        title = rows[0].module_type
     return _table.finish(
         rows,
         title=title,
@@ -235,3 +227,17 @@ def _figures(
     fwd, vjp, accessed, why = _costs.figures(priced.cost, priced.runs)
     fields = {"flops": fwd if flops else None, "vjp_flops": vjp, "bytes_accessed": accessed}
     return fields, why
+
+
+def _fields(call: Any, info: _layer.CallInfo, note: str) -> dict[str, Any]:
+    """The row fields of a converted call, or of a replaced one (``call`` a ``ReplacedCall``)."""
+    return {
+        "path": info.path_str,
+        "module_type": type(call.module).__name__,
+        "method": call.method_name,
+        "inputs": info.in_spec,
+        "outputs": info.out_spec,
+        "param_count": 0,
+        "param_bytes": 0,
+        "note": note,
+    }

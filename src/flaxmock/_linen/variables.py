@@ -1,8 +1,17 @@
-"""Flax variable dicts: one flat form, ``{(collection, path): value}``, and back.
+"""Flax variable dicts: one flat form, ``{(collection, path): value}``, and back; and how a tree
+holds each Flax variable.
 
 Every part of the linen front end that walks a variables dict (recording, conversion,
 assembling a run's variables, ``materialize``, ``bind``, mocks keeping real state) uses these
 helpers, so that paths are spelled and escaped one way.
+
+A converted tree holds each Flax variable as penzai's ``unflaxify`` does: a real parameter as
+one mutable ``pz.Parameter`` and any other real variable as one ``pz.StateVariable``, each shared
+(the same object) by every layer that uses it, so that ``pz.unbind_params``, ``pz.variable_jit``
+and ``jax.grad`` over the unbound parameters work and a tied weight is one parameter. An
+abstract value (a ``jax.ShapeDtypeStruct``) cannot be held by a mutable variable (penzai calls
+``jnp.asarray`` on its value), so it stays a frozen ``pz.ParameterValue`` or
+``pz.StateVariableValue``: a plain pytree leaf of specs.
 """
 
 from __future__ import annotations
@@ -11,6 +20,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
+import jax
+import numpy as np
+from penzai import pz
 
 Path = tuple[str, ...]
 
@@ -67,3 +79,43 @@ def path_of(name: str) -> Path:
 
 def unbox(value: Any) -> Any:
     return value.unbox() if isinstance(value, nn.meta.AxisMetadata) else value
+
+
+def label_of(collection: str, scope_path: Path, name: str) -> str:
+    """The label of a Flax variable in a tree: ``"params/blocks_0/attn/kernel"``.
+
+    ``name`` is the variable's name in its owner's scope data (:func:`name_of`), so the label is
+    unique per Flax variable.
+    """
+    return "/".join((collection, *scope_path, name))
+
+
+def holds_values(value: Any) -> bool:
+    """Whether every leaf of ``value`` (boxes unwrapped) is an array holding values.
+
+    Abstract specs do not; nor do Python values, which a mutable penzai variable would turn into
+    arrays (``jnp.asarray``), changing what the model's code sees.
+    """
+    leaves = jax.tree.leaves(value)
+    return bool(leaves) and all(isinstance(x, jax.Array | np.ndarray | np.generic) for x in leaves)
+
+
+#: What a tree holds a Flax variable as, mutable (real values) or frozen (specs, Python values).
+VARIABLE_TYPES = (pz.Parameter, pz.StateVariable, pz.ParameterValue, pz.StateVariableValue)
+
+
+def to_variable(collection: str, label: str, value: Any) -> Any:
+    """A Flax variable as a tree holds it (see the module docstring).
+
+    A new mutable variable wraps ``value`` without copying it (``jnp.asarray`` of a JAX array is
+    the array itself): nothing the user gave is changed or duplicated.
+    """
+    is_param = collection == "params"
+    if holds_values(value):
+        return (pz.Parameter if is_param else pz.StateVariable)(value=value, label=label)
+    return (pz.ParameterValue if is_param else pz.StateVariableValue)(value=value, label=label)
+
+
+def value_of(variable: Any) -> Any:
+    """The value of a variable as a tree holds it (a plain value is its own value)."""
+    return variable.value if isinstance(variable, VARIABLE_TYPES) else variable

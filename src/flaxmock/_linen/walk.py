@@ -185,7 +185,7 @@ class Frame:
     counter: int = 0  # Submodule calls made so far by this call.
     inline: bool = False
     lifted: bool = False  # This call is the body of a lifted transform.
-    detached: bool = False  # This call is the root of a nested ``module.apply``.
+    nested: bool = False  # This call is the root of a nested ``module.apply``.
     # Lifted classes seen by Flax's setup validation, by module name (for summaries).
     lifted_classes: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -207,9 +207,9 @@ class Walk:
         return any(f.lifted for f in self.stack)
 
     @property
-    def in_detached(self) -> bool:
+    def in_nested(self) -> bool:
         """Whether the current call runs inside a nested ``module.apply``."""
-        return any(f.detached for f in self.stack)
+        return any(f.nested for f in self.stack)
 
     def classify(self, context: Any) -> str:
         """Returns SETUP, INLINE, CHILD, LIFTED or NESTED (see the module docstring)."""
@@ -297,9 +297,7 @@ class Walk:
         *,
         kind: str = CHILD,
     ) -> Any:
-        frame = Frame(
-            module=module, payload=payload, lifted=kind == LIFTED, detached=kind == NESTED
-        )
+        frame = Frame(module=module, payload=payload, lifted=kind == LIFTED, nested=kind == NESTED)
         self.stack.append(frame)
         try:
             return next_fun(*args, **kwargs)

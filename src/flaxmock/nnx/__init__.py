@@ -1,13 +1,19 @@
 """flaxmock for Flax NNX: abstract models, mocks, method interception and summaries.
 
 * :func:`abstract` builds a model without allocating it; :func:`materialize` gives its
-  un-mocked parts real values later, computing nothing else.
+  un-mocked parts real values later, computing nothing else; :func:`bind` gives them values
+  from a state you have.
 * :func:`mock` returns a copy of a model whose selected submodules return random arrays of the
-  real output specs (:class:`MockModule`); the rest computes as usual on them.
+  real output specs (:class:`MockModule`); the rest computes as usual on them. :func:`unmock`
+  puts the replaced modules back.
 * :func:`intercept_methods` is linen's interceptor context for ``nnx.Module``, built-in modules
   included, thread-local and leaving no class patched.
-* :func:`eval_shape` and :func:`summary` evaluate shapes without ever changing the model (unlike
-  ``jax.eval_shape`` over a stateful module with ``nnx.scan``/``nnx.vmap`` inside).
+* :func:`eval_shape` (``eval_shape(fun, *args)``, like ``jax.eval_shape``) and :func:`summary`
+  evaluate shapes without ever changing the model (unlike ``jax.eval_shape`` over a stateful
+  module with ``nnx.scan``/``nnx.vmap`` inside).
+
+The verbs mean what they mean for linen (``flaxmock.mock``, ``flaxmock.materialize``, ...), with
+the same argument names; errors are the same classes, exported by both packages where shared.
 
 Examples:
   >>> import jax, jax.numpy as jnp
@@ -19,32 +25,36 @@ Examples:
   (2, 4096)
 """
 
+from flaxmock._core.errors import MockAttributeError as MockAttributeError
+from flaxmock._core.errors import StackSizeError as StackSizeError
 from flaxmock._core.errors import UnknownFactoryError as UnknownFactoryError
 from flaxmock.nnx._abstract import abstract as abstract
 from flaxmock.nnx._abstract import materialize as materialize
+from flaxmock.nnx._bind import bind as bind
 from flaxmock.nnx._intercept import InterceptorContext as InterceptorContext
 from flaxmock.nnx._intercept import intercept_methods as intercept_methods
-from flaxmock.nnx._mock import MockAttributeError as MockAttributeError
 from flaxmock.nnx._mock import MockCounter as MockCounter
-from flaxmock.nnx._mock import MockInfo as MockInfo
 from flaxmock.nnx._mock import MockModule as MockModule
+from flaxmock.nnx._mock import MockModuleInfo as MockModuleInfo
 from flaxmock.nnx._mock import mock as mock
-from flaxmock.nnx._select import StackSizeError as StackSizeError
 from flaxmock.nnx._shapes import eval_shape as eval_shape
 from flaxmock.nnx._summary import summary as summary
+from flaxmock.nnx._unmock import unmock as unmock
 
 __all__ = [
     "InterceptorContext",
     "MockAttributeError",
     "MockCounter",
-    "MockInfo",
     "MockModule",
+    "MockModuleInfo",
     "StackSizeError",
     "UnknownFactoryError",
     "abstract",
+    "bind",
     "eval_shape",
     "intercept_methods",
     "materialize",
     "mock",
     "summary",
+    "unmock",
 ]

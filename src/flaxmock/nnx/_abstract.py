@@ -27,6 +27,8 @@ import jax
 from flax import nnx
 
 from flaxmock._core import errors as _errors
+from flaxmock._core import keys as _keys
+from flaxmock._core import specs as _specs
 from flaxmock.nnx import _intercept as _nnx_intercept
 from flaxmock.nnx import _shapes as _nnx_shapes
 
@@ -61,7 +63,7 @@ def abstract_values(module: Any) -> list[tuple[_nnx_shapes.Path, nnx.Variable]]:
     return [
         (path, var)
         for path, var in _nnx_shapes.iter_variables(module)
-        if _nnx_shapes.is_abstract(var.get_value())
+        if _specs.is_spec(var.get_value())
     ]
 
 
@@ -113,14 +115,10 @@ def _guard_class(base: type) -> type:
     with _GUARDS_LOCK:
         if base in _GUARDS:
             return _GUARDS[base]
-        names = {
-            name
-            for cls in base.__mro__
-            if isinstance(cls, type) and issubclass(cls, nnx.Module)
-            for name in _nnx_intercept.intercepted_method_names(cls)
-        }
         namespace: dict[str, Any] = {
-            name: _make_guarded(base, name) for name in sorted(names) if name in dir(base)
+            name: _make_guarded(base, name)
+            for name in _nnx_intercept.method_names(base)
+            if name in dir(base)
         }
         namespace[_GUARD_BASE_ATTR] = base
         namespace[_nnx_intercept.NO_INTERCEPT_ATTR] = True
@@ -189,6 +187,9 @@ def abstract(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     Returns:
       The abstract module.
 
+    Raises:
+      InvalidArgumentError: ``factory`` is not callable.
+
     Examples:
       >>> import jax
       >>> from flax import nnx
@@ -197,6 +198,12 @@ def abstract(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
       >>> model.kernel.get_value()
       ShapeDtypeStruct(shape=(1024, 4096), dtype=float32)
     """
+    if not callable(factory):
+        raise _errors.InvalidArgumentError(
+            f"abstract(factory, *args, **kwargs) takes a function or nnx.Module class that "
+            f"builds the model, got {type(factory).__name__}. Fix: "
+            "flaxmock.nnx.abstract(nnx.Linear, 3, 4, rngs=nnx.Rngs(0)), or a lambda."
+        )
     traced, rebuild = _nnx_shapes.split_inputs((args, kwargs))
     graphdefs: list[Any] = []
 
@@ -216,29 +223,97 @@ def abstract(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return model
 
 
-def _replace_rngs(args: tuple, kwargs: dict, rngs: Any) -> tuple[tuple, dict]:
+def _recorded_rngs(args: tuple, kwargs: dict) -> list[nnx.Rngs]:
+    """The distinct ``nnx.Rngs`` among the factory's top-level arguments, in order."""
+    found: dict[int, nnx.Rngs] = {}
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, nnx.Rngs):
+            found.setdefault(id(value), value)
+    return list(found.values())
+
+
+def _streams_text(rngs: nnx.Rngs) -> str:
+    return ", ".join(
+        f"{name!r}" + (f" (forked, keys {list(shape)})" if shape else "")
+        for name, shape in _keys.stream_shapes(rngs).items()
+    )
+
+
+def _with_key(key: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The factory's arguments with each ``nnx.Rngs`` replaced as ``materialize(key=)`` says."""
+    recorded = _recorded_rngs(args, kwargs)
+    if not recorded:
+        raise _errors.InvalidArgumentError(
+            f"materialize(model, key={_short(key)}): the model's factory took no nnx.Rngs "
+            "argument, so the key has nothing to seed; the factory draws its own values. Fix "
+            "it in one of these ways:\n"
+            "  1. materialize(model) without a key, for the factory's own values;\n"
+            "  2. build the model with its rngs as an argument, flaxmock.nnx.abstract(Model, "
+            "..., rngs=nnx.Rngs(0)), then materialize(model, key)."
+        )
+    if isinstance(key, nnx.Rngs):
+        given = _keys.stream_shapes(key)
+        for rngs in recorded:
+            if any(
+                given.get(name, shape) != shape for name, shape in _keys.stream_shapes(rngs).items()
+            ):
+                raise _errors.InvalidArgumentError(
+                    f"materialize(model, key=nnx.Rngs(...)): the factory was given an nnx.Rngs "
+                    f"with the streams {_streams_text(rngs)}, the given one has "
+                    f"{_streams_text(key)}. Fix it in one of these ways:\n"
+                    "  1. fork the given nnx.Rngs as the factory's was (rngs.split(n));\n"
+                    "  2. pass an int seed or a jax.random.key: each stream of the factory's "
+                    "nnx.Rngs is reseeded from it, with its shape."
+                )
+        new = {id(rngs): key for rngs in recorded}
+    else:
+        base = _keys.to_key(key, where="flaxmock.nnx.materialize")
+        # The i-th distinct nnx.Rngs argument folds in i (none for the first), so that two
+        # arguments do not get the same streams.
+        new = {
+            id(rngs): _keys.reseed(rngs, jax.random.fold_in(base, i) if i else base)
+            for i, rngs in enumerate(recorded)
+        }
+
     # Only top-level arguments: mapping over a pytree would rebuild any module in it.
     def swap(x: Any) -> Any:
-        return rngs if isinstance(x, nnx.Rngs) else x
+        return new.get(id(x), x) if isinstance(x, nnx.Rngs) else x
 
     return tuple(swap(a) for a in args), {k: swap(v) for k, v in kwargs.items()}
 
 
-def materialize(model: Any, rngs: Any = None) -> Any:
+def _short(key: Any) -> str:
+    return type(key).__name__ if isinstance(key, nnx.Rngs | jax.Array) else f"{key!r:.40}"
+
+
+def materialize(model: Any, key: Any = None) -> Any:
     """Returns a copy of ``model`` in which every abstract value is a real, initialised array.
 
     The values are those ``factory`` gives (the factory given to :func:`flaxmock.nnx.abstract`),
-    with ``rngs`` in place of each ``nnx.Rngs`` argument it was called with: a part that is not
-    mocked gets exactly the values ``factory(..., rngs=rngs)`` would give it. The factory runs
-    under ``jax.jit`` returning only the values still abstract, so XLA computes nothing else:
-    the parameters of mocked parts are never allocated. Values that are already real stay.
-    ``model`` itself is untouched; the copy's modules have their original classes back.
+    with randomness from ``key`` in place of each ``nnx.Rngs`` argument it was called with.
+    ``key`` is, as for the linen :func:`flaxmock.materialize`:
+
+    * an ``nnx.Rngs``: used as it is, so a part that is not mocked gets exactly the values
+      ``factory(..., rngs=key)`` would give it (and ``key`` advances as in that build). Its
+      streams must have the shapes of the factory's (forked the same way, if those were);
+    * an int seed or a ``jax.Array`` PRNG key: each ``nnx.Rngs`` argument is rebuilt with all of
+      its streams, reseeded from it: the stream parameters are drawn from (``params``, else
+      ``default``) gets ``jax.random.key(seed)`` (or the key) itself, so that an ``nnx.Rngs(0)``
+      factory materialized with ``0`` equals ``factory(rngs=nnx.Rngs(0))``; every other stream
+      ``name`` gets ``jax.random.fold_in(key, crc32(name))``; a forked stream (``nnx.split_rngs``,
+      ``rngs.split(n)``) gets its keys by ``jax.random.split`` into the recorded shape.
+      The i-th distinct ``nnx.Rngs`` argument (i > 0) first folds in ``i``;
+    * None: the recorded ``nnx.Rngs`` arguments themselves (advanced since, and by this build).
+
+    The factory runs under ``jax.jit`` returning only the values still abstract, so XLA
+    computes nothing else: the parameters of mocked parts are never allocated. Values that are
+    already real stay. ``model`` itself is untouched; the copy's modules have their original
+    classes back.
 
     Args:
       model: A model from :func:`flaxmock.nnx.abstract`, or one derived from it by
-        :func:`flaxmock.nnx.mock`.
-      rngs: An ``nnx.Rngs`` (or an int seed) used instead of the factory's ``nnx.Rngs``
-        arguments; None reuses the recorded ones (advanced since).
+        :func:`flaxmock.nnx.mock` or :func:`flaxmock.nnx.unmock`.
+      key: An ``nnx.Rngs``, an int seed, a ``jax.Array`` PRNG key, or None (see above).
 
     Returns:
       The materialized copy.
@@ -246,17 +321,27 @@ def materialize(model: Any, rngs: Any = None) -> Any:
     Raises:
       UnknownFactoryError: ``model`` has abstract values but was not built by
         :func:`flaxmock.nnx.abstract` (or by flaxmock from such a model), so there is no
-        factory to run.
+        factory to run, or the factory builds a different structure.
+      InvalidArgumentError: ``model`` is not an ``nnx.Module``; ``key`` is of none of the kinds
+        above, or the factory took no ``nnx.Rngs`` for it to replace, or an ``nnx.Rngs``
+        given lacks streams, or has streams of other shapes, that the factory's had.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
       >>> from flaxmock.nnx import abstract, materialize
       >>> model = abstract(nnx.Linear, 3, 4, rngs=nnx.Rngs(0))
-      >>> real = materialize(model, nnx.Rngs(0))
+      >>> real = materialize(model, 0)
       >>> bool(jnp.all(real.kernel[...] == nnx.Linear(3, 4, rngs=nnx.Rngs(0)).kernel[...]))
       True
     """
+    if not isinstance(model, nnx.Module):
+        raise _errors.InvalidArgumentError(
+            f"materialize expects an nnx.Module (from flaxmock.nnx.abstract), got "
+            f"{type(model).__name__}."
+        )
+    if key is not None and not isinstance(key, nnx.Rngs):
+        _keys.to_key(key, where="flaxmock.nnx.materialize")  # Rejects other kinds up front.
     copy = nnx.clone(model)
     unguard(copy)
     needed = [path for path, _ in abstract_values(copy)]
@@ -272,10 +357,12 @@ def materialize(model: Any, rngs: Any = None) -> Any:
             "nnx.eval_shape or copied with nnx.clone does not carry it."
         )
     factory, args, kwargs = origin
-    if rngs is not None:
-        if isinstance(rngs, int):
-            rngs = nnx.Rngs(rngs)
-        args, kwargs = _replace_rngs(args, kwargs, rngs)
+    lacking: list[str] = []
+    if key is not None:
+        if isinstance(key, nnx.Rngs):
+            recorded = {n for r in _recorded_rngs(args, kwargs) for n, _ in r.items()}
+            lacking = sorted(recorded - {name for name, _ in key.items()})
+        args, kwargs = _with_key(key, args, kwargs)
     traced, rebuild = _nnx_shapes.split_inputs((args, kwargs))
 
     def init(traced: Any) -> tuple[list[Any], Any]:
@@ -284,6 +371,16 @@ def materialize(model: Any, rngs: Any = None) -> Any:
             fresh = factory(*call_args, **call_kwargs)
         values = {path: var.get_value() for path, var in _nnx_shapes.iter_variables(fresh)}
         missing = [path for path in needed if path not in values]
+        if missing and lacking:
+            raise _errors.InvalidArgumentError(
+                "materialize(model, key=nnx.Rngs(...)): built with the given nnx.Rngs, the "
+                "model has no value at "
+                f"{', '.join(_nnx_shapes.path_str(p) for p in missing[:5])}: the factory's "
+                f"nnx.Rngs had the streams {', '.join(map(repr, lacking))}, which the given one "
+                "lacks, and the model keeps streams. Fix: give an nnx.Rngs with these streams "
+                "too, or an int seed or a jax.random.key (each stream of the factory's nnx.Rngs "
+                "is reseeded from it)."
+            )
         if missing:
             raise _errors.UnknownFactoryError(
                 f"Cannot materialize: the factory's model has no value at "

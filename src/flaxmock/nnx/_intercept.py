@@ -34,6 +34,8 @@ from typing import Any
 
 from flax import nnx
 
+from flaxmock._core import errors as _errors
+
 #: The interceptor signature, as in ``flax.linen.intercept_methods``.
 Interceptor = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any], Any]
 
@@ -103,6 +105,21 @@ def intercepted_method_names(cls: type) -> list[str]:
         if inspect.isfunction(original):
             names.append(name)
     return names
+
+
+def method_names(cls: type) -> tuple[str, ...]:
+    """Names of the methods interception wraps on ``cls`` and its bases, ``__call__`` first.
+
+    :func:`intercepted_method_names` over the ``nnx.Module`` classes of ``cls``'s MRO: the
+    methods a module of class ``cls`` answers that are its own computation.
+    """
+    names = {
+        name
+        for klass in cls.__mro__
+        if isinstance(klass, type) and issubclass(klass, nnx.Module)
+        for name in intercepted_method_names(klass)
+    }
+    return tuple(sorted(names, key=lambda name: (name != "__call__", name)))
 
 
 def _all_module_classes() -> list[type]:
@@ -188,8 +205,7 @@ def _uninstall() -> None:
     _PATCHED.clear()
 
 
-@contextlib.contextmanager
-def intercept_methods(interceptor: Interceptor) -> Iterator[None]:
+def intercept_methods(interceptor: Interceptor) -> contextlib.AbstractContextManager[None]:
     """Calls ``interceptor`` around every ``nnx.Module`` method call made inside the context.
 
     The NNX counterpart of ``flax.linen.intercept_methods``, with the same interceptor signature
@@ -213,8 +229,12 @@ def intercept_methods(interceptor: Interceptor) -> Iterator[None]:
     Args:
       interceptor: A function ``(next_fun, args, kwargs, context) -> output``.
 
-    Yields:
-      None.
+    Returns:
+      A context manager, inside whose ``with`` block interception is active.
+
+    Raises:
+      InvalidArgumentError: ``interceptor`` is not callable (raised by this call, before the
+        context is entered).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -231,6 +251,16 @@ def intercept_methods(interceptor: Interceptor) -> Iterator[None]:
       >>> seen
       [('Linear', '__call__', (2, 4)), ('Sequential', '__call__', (2, 4))]
     """
+    if not callable(interceptor):
+        raise _errors.InvalidArgumentError(
+            "intercept_methods(interceptor) takes a function (next_fun, args, kwargs, context) "
+            f"-> output, got {type(interceptor).__name__}."
+        )
+    return _intercepting(interceptor)
+
+
+@contextlib.contextmanager
+def _intercepting(interceptor: Interceptor) -> Iterator[None]:
     global _ACTIVE
     with _LOCK:
         if _ACTIVE == 0:

@@ -7,22 +7,19 @@ real model frees nothing of the user's but holds no array of its own either.
 
 On a call, the mock infers the real output's specs by shape-evaluating the replaced module on
 the call's input specs (:func:`flaxmock.nnx.eval_shape`: nothing computed, nothing mutated),
-once per input signature (a bounded LRU cache), and fills them with the shared fill rules
-(``flaxmock.fill_tree``). The same evaluation records what the module sows on itself
-(``self.sow``), which the mock sows again with random values. Randomness, as in the linen
-``MockLayer``: ``jax.random.key(seed)`` folded with a stable hash of the mock's path, the
-method, and a call counter held as an ``nnx.Variable`` (:class:`MockCounter`), so successive
-calls differ, also under ``nnx.jit``. The counter of a mock replacing a layer stack has the
-stack's leading axis, so that ``nnx.scan``/``nnx.vmap`` slice it with the stack.
+once per input signature, and fills them. The same evaluation records what the module sows on
+itself (``self.sow``), which the mock sows again with random values. The spec cache, the call
+records, the key schedule and the grouped draw are the linen ``MockLayer``'s
+(``flaxmock._core.mockcore``, ``flaxmock._core.mockdraw``); the call counter is an
+``nnx.Variable`` (:class:`MockCounter`), so successive calls differ, also under ``nnx.jit``. The
+counter of a mock replacing a layer stack has the stack's leading axis, so that
+``nnx.scan``/``nnx.vmap`` slice it with the stack.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import inspect
-import threading
-import zlib
 from typing import Any, Literal
 
 import jax
@@ -32,17 +29,15 @@ from flax import nnx
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
+from flaxmock._core import keys as _keys
+from flaxmock._core import mockcore as _mockcore
+from flaxmock._core import mockdraw as _mockdraw
+from flaxmock._core import select as _select
 from flaxmock._core import specs as _specs
 from flaxmock.nnx import _abstract as _nnx_abstract
 from flaxmock.nnx import _intercept as _nnx_intercept
 from flaxmock.nnx import _select as _nnx_select
 from flaxmock.nnx import _shapes as _nnx_shapes
-
-#: How many input signatures a mock remembers per method (least recently used are dropped).
-SPEC_CACHE_SIZE = 64
-
-#: How many calls ``call_args_list`` remembers (the oldest are dropped).
-CALL_HISTORY_SIZE = 1024
 
 
 class MockCounter(nnx.Variable):
@@ -54,46 +49,23 @@ class MockCounter(nnx.Variable):
     """
 
 
-class MockAttributeError(_errors.FlaxmockError, AttributeError):
-    """Code read an attribute holding state (a parameter, a submodule) through a mock."""
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class MockInfo:
-    """Static data of a :class:`MockModule` (compared and hashed by identity).
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class MockModuleInfo(_mockcore.MockInfo):
+    """Static data of a :class:`MockModule`, besides :class:`flaxmock.MockInfo`'s (by identity).
 
     Attributes:
-      path: The ``/``-joined path of the replaced module in the model.
       module_type: The replaced module's class.
       graphdef: The replaced module's graph definition.
       state: Its state, every array replaced by a ``jax.ShapeDtypeStruct``.
       method_names: The methods the mock answers (``__call__`` and the public ones).
-      seed: The seed of the mock's random stream.
-      fill: The fill policy (see ``flaxmock.fill_tree``).
-      out: An explicit output spec, or None to infer it.
       stack_size: The length of the leading layer axis of a stacked module, or None.
     """
 
-    path: str
     module_type: type
     graphdef: Any
     state: Any
     method_names: tuple[str, ...]
-    seed: int
-    fill: Any
-    out: Any
     stack_size: int | None
-    view: Any = None
-    cache: collections.OrderedDict = dataclasses.field(default_factory=collections.OrderedDict)
-    call_args_list: collections.deque = dataclasses.field(
-        default_factory=lambda: collections.deque(maxlen=CALL_HISTORY_SIZE)
-    )
-    lock: Any = dataclasses.field(default_factory=threading.Lock)
-
-    @property
-    def path_hash(self) -> int:
-        # zlib.crc32 is stable across processes (unlike hash()), so seeds reproduce everywhere.
-        return zlib.crc32(self.path.encode()) & 0x7FFFFFFF
 
 
 def _sliced_state(state: Any) -> Any:
@@ -104,7 +76,7 @@ def _sliced_state(state: Any) -> Any:
             return jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
         return x
 
-    return jax.tree.map(drop, state, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
+    return jax.tree.map(drop, state, is_leaf=_specs.is_spec)
 
 
 # Attribute names a mock never forwards to the replaced module: Python's and NNX's own protocol
@@ -114,35 +86,36 @@ _PRIVATE_PREFIXES = ("__", "_pytree__", "_object__", "_graph_node", "_flaxmock",
 # `nnx.Module.sow`'s signature, to record a replaced module's calls in a replayable form.
 _SOW_SIGNATURE = inspect.signature(nnx.Module.sow)
 
-# Where the random streams of sown values start (the output's stream is the key itself).
-_SOW_STREAM = 1 << 20
-
 # The mock's own attributes; any other attribute set on it (``model.eval()`` sets
 # ``deterministic`` on every module having one) is passed on to the replaced module when the
 # output specs are inferred.
-_OWN_ATTRIBUTES = frozenset({"info", "counter"})
+_OWN_ATTRIBUTES = frozenset({"info", "counter", "mock_state"})
 
 
-class MockModule(nnx.Module):
+class MockModule(_mockcore.CallRecords, nnx.Module):
     """An ``nnx.Module`` returning random arrays with the replaced module's output specs.
 
     Built by :func:`mock`. Calling it (or any public method of the replaced module, e.g.
     ``embed.attend(x)``) returns random arrays of exactly the structure, shapes and dtypes the
     real module returns for these inputs; non-array outputs are returned as the real module
     returns them. What the replaced module sows on itself (``self.sow(nnx.Intermediate, ...)``)
-    the mock sows too, with random values.
+    the mock sows too, with random values. It records its calls as ``unittest.mock`` does
+    (``call_count``, ``call_args_list``, ``assert_called_once_with``, ``reset_mock``...).
 
     Other attributes of the replaced module that hold no arrays (configuration such as
     ``features`` or ``num_feature_axes``) read through the mock; setting one on the mock
     (``model.eval()`` sets ``deterministic``) sets it on the replaced module for shape inference.
 
     Attributes:
-      info: The static :class:`MockInfo`.
+      info: The static :class:`MockModuleInfo`.
+      mock_state: The mutable :class:`flaxmock.MockState` (spec cache, call history), shared by
+        every copy of this mock.
       counter: The :class:`MockCounter` state.
     """
 
-    def __init__(self, info: MockInfo):
+    def __init__(self, info: MockModuleInfo):
         self.info = info
+        self.mock_state = _mockcore.MockState()
         lanes = jnp.arange(info.stack_size or 1, dtype=jnp.uint32)
         counter = jnp.stack([lanes, jnp.zeros_like(lanes)], axis=-1)
         self.counter = MockCounter(counter if info.stack_size else counter[0])
@@ -158,7 +131,7 @@ class MockModule(nnx.Module):
         if name in info.method_names and name != "__call__":
             return lambda *args, **kwargs: self._emit(name, args, kwargs)
         try:
-            value = getattr(_replaced_view(info), name)
+            value = getattr(self._replaced_view(), name)
         except AttributeError:
             raise AttributeError(
                 f"{type(self).__name__!r} object (the mock of {info.path}, a "
@@ -166,7 +139,7 @@ class MockModule(nnx.Module):
             ) from None
         state = _holds_state(value)
         if state:
-            raise MockAttributeError(
+            raise _errors.MockAttributeError(
                 f"{info.path} is mocked: its attribute {name!r} holds "
                 f"{type(state[0]).__name__} state of the replaced "
                 f"{info.module_type.__name__}, which a mock does not keep. Fix it in one of "
@@ -182,20 +155,29 @@ class MockModule(nnx.Module):
         """The path of the replaced module."""
         return self.info.path
 
-    @property
-    def call_count(self) -> int:
-        """How many times the mock was called (eagerly or through ``nnx.jit``)."""
+    # Call records (flaxmock._core.mockcore.CallRecords).
+
+    def _count(self) -> int:
         count = self.counter.get_value()[..., 1]
         return int(count.max()) if count.ndim else int(count)
 
-    @property
-    def call_args_list(self) -> list[Any]:
-        """The input specs ``(args, kwargs)`` of the latest calls (arrays as specs).
+    def _reset_count(self) -> None:
+        self.counter.set_value(self.counter.get_value().at[..., 1].set(0))
 
-        Recorded when the mock runs in Python: each eager call and each *trace* under
-        ``nnx.jit`` (a cached trace records nothing). The latest ``CALL_HISTORY_SIZE`` are kept.
-        """
-        return list(self.info.call_args_list)
+    def _label(self) -> str:
+        return self.info.path
+
+    # Output specs.
+
+    def _replaced_view(self) -> Any:
+        """The replaced module rebuilt with abstract state, to read its configuration from."""
+
+        def build() -> Any:
+            view = nnx.merge(self.info.graphdef, self.info.state)
+            _nnx_abstract.unguard(view)
+            return view
+
+        return vars(self)["mock_state"].memo("view", build)
 
     def _overrides(self) -> tuple[tuple[str, Any], ...]:
         """Configuration set on the mock after it was built, to be passed on to the original.
@@ -223,30 +205,14 @@ class MockModule(nnx.Module):
           InvalidArgumentError: a non-array argument cannot be hashed (so cannot be static).
           ShapeInferenceError: the output shape depends on input values.
         """
-        info = self.info
         spec_in = _specs.specs_of((args, kwargs))
         # Inside nnx.scan/vmap over a stack, the counter is one layer's (no leading axis).
-        sliced = info.stack_size is not None and self.counter.get_value().ndim == 1
+        sliced = self.info.stack_size is not None and self.counter.get_value().ndim == 1
         overrides = self._overrides()
-        sig = _specs.signature_of((spec_in, overrides))
-        if sig is None:
-            bad = _specs.unhashable_leaves(spec_in)
-            raise _errors.InvalidArgumentError(
-                f"{info.path}.{method}: the arguments {', '.join(bad)} are neither arrays nor "
-                "hashable Python values, so the mock cannot tell which output shape they lead "
-                "to. Fix: pass them as arrays or hashable values (a tuple, not a list)."
-            )
-        key = (method, sliced, sig)
-        with info.lock:
-            if key in info.cache:
-                info.cache.move_to_end(key)
-                return info.cache[key]
-        result = self._infer(method, spec_in, sliced, overrides)
-        with info.lock:
-            info.cache[key] = result
-            while len(info.cache) > SPEC_CACHE_SIZE:
-                info.cache.popitem(last=False)
-        return result
+        sig = _mockcore.signature_or_raise(spec_in, f"{self.info.path}.{method}", overrides)
+        return self.mock_state.specs.get_or_infer(
+            (method, sliced, sig), lambda: self._infer(method, spec_in, sliced, overrides)
+        )
 
     def _infer(self, method: str, spec_in: Any, sliced: bool, overrides: Any) -> Any:
         info = self.info
@@ -265,7 +231,8 @@ class MockModule(nnx.Module):
 
             object.__setattr__(copy, "sow", record_sow)
 
-        try:
+        fix = "flaxmock.nnx.mock(model, where,"
+        with _mockcore.inferring(f"{info.path}.{method}", spec_in, fix=fix):
             # The replaced module's own calls are flaxmock's business, not the user's: no
             # interceptor sees them (a summary shows the mock's row only).
             with _nnx_intercept.suspended():
@@ -273,27 +240,13 @@ class MockModule(nnx.Module):
                 _nnx_abstract.unguard(original)
                 if overrides:
                     original.set_attributes(**dict(overrides), raise_if_not_found=False)
-                out, sown_specs = _nnx_shapes.eval_shape_call(
-                    original,
-                    args,
-                    kwargs,
-                    method=method,
-                    on_merge=on_merge,
-                    extra=lambda: [call["value"] for call in sown],
-                )
-        except jax.errors.ConcretizationTypeError as e:
-            raise _errors.ShapeInferenceError(
-                f"{info.path}.{method}: cannot infer the output shape for inputs "
-                f"{spec_in!r:.200}: it depends on input values ({type(e).__name__}), which "
-                "shape evaluation cannot see. Fix: give the output spec explicitly, "
-                "flaxmock.nnx.mock(model, where, out=jax.ShapeDtypeStruct(shape, dtype))."
-            ) from e
-        except Exception as e:
-            e.add_note(
-                f"flaxmock: the real {info.path}.{method} fails on these inputs, so the mock "
-                "cannot give their output shape."
-            )
-            raise
+
+                def run(copy: Any, /, *call_args: Any, **call_kwargs: Any) -> Any:
+                    on_merge(copy)
+                    out = _nnx_shapes.bound_method(copy, method)(*call_args, **call_kwargs)
+                    return out, [call["value"] for call in sown]
+
+                out, sown_specs = _nnx_shapes.eval_shape(run, original, *args, **kwargs)
         for call, spec in zip(sown, sown_specs, strict=True):
             call["value"] = spec
         return out, tuple(sown)
@@ -301,11 +254,12 @@ class MockModule(nnx.Module):
     def _emit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Returns random arrays shaped like ``method``'s real output, and advances the counter."""
         info = self.info
+        sown: tuple[dict[str, Any], ...] = ()
         if info.out is not None:
-            out_spec, sown = info.out, ()
+            out_spec = info.out
         else:
             out_spec, sown = self._output_spec(method, args, kwargs)
-        info.call_args_list.append(_specs.specs_of((args, kwargs)))
+        self.mock_state.record_call(_specs.specs_of((args, kwargs)), out_spec)
         counter = self.counter.get_value()
         try:
             self.counter.set_value(counter.at[..., 1].add(1))
@@ -314,25 +268,20 @@ class MockModule(nnx.Module):
             # update this module's state, as for the real module's own state: the draw stays
             # the same for every step of that transform.
             pass
-        key = jax.random.fold_in(jax.random.key(info.seed), info.path_hash)
-        key = jax.random.fold_in(key, info.method_names.index(method))
-        if counter.ndim == 1:
-            key = jax.random.fold_in(jax.random.fold_in(key, counter[0]), counter[1])
-        else:
-            # A whole stack called at once (outside scan): one draw for all of it.
-            key = jax.random.fold_in(key, counter[0, 1])
-        out = _fill.fill_tree(key, out_spec, info.fill, where=f"{info.path}.{method}")
-        call: dict[str, Any]
-        for i, call in enumerate(sown):
+        # One layer's counter is `[lane, count]`; a whole stack called at once (outside scan)
+        # draws once for all of it, from the first layer's count.
+        lane, count = (counter[0], counter[1]) if counter.ndim == 1 else (None, counter[0, 1])
+        out, *sown_values = _mockdraw.draw(
+            info,
+            [out_spec, *(entry["value"] for entry in sown)],
+            method=method,
+            count=count,
+            lane=lane,
+        )
+        for entry, value in zip(sown, sown_values, strict=True):
             # As the replaced module did: into `nnx.capture`'s collections when one is active,
             # else onto the module (Flax's deprecated way, with Flax's warning).
-            value = _fill.fill_tree(
-                jax.random.fold_in(key, _SOW_STREAM + i),
-                call["value"],
-                info.fill,
-                where=f"{info.path}.{method}: sow {call['name']!r}",
-            )
-            self.sow(**{**call, "value": value})
+            self.sow(**{**entry, "value": value})
         return out
 
 
@@ -347,28 +296,14 @@ def _holds_state(value: Any) -> list[Any]:
     ]
 
 
-def _replaced_view(info: MockInfo) -> Any:
-    """The replaced module rebuilt with abstract state, to read its configuration from."""
-    with info.lock:
-        view = info.view
-        if view is None:
-            view = nnx.merge(info.graphdef, info.state)
-            _nnx_abstract.unguard(view)
-            object.__setattr__(info, "view", view)
-        return view
-
-
 def _method_names(cls: type) -> tuple[str, ...]:
-    names = {"__call__"}
-    for klass in cls.__mro__:
-        if isinstance(klass, type) and issubclass(klass, nnx.Module):
-            names.update(_nnx_intercept.intercepted_method_names(klass))
-    return ("__call__", *sorted(names - {"__call__"}))
+    """The methods a mock of a ``cls`` module answers: ``__call__``, then the public ones."""
+    return ("__call__", *(n for n in _nnx_intercept.method_names(cls) if n != "__call__"))
 
 
 def mock(
     model: Any,
-    where: _nnx_select.Where,
+    where: _select.Where,
     *,
     seed: int = 0,
     fill: _fill.Fill = None,
@@ -391,9 +326,12 @@ def mock(
     Args:
       model: An ``nnx.Module``, real or abstract.
       where: Which submodules to mock: an ``nnx.Module`` class (``nnx.Linear``, subclasses
-        included), a glob over the ``/``-joined attribute path (``"layers/*/attn"``; list
-        indices are path components, ``""`` is the root), or a predicate
-        ``(path, module) -> bool``.
+        included), a glob over the ``/``-joined attribute path (``"layers/*/attn"``,
+        ``"**/attn"``; list indices are segments, ``*`` stays within one, ``""`` is the
+        root), a predicate ``module -> bool`` or ``(path, module) -> bool``, or a list of
+        these (the grammar shared with :func:`flaxmock.mock`, in the overview's "Selecting
+        modules"). An ``nnx.List``/``nnx.Dict`` is never replaced: select its elements
+        (``"layers/*"``).
       seed: The seed of the mocks' random streams; each mock folds in a hash of its path.
       fill: The fill policy: None (normal floats, integers in ``[-100, 100]``, Bernoulli
         bools), ``"zeros"``, ``"ones"``, ``"uniform"``, or ``(key, spec) -> array``.
@@ -411,8 +349,13 @@ def mock(
       The mocked copy (a :class:`MockModule` itself if ``where`` selects the root).
 
     Raises:
-      SelectNothingError: ``where`` selects no submodule; the message lists available paths.
-      InvalidSelectorError: ``where`` is of an unsupported kind.
+      SelectNothingError: ``where``, or an element of a list, selects no module (or only
+        containers); the message lists the closest paths.
+      SelectContainerError: ``where`` selects an ``nnx.List``/``nnx.Dict`` without all of its
+        elements.
+      SelectMethodError: ``where`` names one method (``"embed.attend"``) of a module with
+        others: a mock replaces them all.
+      InvalidSelectorError: ``where`` is not a selector (a module instance, say).
       UnsupportedDtypeError: ``out`` has a dtype the fill rules do not cover.
       StackSizeError: ``stack_size`` is not the leading axis of a selected module's arrays.
 
@@ -426,55 +369,35 @@ def mock(
       >>> y.shape, bool((y >= 0).all()), mocked.layers[0].call_count
       ((2, 4), True, 1)
     """
-    match = _nnx_select.matcher(where)
+    _keys.check_seed(seed, where="flaxmock.nnx.mock")
+    # Selected on the user's model, which is only read (predicates see the user's modules),
+    # then replaced at the same paths in the copy.
+    paths = _nnx_select.select_modules(
+        model,
+        where,
+        call="flaxmock.nnx.mock",
+        methods_of=_method_names,
+        taken=lambda module: "already MockModules" if isinstance(module, MockModule) else None,
+    )
     if out is not None:
-        _fill.check_fillable(out, fill, where="mock(out=...)")
+        _fill.check_fillable(out, fill, path="mock(out=...)")
     else:
         _fill.check_fillable({}, fill)
     copy = nnx.clone(model)
     _nnx_abstract.unguard(copy)
-    available: list[str] = []
-    selected: list[tuple[_nnx_shapes.Path, Any]] = []
-    containers: list[str] = []
     modules = dict(_nnx_shapes.iter_module_paths(copy))
-    for path, module in modules.items():
-        text = "/".join(str(k) for k in path)
-        if any(path[: len(p)] == p for p, _ in selected) or isinstance(module, MockModule):
-            continue
-        if _nnx_select.is_container(module):
-            # `nnx.List`/`nnx.Dict` only hold modules: they are walked into, never replaced.
-            if match(text, module):
-                containers.append(f"{text or '<root>'} ({type(module).__name__})")
-            continue
-        available.append(f"{text or '<root>'} ({type(module).__name__})")
-        if match(text, module):
-            selected.append((path, module))
-    if not selected:
-        shown = "\n".join(f"  {p}" for p in available[:20])
-        more = f"\n  ... and {len(available) - 20} more" if len(available) > 20 else ""
-        why = (
-            f" It selects only containers ({', '.join(containers)}), which hold modules and are "
-            "never replaced themselves: select their elements ('layers/*')."
-            if containers
-            else ""
-        )
-        raise _errors.SelectNothingError(
-            f"mock(where={where!r}) selects no module of {type(model).__name__}.{why} Paths "
-            f"are '/'-joined attribute names and list indices; available:\n{shown}{more}"
-        )
+    selected = [(path, modules[path]) for path in paths]
     mocks: dict[int, MockModule] = {}
     for path, module in selected:
         if id(module) not in mocks:
             size = _nnx_select.stack_size(modules, path, module, stack_size)
             graphdef, state = nnx.split(module)
-            abstract_state = jax.tree.map(
-                _specs.spec_of, state, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct)
-            )
-            info = MockInfo(
+            info = MockModuleInfo(
                 path=_nnx_shapes.path_str(path),
+                stream=_nnx_shapes.path_str(path),
                 module_type=type(module),
                 graphdef=graphdef,
-                state=abstract_state,
+                state=_specs.specs_of(state),
                 method_names=_method_names(type(module)),
                 seed=seed,
                 fill=fill,
@@ -484,10 +407,7 @@ def mock(
             mocks[id(module)] = MockModule(info)
         if not path:
             return mocks[id(module)]
-        parent = copy
-        for key in path[:-1]:
-            parent = _nnx_select.get_child(parent, key)
-        _nnx_select.set_child(parent, path[-1], mocks[id(module)])
+        _nnx_select.set_at(copy, path, mocks[id(module)])
     _nnx_abstract.guard(copy)
     _nnx_abstract.set_origin(copy, _nnx_abstract.origin_of(model))
     return copy

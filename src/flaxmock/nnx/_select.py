@@ -1,54 +1,96 @@
-"""Selecting the NNX submodules to mock, and telling layer stacks from single modules.
+"""The NNX side of the ``where`` grammar (``flaxmock._core.select``), and layer stacks.
 
-``mock(where=...)`` takes a module class, a glob over ``/``-joined paths, or a predicate. Flax's
-containers (``nnx.List``, ``nnx.Dict``) are walked into, never replaced: they hold modules and
-compute nothing. A stack of layers built with ``nnx.vmap`` is recognised by its state: every
-array has the leading layer axis (random keys included, which are scalars in a single module).
+Every module reachable from the model is one candidate, at each path it is reachable at: its
+``/``-joined attribute path (list indices are segments), the methods a mock of it replaces (all
+of them: an NNX mock replaces the whole module), the module itself. Flax's containers
+(``nnx.List``, ``nnx.Dict``) are candidates too, never replaced: they hold modules and compute
+nothing. A stack of layers built with ``nnx.vmap`` is recognised by its state: every array has
+the leading layer axis (random keys included, which are scalars in a single module).
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 from flax import nnx
 
 from flaxmock._core import errors as _errors
+from flaxmock._core import select as _select
 from flaxmock._core import specs as _specs
 from flaxmock.nnx import _shapes as _nnx_shapes
 
-#: What ``mock(where=...)`` accepts: a module class, a glob over ``/``-joined paths, or a
-#: predicate ``(path, module) -> bool``.
-Where = type | str | Callable[[str, Any], bool]
-
-
-class StackSizeError(_errors.FlaxmockError, ValueError):
-    """``mock(stack_size=n)`` does not match the leading layer axis of the selected module."""
+FRONT = _select.Front(
+    module_type=nnx.Module,
+    module_name="flax.nnx.Module",
+    example="nnx.Linear",
+    noun="module",
+    other_type=nn.Module,
+    other_name="flax.linen.Module",
+    other_call="flaxmock.mock (on a tree from flaxmock.unflaxify)",
+)
 
 
 # Containers of modules: walked into by `mock`, never replaced themselves.
 _CONTAINER_TYPES = tuple(getattr(nnx, name) for name in ("List", "Dict") if hasattr(nnx, name))
 
 
-def matcher(where: Where) -> Callable[[str, Any], bool]:
-    """The predicate ``(path, module) -> bool`` of a ``where`` selector."""
-    if isinstance(where, type):
-        if not issubclass(where, nnx.Module):
-            raise _errors.InvalidSelectorError(
-                f"mock(where={where.__name__}): a class selector must be an nnx.Module "
-                "subclass, such as nnx.Linear."
-            )
-        return lambda path, module: isinstance(module, where)
-    if isinstance(where, str):
-        return lambda path, module: fnmatch.fnmatchcase(path, where)
-    if callable(where):
-        return where
-    raise _errors.InvalidSelectorError(
-        f"mock(where={where!r}): expected an nnx.Module class (nnx.Linear), a glob over "
-        "'/'-joined paths ('layers/*/attn'), or a predicate (path, module) -> bool."
+def select_modules(
+    model: Any,
+    where: Any,
+    *,
+    call: str,
+    methods_of: Callable[[type], tuple[str, ...]],
+    taken: Callable[[Any], str | None],
+    taken_fix: str = "",
+    as_selected: Callable[[Any], Any] | None = None,
+) -> list[_nnx_shapes.Path]:
+    """The paths of the outermost modules of ``model`` that ``where`` selects, in graph order.
+
+    A module reachable at several paths is selected at each of them that ``where`` names.
+    ``model`` is only read: predicates see the user's own modules.
+
+    Args:
+      model: The model to select in.
+      where: The selector (see ``flaxmock._core.select``).
+      call: The public function, for messages.
+      methods_of: The methods a replacement of a module of this class replaces.
+      taken: Why a module cannot be selected (already a mock), or None.
+      taken_fix: How to make a taken module selectable, for messages.
+      as_selected: What class selectors and predicates see of a module (default: the module
+        itself; ``unmock`` shows the module a mock replaced).
+
+    Raises:
+      InvalidSelectorError, SelectNothingError, SelectContainerError, SelectMethodError: see
+        ``flaxmock._core.select.select``.
+    """
+    paths: dict[int, _nnx_shapes.Path] = {}
+    found = []
+    for path, module in _nnx_shapes.iter_module_paths(model):
+        container = is_container(module)
+        shown = module if as_selected is None else as_selected(module)
+        candidate = _select.Candidate(
+            path="/".join(str(k) for k in path),
+            kind=type(shown).__name__,
+            module=shown,
+            node=shown,
+            methods=() if container else methods_of(type(shown)),
+            container=container,
+            taken=taken(module),
+        )
+        paths[id(candidate)] = path
+        found.append(candidate)
+    chosen = _select.select(
+        where, found, FRONT, call=call, subject=type(model).__name__, taken_fix=taken_fix
     )
+    selected: list[_nnx_shapes.Path] = []
+    for candidate in chosen:
+        path = paths[id(candidate)]
+        if not any(path[: len(p)] == p for p in selected):
+            selected.append(path)
+    return selected
 
 
 def set_child(parent: Any, key: Any, value: Any) -> None:
@@ -66,6 +108,14 @@ def get_child(parent: Any, key: Any) -> Any:
     return parent[key]
 
 
+def set_at(root: Any, path: _nnx_shapes.Path, value: Any) -> None:
+    """Puts ``value`` at the non-empty graph ``path`` below ``root`` (in place)."""
+    parent = root
+    for key in path[:-1]:
+        parent = get_child(parent, key)
+    set_child(parent, path[-1], value)
+
+
 def is_container(module: Any) -> bool:
     """Whether ``module`` is a plain ``nnx.List``/``nnx.Dict`` (holds modules, has no call)."""
     return isinstance(module, _CONTAINER_TYPES) and not callable(module)
@@ -75,9 +125,7 @@ def _leading_axis(module: Any) -> tuple[int | None, bool]:
     """``(n, has_arrays)``: the leading axis all of ``module``'s arrays share, if any."""
     leaves = [
         leaf
-        for leaf in jax.tree.leaves(
-            nnx.state(module), is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct)
-        )
+        for leaf in jax.tree.leaves(nnx.state(module), is_leaf=_specs.is_spec)
         if _specs.is_array(leaf)
     ]
     if not leaves:
@@ -109,13 +157,13 @@ def stack_size(
     if requested is None:
         return None
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
-        raise StackSizeError(
+        raise _errors.StackSizeError(
             f"mock(stack_size={requested!r}): expected a positive int, 'auto' or None."
         )
     if has_arrays and size != requested:
         found = f"a leading axis of {size}" if size else "no leading axis shared by all"
         fix = f"stack_size={size}" if size else "stack_size=None"
-        raise StackSizeError(
+        raise _errors.StackSizeError(
             f"mock(stack_size={requested}): {_nnx_shapes.path_str(path)} "
             f"({type(module).__name__}) is not a stack of {requested} layers: its arrays (or, "
             f"without arrays, those of the stack it is in) have {found}. Fix: pass {fix}, or "

@@ -2,16 +2,17 @@
 
 ``jax.eval_shape(model, x)`` over a stateful NNX module traces the module's own ``Variable``
 objects: with ``nnx.vmap``/``nnx.scan`` inside, older Flax left tracers in the parameters, and
-Flax 0.12 fails with a trace-level error. Here the model is split into a graph definition and a
-state (``nnx.split``), the state crosses ``jax.eval_shape`` as a plain argument, and a *copy*
-is merged inside the trace; the caller's objects are never seen by JAX. Non-array arguments
-(``deterministic=True``) stay Python values (only array leaves are traced), and non-array
-outputs are captured outside the trace, as in equinox's ``filter_eval_shape``.
+Flax 0.12 fails with a trace-level error. Here every graph node among the function and its
+arguments is split into a graph definition and a state (``nnx.split``), the state crosses the
+core's filter-style ``eval_shape`` (``flaxmock._core.specs``: Python values static, non-array
+outputs captured) as a plain argument, and a *copy* is merged inside the trace; the caller's
+objects are never seen by JAX.
 """
 
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -63,11 +64,6 @@ def iter_variables(root: Any) -> Iterator[tuple[Path, nnx.Variable]]:
             yield tuple(path), node
 
 
-def is_abstract(value: Any) -> bool:
-    """Whether a variable value is a ``jax.ShapeDtypeStruct`` (not a concrete array or tracer)."""
-    return isinstance(value, jax.ShapeDtypeStruct)
-
-
 def bound_method(module: Any, method: str | Callable[..., Any]) -> Callable[..., Any]:
     """``module.<method>`` for a method name, or ``functools.partial(method, module)``."""
     if isinstance(method, str):
@@ -75,30 +71,33 @@ def bound_method(module: Any, method: str | Callable[..., Any]) -> Callable[...,
     return functools.partial(method, module)
 
 
-def eval_shape(
-    model: nnx.Module,
-    *args: Any,
-    method: str | Callable[..., Any] = "__call__",
-    **kwargs: Any,
-) -> Any:
-    """Returns the output specs of ``model.<method>(*args, **kwargs)``; the model is untouched.
+def eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Returns the output specs of ``fun(*args, **kwargs)``; no module given is changed.
 
-    The model may be real or abstract (its parameters ``jax.ShapeDtypeStruct``, e.g. from
-    :func:`flaxmock.nnx.abstract`), and may use ``nnx.vmap``, ``nnx.scan``, ``BatchNorm`` and
-    ``Dropout``: its state is passed through ``jax.eval_shape`` as an argument and merged into a
-    copy, so every parameter, batch statistic and RNG count of ``model`` keeps its value and no
-    tracer is left behind. Nothing is computed or allocated.
+    Like ``jax.eval_shape`` (and :func:`flaxmock.eval_shape`), with NNX objects welcome: every
+    graph node (``nnx.Module``, ``nnx.Rngs``, ``nnx.Variable``) in ``fun`` (a module is
+    callable: ``eval_shape(model, x)``; a bound method ``model.encode`` is split too) or in the
+    arguments is split into its state, which crosses ``jax.eval_shape``, and merged into a
+    *copy* inside the trace, as ``nnx.eval_shape`` does. So the model may be real or abstract
+    (:func:`flaxmock.nnx.abstract`) and may use ``nnx.vmap``, ``nnx.scan``, ``BatchNorm`` and
+    ``Dropout``: every parameter, batch statistic and RNG count of the caller's modules keeps
+    its value and no tracer is left behind. Python values in the arguments stay static (so
+    ``deterministic=True`` works in a Python ``if``), and non-array outputs come back as they
+    are. Nothing is computed or allocated.
+
+    Modules reached only through a closure are not split: pass them as arguments.
 
     Args:
-      model: An ``nnx.Module``.
-      *args: Positional arguments: arrays, ``jax.ShapeDtypeStruct`` and Python values (kept
-        static, so ``deterministic=True`` works in a Python ``if``).
-      method: The method to call, by name, or a function ``(module, *args, **kwargs)``.
+      fun: The function to evaluate: a module, a bound method, or any function.
+      *args: Positional arguments: modules, arrays, ``jax.ShapeDtypeStruct`` and Python values.
       **kwargs: Keyword arguments, as ``args``.
 
     Returns:
       The output with every array replaced by its ``jax.ShapeDtypeStruct``; non-array outputs
       (Python numbers, strings) as the call returned them.
+
+    Raises:
+      InvalidArgumentError: ``fun`` is not callable.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -107,51 +106,21 @@ def eval_shape(
       >>> model = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
       >>> eval_shape(model, jax.ShapeDtypeStruct((2, 3), jnp.float32))
       ShapeDtypeStruct(shape=(2, 4), dtype=float32)
+      >>> eval_shape(lambda m, x: m(x).sum(), model, jnp.ones((5, 3)))
+      ShapeDtypeStruct(shape=(), dtype=float32)
     """
-    return eval_shape_call(model, args, kwargs, method=method)
+    _specs.check_function(fun)
+    owner = getattr(fun, "__self__", None)
+    if isinstance(fun, types.MethodType) and isinstance(owner, nnx.Pytree):
+        # The module behind a bound method is an argument like any other: split, then copied.
+        fun, args = fun.__func__, (owner, *args)
+    traced, rebuild = split_inputs((fun, args, kwargs))
 
+    def run(traced: Any) -> Any:
+        (call, call_args, call_kwargs), _ = rebuild(traced)
+        return call(*call_args, **call_kwargs)
 
-def eval_shape_call(
-    model: nnx.Module,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    method: str | Callable[..., Any] = "__call__",
-    on_merge: Callable[[nnx.Module], None] | None = None,
-    extra: Callable[[], Any] | None = None,
-) -> Any:
-    """:func:`eval_shape` with explicit ``args``/``kwargs``; ``on_merge`` sees the traced copy.
-
-    With ``extra``, a function called inside the trace after the call, returns
-    ``(output specs, specs of what extra() returned)``: a way to get the specs of values seen
-    during the call (arrays there are tracers, which must not leave the trace).
-    """
-    graphdef, state = nnx.split(model)
-    arrays, combine = _specs.partition((args, kwargs))
-    statics: list[Any] = []
-
-    def run(state: Any, arrays: list[Any]) -> list[Any]:
-        copy = nnx.merge(graphdef, state)
-        if on_merge is not None:
-            on_merge(copy)
-        call_args, call_kwargs = combine(arrays)
-        out = bound_method(copy, method)(*call_args, **call_kwargs)
-        if extra is not None:
-            out = (out, extra())
-        out_arrays, out_combine = _specs.partition(out)
-        statics[:] = [out_combine]
-        return out_arrays
-
-    # Abstract inputs: the state's values may be real arrays, which `eval_shape` would otherwise
-    # keep alive in its trace; only their specs are needed.
-    out_arrays = jax.eval_shape(run, _abstract_state(state), _specs.specs_of(arrays))
-    return statics[0](out_arrays)
-
-
-def _abstract_state(state: Any) -> Any:
-    return jax.tree.map(
-        _specs.spec_of, state, is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct)
-    )
+    return _specs.eval_shape(run, traced)
 
 
 def split_inputs(tree: Any) -> tuple[Any, Callable[[Any], tuple[Any, Any]]]:

@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from flaxmock._core import costs as _costs
+from flaxmock._core import errors as _errors
 from flaxmock._core import specs as _specs
 from flaxmock._core import table as _table
 from flaxmock.nnx import _abstract as _nnx_abstract
@@ -57,7 +58,7 @@ def _owned_params(
         if sizes is not None:
             spec = _nnx_costs.partition_spec(var, rules)
             where = _nnx_shapes.path_str(path)
-            device = _costs.device_bytes(value.shape, value.dtype, spec, sizes, where=where)
+            device = _costs.device_bytes(value.shape, value.dtype, spec, sizes, path=where)
         count, nbytes, on_device = owned.get(_nnx_shapes.path_str(owner), (0, 0, 0))
         owned[_nnx_shapes.path_str(owner)] = (
             count + size,
@@ -76,6 +77,7 @@ def summary(
     mesh: Any = None,
     rules: Any = None,
     depth: int | None = None,
+    title: str | None = None,
     **kwargs: Any,
 ) -> _table.Summary:
     """Returns the table of every module method call made by ``model(*args, **kwargs)``.
@@ -116,13 +118,16 @@ def summary(
         ``flax.core.spmd.logical_axis_rules`` context).
       depth: Fold the calls deeper than ``depth`` into their callers (their parameters and
         costs add to the caller's row); None keeps every row.
+      title: A title for the table (default: the model's class name).
       **kwargs: Keyword arguments, as ``args``.
 
     Returns:
-      A :class:`~flaxmock.Summary`; ``print`` it.
+      A :class:`~flaxmock.Summary` (the type the linen :func:`flaxmock.summary` returns);
+      ``print`` it.
 
     Raises:
-      InvalidArgumentError: ``mesh`` or ``depth`` is of the wrong kind.
+      InvalidArgumentError: ``model`` is not an ``nnx.Module``, or ``mesh`` or ``depth`` is of
+        the wrong kind.
       ShardParametersError: a parameter's sharding names an axis the mesh lacks.
 
     Examples:
@@ -131,6 +136,7 @@ def summary(
       >>> from flaxmock.nnx import abstract, summary
       >>> model = abstract(lambda: nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0))))
       >>> print(summary(model, jax.ShapeDtypeStruct((2, 3), jnp.float32)))
+      Sequential
       #  path      module      method    inputs    outputs   params  bytes  note
       -  --------  ----------  --------  --------  --------  ------  -----  ----
       0  <root>    Sequential  __call__  f32[2,3]  f32[2,4]       -      -
@@ -140,6 +146,11 @@ def summary(
       >>> [row.flops for row in s.rows], s.total_flops  # 2 * batch * in * out + bias adds
       ([0, 56], 56)
     """
+    if not isinstance(model, nnx.Module):
+        raise _errors.InvalidArgumentError(
+            f"summary expects an nnx.Module, got {type(model).__name__}. For a linen model, "
+            "use flaxmock.summary(flaxmock.unflaxify(model, *args))."
+        )
     sizes = None if mesh is None else _costs.mesh_axis_sizes(mesh)
     priced = flops or vjp_flops
     owned = _owned_params(model, sizes, rules)
@@ -275,13 +286,24 @@ def summary(
         )
         return out
 
+    def run(copy: Any, /, *call_args: Any, **call_kwargs: Any) -> Any:
+        on_merge(copy)
+        return _nnx_shapes.bound_method(copy, method)(*call_args, **call_kwargs)
+
     with _nnx_intercept.intercept_methods(record):
-        _nnx_shapes.eval_shape_call(model, args, kwargs, method=method, on_merge=on_merge)
+        _nnx_shapes.eval_shape(run, model, *args, **kwargs)
     done = [row for row in rows if row is not None]
     if priced:
         done = _with_costs(done, recorded, flops, vjp_flops)
+    if title is None:
+        title = _nnx_abstract.public_type(model).__name__
     return _table.finish(
-        done, flops=flops, vjp_flops=vjp_flops, device_bytes=sizes is not None, depth=depth
+        done,
+        title=title,
+        flops=flops,
+        vjp_flops=vjp_flops,
+        device_bytes=sizes is not None,
+        depth=depth,
     )
 
 

@@ -1,0 +1,183 @@
+"""The random draw of a mock call, and its key schedule: the same on both front doors.
+
+The key of one call of a mock is built in this order (every step a ``jax.random.fold_in``):
+
+1. ``jax.random.key(seed)``: the seed given to ``mock`` (a ``Mocker`` derives one per attribute);
+2. the stable hash of the mock's *stream*, its position in the model (the call path on linen,
+   the attribute path on NNX), so that two mocks draw different numbers;
+3. the stable hash of the method called (an NNX mock answers every public method);
+4. the call count, read from the mock's counter (penzai or NNX state), so that successive calls
+   draw anew, under ``jax.jit`` too;
+5. the dispatch index: how often the mock ran before in the same run of a linen tree (a module
+   called twice in one ``apply`` draws twice; 0 on NNX, where each call advances the counter);
+6. the per-step fold, when given: a key Flax splits per step of ``nn.scan`` (and per lane of
+   ``nn.vmap``) for a mock inside a lifted body;
+7. the lane, when given: the layer index of an NNX mock replacing a stack of layers (sliced by
+   ``nnx.scan``/``nnx.vmap``), then the lane index of ``vmap_axis_name`` when that is set.
+
+The key is then split once: the first half draws the output, the second (folded with ``j``)
+the ``j``-th sown value. Within one such group the leaves of one dtype are slices of one draw
+(:func:`_draw_by_dtype`): a call with twenty outputs compiles two random draws instead of
+twenty. The draw is compiled once per output signature, fill and axis name and shared by every
+mock with that signature (the seed, stream and counts are arguments).
+
+Hashes are ``zlib.crc32`` (:func:`stable_hash`), never ``hash()``, so seeds reproduce in every
+process.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from flaxmock._core import fill as _fill
+from flaxmock._core import mockcore as _mockcore
+from flaxmock._core import specs as _specs
+
+Groups = tuple[tuple[jax.ShapeDtypeStruct, ...], ...]
+
+
+def stable_hash(text: str) -> int:
+    """A 31-bit hash of ``text`` that is the same in every process (unlike ``hash()``)."""
+    return zlib.crc32(text.encode()) & 0x7FFFFFFF
+
+
+def call_key(
+    seed: Any,
+    stream: Any,
+    method: Any,
+    count: Any,
+    index: Any,
+    fold: Any = None,
+    lane: Any = None,
+    vmap_axis_name: str | None = None,
+) -> jax.Array:
+    """The key of one mock call (see the module docstring for the order)."""
+    key = jax.random.key(seed)
+    for part in (stream, method, count, index):
+        key = jax.random.fold_in(key, part)
+    if fold is not None:
+        key = jax.random.fold_in(key, fold)
+    if lane is not None:
+        key = jax.random.fold_in(key, lane)
+    if vmap_axis_name is not None:
+        key = jax.random.fold_in(key, jax.lax.axis_index(vmap_axis_name))
+    return key
+
+
+def _draw(
+    groups: Groups,
+    fill: Any,
+    vmap_axis_name: str | None,
+    where: str,
+    seed: Any,
+    stream: Any,
+    method: Any,
+    count: Any,
+    index: Any,
+    fold: Any,
+    lane: Any,
+) -> list[list[jax.Array]]:
+    """The random arrays of one call: one group for the output, one per sown value."""
+    key = call_key(seed, stream, method, count, index, fold, lane, vmap_axis_name)
+    out_key, sown_key = jax.random.split(key)
+    keys = [out_key] + [jax.random.fold_in(sown_key, j) for j in range(len(groups) - 1)]
+    if callable(fill):
+        # A user's fill function is given one leaf's spec at a time.
+        return [
+            [
+                _fill.fill_array(jax.random.fold_in(k, i), spec, fill, path=where)
+                for i, spec in enumerate(group)
+            ]
+            for k, group in zip(keys, groups, strict=True)
+        ]
+    return [_draw_by_dtype(k, group, fill, where) for k, group in zip(keys, groups, strict=True)]
+
+
+def _draw_by_dtype(
+    key: Any, group: tuple[jax.ShapeDtypeStruct, ...], fill: Any, where: str
+) -> list[jax.Array]:
+    """One draw per dtype for all of a group's leaves, sliced and reshaped into them.
+
+    The leaves of one dtype follow the same fill rule, so one flat draw of their total size
+    gives each leaf the distribution a draw of its own would. The dtype's index among the
+    group's dtypes is folded into the key.
+    """
+    by_dtype: dict[Any, list[int]] = {}
+    for i, spec in enumerate(group):
+        by_dtype.setdefault(spec.dtype, []).append(i)
+    out: list[Any] = [None] * len(group)
+    for d, (dtype, indices) in enumerate(by_dtype.items()):
+        sizes = [math.prod(group[i].shape) for i in indices]
+        flat = _fill.fill_array(
+            jax.random.fold_in(key, d),
+            jax.ShapeDtypeStruct((sum(sizes),), dtype),
+            fill,
+            path=where,
+        )
+        offset = 0
+        for i, size in zip(indices, sizes, strict=True):
+            spec = group[i]
+            leaf = flat[offset : offset + size].reshape(spec.shape)
+            out[i] = _fill.apply_sharding(leaf, spec)
+            offset += size
+    return out
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled_draw(groups: Groups, fill: Any, vmap_axis_name: str | None) -> Any:
+    # One compiled function per output signature and fill policy, shared by every mock with
+    # that signature: a repeated call costs one dispatch instead of a dozen eager key and fill
+    # operations, and 32 identical blocks compile once. Fill errors were reported when the mock
+    # was made (check_fillable), so no path is needed. Lowered as JAX does by default: the
+    # unrolled threefry of flaxmock._core.prng would save scratch, but XLA fuses it into each
+    # leaf's slice, and compiling a call with twenty outputs would take seconds.
+    return jax.jit(functools.partial(_draw, groups, fill, vmap_axis_name, "a mock"))
+
+
+def draw(
+    info: _mockcore.MockInfo,
+    trees: Sequence[Any],
+    *,
+    method: str,
+    count: Any,
+    index: Any = 0,
+    fold: Any = None,
+    lane: Any = None,
+    vmap_axis_name: str | None = None,
+) -> list[Any]:
+    """Fills spec trees (the output's, then each sown value's) with one call's random values.
+
+    Args:
+      info: The mock's static data: its seed, stream and fill policy.
+      trees: Pytrees whose ``jax.ShapeDtypeStruct`` leaves are filled; other leaves are kept.
+      method: The method called.
+      count, index, fold, lane, vmap_axis_name: The other parts of the key, in the order of
+        the module docstring.
+
+    Returns:
+      One filled tree per tree of ``trees``.
+    """
+    parts = [_specs.partition(tree) for tree in trees]
+    groups = tuple(tuple(arrays) for arrays, _ in parts)
+    try:
+        drawn = _compiled_draw(groups, info.fill, vmap_axis_name)
+    except TypeError:  # An unhashable fill callable: draw eagerly.
+        where = f"{info.path}.{method}"
+        drawn = functools.partial(_draw, groups, info.fill, vmap_axis_name, where)
+    filled = drawn(
+        jnp.uint32(info.seed),
+        jnp.uint32(stable_hash(info.stream)),
+        jnp.uint32(stable_hash(method)),
+        count,
+        jnp.uint32(index),
+        fold,
+        lane,
+    )
+    return [rebuild(list(arrays)) for (_, rebuild), arrays in zip(parts, filled, strict=True)]
