@@ -5,6 +5,7 @@ No test module imports another; what two of them need lives here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 import flaxmock
+from flaxmock._linen import layer as _layer
 from zoo_case import ZooCase
 
 
@@ -196,3 +198,17 @@ def nnx_values(model) -> dict:
                 value = jax.random.key_data(value)
             out[path] = np.asarray(value)
     return out
+
+
+def jit_bodies_inline(tree):
+    """``jax.disable_jit()`` when ``tree`` calls an ``nn.jit`` body, else a no-op context.
+
+    flaxmock runs ``nn.jit`` bodies inline (Flax caches their traces, interceptors included);
+    a reference ``module.apply`` of such a model is run the same way, and never leaves a
+    trace made under a test's interceptor in Flax's cache.
+    """
+    jitted = any(
+        "jit" in getattr(getattr(layer, "info", None), "transforms", ())
+        for _, layer in _layer.iter_layers(tree)
+    )
+    return jax.disable_jit() if jitted else contextlib.nullcontext()

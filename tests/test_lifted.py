@@ -289,3 +289,44 @@ def test_switch_branches_and_init_only_calls():
     init_path = flaxmock.unflaxify(model, x, index)
     with pytest.raises(flaxmock.CallStructureError, match=r"variables=jax.eval_shape\(model.init"):
         flaxmock.eval_shape(flaxmock.call, init_path, x, index)
+
+
+class _JitBody(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3, name="inner")(jnp.tanh(x))
+
+
+_Jitted = nn.jit(_JitBody)
+
+
+class _WithJitBody(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3, name="head")(_Jitted(name="body")(x))
+
+
+def test_nn_jit_cache_neither_hides_calls_nor_keeps_mock_draws():
+    """nn.jit caches its body's trace, interceptors included; flaxmock's runs never share it."""
+    model = _WithJitBody()
+    x = jax.random.normal(jax.random.key(1), (2, 4))
+    variables = model.init(jax.random.key(0), x)
+    # A plain apply first: Flax caches a trace of the body made with no interceptor.
+    compiled = model.apply(variables, x)
+    tree = flaxmock.unflaxify(model, x, variables=variables)
+    paths = [layer.path_str for _, layer in _layer.iter_layers(tree)]
+    assert "body/inner" in paths  # The cached trace did not hide the body's call.
+    mocked = flaxmock.mock(tree, "body/inner", fill="ones")
+    out_mocked = flaxmock.call(mocked, x)
+    ones = jnp.ones((2, 3))
+    head = variables["params"]["head"]
+    np.testing.assert_array_equal(out_mocked, ones @ head["kernel"] + head["bias"])
+    # The mock's draw is not replayed by a later run of the real tree or by module.apply.
+    real = flaxmock.call(tree, x)
+    with jax.disable_jit():
+        inline = model.apply(variables, x)
+    np.testing.assert_array_equal(real, inline)
+    again = model.apply(variables, x)
+    np.testing.assert_array_equal(again, compiled)
+    np.testing.assert_allclose(real, compiled, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(out_mocked, compiled)

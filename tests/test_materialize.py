@@ -11,7 +11,8 @@ from penzai import pz
 
 import flaxmock
 import zoo
-from helpers import apply_rngs, assert_trees_equal, init_variables
+from flaxmock._linen import assemble as _assemble
+from helpers import apply_rngs, assert_specs_equal, assert_trees_equal, init_variables
 
 CASES = zoo.CASES
 IDS = [c.id for c in CASES]
@@ -22,15 +23,30 @@ def test_materialize_gives_init_values(case):
     model, variables = init_variables(case)
     tree = flaxmock.unflaxify(model, *case.args, method=case.method, **case.kwargs)
     real = flaxmock.materialize(tree, jax.random.key(0), *case.args, **case.kwargs)
+    arrays, rebuild = flaxmock._core.specs.partition(case.args)
     if case.rngs:
-        # init drew from other streams too; only the shapes can be compared.
-        out = flaxmock.call(
-            real, *case.args, mutable=case.mutable, rngs=apply_rngs(case), **case.kwargs
+        # init drew from other streams too. The parameters come from the params stream alone
+        # (Flax derives each module's key from its path), so they equal init's; the run gives
+        # apply's structure, shapes and dtypes (its other streams' draws differ).
+        init_rngs = {"params": jax.random.key(0), **{r: jax.random.key(1) for r in case.rngs}}
+        variables = jax.jit(
+            lambda a: model.init(init_rngs, *rebuild(a), method=case.method, **case.kwargs)
+        )(arrays)
+        got = _assemble.assemble(real).variables
+        assert_trees_equal(got["params"], variables["params"])
+        rngs = apply_rngs(case)
+        out = flaxmock.call(real, *case.args, mutable=case.mutable, rngs=rngs, **case.kwargs)
+        ref = model.apply(
+            variables,
+            *case.args,
+            method=case.method,
+            mutable=case.mutable,
+            rngs=rngs,
+            **case.kwargs,
         )
-        assert out is not None
+        assert_specs_equal(out, ref)
         return
     # The values are those of a jit-compiled init; eager init may differ in the last bit.
-    arrays, rebuild = flaxmock._core.specs.partition(case.args)
     variables = jax.jit(lambda k, a: model.init(k, *rebuild(a), method=case.method, **case.kwargs))(
         jax.random.key(0), arrays
     )

@@ -18,7 +18,6 @@ axes, ``nn.LogicallyPartitioned``'s logical axes through the rules) and the mesh
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Any
 
@@ -165,8 +164,7 @@ def _trace(
             # nn.jit caches its body's trace by module and shapes, not by interceptor: a
             # cached trace would hide the body's calls from the stubber, and one made here,
             # with stubs, would be reused by the model's real runs. Inlined, nothing is cached.
-            no_cache = jax.disable_jit() if inline_jit else contextlib.nullcontext()
-            with nn.intercept_methods(stubber), no_cache:
+            with nn.intercept_methods(stubber), _walk.jit_bodies_inline(inline_jit):
                 out, state = layer.module.apply(
                     v,
                     *a,

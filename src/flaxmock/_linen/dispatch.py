@@ -22,7 +22,13 @@ from penzai.toolshed.unflaxify import ArgsAndKwargs
 from flaxmock._core import errors as _errors
 from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import walk as _walk
-from flaxmock._linen.layer import FlaxCallLayer, Invocation, ReplacementLayer, default_rngs
+from flaxmock._linen.layer import (
+    FlaxCallLayer,
+    Invocation,
+    ReplacementLayer,
+    default_rngs,
+    iter_layers,
+)
 
 Path = tuple[str, ...]
 
@@ -157,7 +163,7 @@ def run(
         side_inputs=side_inputs,
     )
     try:
-        with nn.intercept_methods(dispatcher):
+        with _walk.jit_bodies_inline(has_jit_body(layer)), nn.intercept_methods(dispatcher):
             out = layer.module.apply(
                 assembled.variables,
                 *args,
@@ -187,3 +193,11 @@ def run(
         if id(r) not in dispatcher.dispatched:
             r.release_count(counts[id(r)])
     return out
+
+
+def has_jit_body(layer: FlaxCallLayer) -> bool:
+    """Whether a run of ``layer`` calls the body of an ``nn.jit`` (see ``jit_bodies_inline``)."""
+    return any(
+        isinstance(node, FlaxCallLayer) and "jit" in node.info.transforms
+        for _, node in iter_layers(layer)
+    )

@@ -26,6 +26,7 @@ from flaxmock._linen import layer as _layer
 from flaxmock._linen import mock as _mock
 from flaxmock._linen import shardings as _shardings
 from flaxmock._linen import variables as _vars
+from flaxmock._linen import walk as _walk
 
 Path = tuple[str, ...]
 
@@ -210,7 +211,10 @@ def materialize(
         dispatcher = _dispatch.Dispatcher(
             root, assembled.skip_setup, {id(m): 0 for m in mocks}, lenient=True
         )
-        with nn.intercept_methods(dispatcher):
+        with (
+            _walk.jit_bodies_inline(_dispatch.has_jit_body(root)),
+            nn.intercept_methods(dispatcher),
+        ):
             variables = root.module.init(
                 {"params": key}, *a, method=root.info.method, mutable=True, **kw
             )

@@ -249,7 +249,9 @@ def record(
 
     def run(var_arrays: list[Any], arg_arrays: list[Any]) -> Any:
         a, kw = rebuild(arg_arrays)
-        with nn.intercept_methods(recorder):
+        # Recording is abstract: nn.jit bodies are traced inline at no cost, so every call in
+        # them is seen, whatever Flax cached before.
+        with _walk.jit_bodies_inline(), nn.intercept_methods(recorder):
             if variables is None:
                 out, new_vars = module.init_with_output(rngs, *a, method=method, mutable=True, **kw)
             else:

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
+import jax
 from flax.core import scope as flax_scope
 
 _isolation = threading.local()
@@ -303,3 +304,19 @@ class Walk:
             return next_fun(*args, **kwargs)
         finally:
             self.stack.pop()
+
+
+def jit_bodies_inline(run_inline: bool = True) -> contextlib.AbstractContextManager[Any]:
+    """Runs ``nn.jit`` bodies inline (``jax.disable_jit``) while flaxmock intercepts.
+
+    ``nn.jit`` caches one trace of its body per mutable filter and module fingerprint and
+    replays it on later calls with equal ones. Method interceptors (flaxmock's, and any
+    user's) run while that trace is made, not when it is replayed: a trace made under one
+    flaxmock run (its mocks' draws, its dispatcher) would be replayed by a later run or by a
+    plain ``module.apply``, and a trace made by a plain ``apply`` would hide the body's calls
+    from flaxmock. Inline, the body runs (or is traced into the enclosing trace) each time,
+    and Flax's cache is neither read nor written. The cost: outside any trace, the body runs
+    op by op instead of as one compiled function, which can differ from ``module.apply`` by
+    XLA's fusion (a last-ulp difference).
+    """
+    return jax.disable_jit() if run_inline else contextlib.nullcontext()
