@@ -363,7 +363,7 @@ def test_mock_not_reached_is_not_counted():
     mocked.submodule_calls[(0, "a.__call__")].assert_called_once()
 
 
-def test_unhashable_static_argument_is_reported(tree):
+def test_unhashable_static_argument_is_reported():
     class Takes(nn.Module):
         @nn.compact
         def __call__(self, x, options):

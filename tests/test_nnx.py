@@ -364,15 +364,20 @@ def test_intercept_can_replace_output_and_nesting_order():
     with fnnx.intercept_methods(zero_linear):
         y = model(jnp.ones((2, 3)))
     np.testing.assert_array_equal(y, np.zeros((2, 2)))
-    # orig_method skips the other interceptors.
-    calls = []
 
+    # orig_method skips the other interceptors (the zeroing one too): the real output.
     def skip(next_fun, args, kwargs, context):
         return context.orig_method(*args, **kwargs)
 
-    with fnnx.intercept_methods(skip), fnnx.intercept_methods(tag("never")):
-        calls.append(model(jnp.ones((2, 3))))
+    with (
+        fnnx.intercept_methods(skip),
+        fnnx.intercept_methods(tag("never")),
+        fnnx.intercept_methods(zero_linear),
+    ):
+        skipped = model(jnp.ones((2, 3)))
     assert "never" not in order
+    np.testing.assert_array_equal(skipped, model(jnp.ones((2, 3))))
+    assert np.abs(np.asarray(skipped)).sum() > 0
 
 
 def test_intercept_restores_every_class_attribute_after_raise():
