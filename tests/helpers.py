@@ -188,15 +188,18 @@ class NnxStack(nnx.Module):
         return self.head(body(x, self.blocks))
 
 
-def nnx_values(model) -> dict:
-    """``path -> value`` (NumPy; random keys as their key data) of every variable of ``model``."""
+def nnx_values(model, *, with_variables: bool = False) -> dict:
+    """``path -> value`` (NumPy; random keys as their key data) of every variable of ``model``.
+
+    With ``with_variables``, ``path -> (variable, value)``.
+    """
     out = {}
     for path, var in nnx.iter_graph(model):
         if isinstance(var, nnx.Variable):
             value = var.get_value()
             if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
                 value = jax.random.key_data(value)
-            out[path] = np.asarray(value)
+            out[path] = (var, np.asarray(value)) if with_variables else np.asarray(value)
     return out
 
 

@@ -23,6 +23,7 @@ from flax import nnx
 
 import flaxmock
 import flaxmock.nnx as fnnx
+from helpers import nnx_values
 from zoo_nnx_wild import CASES, IDS, LoraModel, SowBlock, forward_capturing
 
 
@@ -53,14 +54,7 @@ def _real_out(name: str) -> Any:
 
 def _values(model) -> dict:
     """``path -> (variable, value as NumPy)`` of every variable (random keys as key data)."""
-    out = {}
-    for path, var in nnx.iter_graph(model):
-        if isinstance(var, nnx.Variable):
-            value = var.get_value()
-            if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-                value = jax.random.key_data(value)
-            out[path] = (var, np.asarray(value))
-    return out
+    return nnx_values(model, with_variables=True)
 
 
 def _assert_untouched(before: dict, model) -> None:
