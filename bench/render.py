@@ -74,10 +74,16 @@ def main() -> None:
     mocked = flaxmock.mock(tree, llama.Attention)
     # One warm-up rendering of each, so that imports and caches do not count.
     with _penzai_rendering():
-        treescope.render_to_html(flaxmock.unflaxify(llama.Llama(llama.LlamaConfig.tiny()),
-                                                    jax.ShapeDtypeStruct((1, 4), jnp.int32)))
-    treescope.render_to_html(flaxmock.unflaxify(llama.Llama(llama.LlamaConfig.tiny()),
-                                                jax.ShapeDtypeStruct((1, 4), jnp.int32)))
+        treescope.render_to_html(
+            flaxmock.unflaxify(
+                llama.Llama(llama.LlamaConfig.tiny()), jax.ShapeDtypeStruct((1, 4), jnp.int32)
+            )
+        )
+    treescope.render_to_html(
+        flaxmock.unflaxify(
+            llama.Llama(llama.LlamaConfig.tiny()), jax.ShapeDtypeStruct((1, 4), jnp.int32)
+        )
+    )
     print(f"flaxmock render bench: Llama {args.size}, tokens {tokens.shape}")
     print(f"{'tree':8} {'what':5} {'':>10} {'seconds':>9} {'size':>12} {'x time':>8} {'x size':>8}")
     for name, t in (("abstract", tree), ("mocked", mocked)):
@@ -90,9 +96,7 @@ def main() -> None:
             if base is not None:
                 b_secs, b_size = base[what]
                 print(f"{name:8} {what:5} {'penzai':>10} {b_secs:9.3f} {b_size:12,}")
-            ratio = (
-                f"{b_secs / secs:8.1f} {b_size / size:8.1f}" if base is not None else ""
-            )
+            ratio = f"{b_secs / secs:8.1f} {b_size / size:8.1f}" if base is not None else ""
             print(f"{name:8} {what:5} {'flaxmock':>10} {secs:9.3f} {size:12,} {ratio}")
 
 

@@ -3,7 +3,7 @@
 A converted layer (``FlaxCallLayer``) or a replacement (``MockLayer``) renders as one foldable
 node whose first line, shown collapsed or expanded, reads like a call::
 
-    layers_0/attn.__call__: f32[1,16,64] -> f32[1,16,64]  # Attention, 16.4K params (64.00 KiB, abstract)
+    layers_0/attn.__call__: f32[1,16,64] -> f32[1,16,64]  # Attention, 16.4K params (64.00 KiB, …)
 
 A replacement's line has its own background colour and says what it is (``# mock of
 Attention``), so mocks stand out in a collapsed tree. Inside, the fields follow: the Flax module
