@@ -14,6 +14,7 @@ import pytest
 
 import flaxmock
 from flaxmock import _cli
+from flaxmock._core import table as _table
 from flaxmock.examples import llama
 
 FACTORY = textwrap.dedent(
@@ -166,3 +167,28 @@ def test_a_target_file_that_raises(tmp_path):
 def test_errors_exit_with_status_1_and_a_message(target, capsys):
     assert _cli.main(["summary", f"{target}:broken"]) == 1
     assert "flaxmock summary: error: TARGET" in capsys.readouterr().err
+
+
+def test_top_level_and_demo_help_are_plain_text_with_defaults(capsys):
+    with pytest.raises(SystemExit):
+        _cli.main(["--help"])
+    top = capsys.readouterr().out
+    assert "summary" in top and "demo" in top
+    with pytest.raises(SystemExit):
+        _cli.main(["demo", "--help"])
+    demo = capsys.readouterr().out
+    for option, default in (("--size", "8b"), ("--seq-len", "16"), ("--rows", "40")):
+        assert option in demo and f"(default: {default})" in demo
+    for text in (top, demo):
+        assert "``" not in text and ":func:" not in text and "\x1b[" not in text  # no reST
+
+
+def test_demo_prints_sizes_in_sensible_units(capsys):
+    assert _cli.main(["demo", "--size", "tiny", "--seq-len", "4", "--rows", "3"]) == 0
+    out = capsys.readouterr().out
+    model = llama.Llama(llama.LlamaConfig.tiny())
+    tree = flaxmock.unflaxify(model, jax.ShapeDtypeStruct((1, 4), jnp.int32))
+    total = flaxmock.summary(tree).total_bytes
+    assert total < 2**20  # the tiny example is under a MiB: GiB would read 0.00
+    assert "0.00 GiB" not in out
+    assert f"({_table.format_bytes(total)}) described" in out

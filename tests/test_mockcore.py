@@ -328,7 +328,9 @@ def test_mocks_render_through_treescope_with_their_summary_line():
     )
     line = "Dense at layers_0.__call__ -> f32[2,4] (mocked, 16 params not allocated)"
     assert tree.submodule_calls[(0, "layers_0.__call__")].summary_line() == line
-    assert "MockLayer(module=Dense(" in treescope.render_to_text(tree)
-    # The line is the comment of the mock's node, shown when it is expanded.
+    assert "MockLayer(" in treescope.render_to_text(tree)
+    # The mock's first line, shown collapsed: its call, then what it is.
     html = treescope.render_to_html(tree, compressed=False)
-    assert f'<span class="color_comment">  # {line.replace(">", "&gt;")}</span>' in html
+    assert "layers_0.__call__: f32[2,3] -&gt; f32[2,4]</span>" in html
+    label = "  # mock of Dense (mocked, 16 params not allocated)"
+    assert f'<span class="color_comment">{label}</span>' in html

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxmock._core import errors as _errors
+from flaxmock._core import table as _table
 
 _EXAMPLE_TARGET = "flaxmock.examples.llama:llama3_8b"
 
@@ -289,7 +290,7 @@ def demo(size: str = "8b", seq_len: int = 16, rows: int = 40) -> int:
     print(_summary_rows(table, rows))
     print(
         f"\nconverted in {convert_s:.2f} s; {table.total_params:,} parameters "
-        f"({table.total_bytes / 2**30:.2f} GiB) described, none allocated; "
+        f"({_table.format_bytes(table.total_bytes)}) described, none allocated; "
         f"peak RSS {_peak_rss_mib():.0f} MiB"
     )
     start = time.perf_counter()

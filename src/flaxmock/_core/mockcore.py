@@ -149,6 +149,10 @@ class MockState:
                 self._memo[name] = build()
             return self._memo[name]
 
+    def __repr__(self) -> str:
+        # No object id: tree renderings stay the same from run to run.
+        return f"MockState(calls recorded={len(self.call_args)}, signatures={len(self.specs)})"
+
     def reset(self) -> None:
         """Forgets the calls (the caches stay: they describe the replaced call, not the calls)."""
         self.call_args.clear()

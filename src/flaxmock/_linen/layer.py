@@ -157,6 +157,13 @@ class FlaxCallLayer(InterceptedFlaxModuleMethod):
     def path_str(self) -> str:
         return self.info.path_str
 
+    def __repr__(self) -> str:
+        # One short line: the whole tree is treescope's (or ``str(flaxmock.summary(tree))``).
+        return _render.short_repr(self)
+
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        return _render.render_call_layer(self, path, subtree_renderer)
+
 
 @dataclasses.dataclass(frozen=True)
 class ReplacedCall:
@@ -286,6 +293,10 @@ class ReplacementLayer(pz.nn.Layer):
         """The note of this layer's row in ``flaxmock.summary``."""
         return f"replaced by {type(self).__name__}"
 
+    def short_label(self) -> str:
+        """What this layer is, in a few words, as tree renderings label it."""
+        return f"{type(self).__name__} replacing {type(self.replaced().module).__name__}"
+
     def summary_line(self) -> str:
         """``Dense at blocks_0/mlp.__call__ -> f32[2,8] (mocked)``: this layer in one line."""
         replaced = self.replaced()
@@ -306,8 +317,11 @@ class ReplacementLayer(pz.nn.Layer):
             args_and_kwargs, Invocation(random_streams=random_streams, side_inputs=side_inputs)
         )
 
+    def __repr__(self) -> str:
+        return _render.short_repr(self)
+
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        # A replacement stands out in a large tree: collapsed, with a one-line description.
+        # A replacement stands out in a large tree: collapsed, coloured, with a one-line label.
         return _render.render_replacement(self, path, subtree_renderer)
 
 

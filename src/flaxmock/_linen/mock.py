@@ -180,6 +180,9 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
             return "mocked"
         return f"mocked, {_table.format_count(replaced)} params not allocated"
 
+    def short_label(self) -> str:
+        return f"mock of {type(self.module).__name__}"
+
     def treescope_color(self) -> str:
         return formatting_util.color_from_string("MockLayer")
 
@@ -255,7 +258,9 @@ def _new_mock(module: nn.Module, method_name: str, info: MockLayerInfo, kept: An
         )
     counter = pz.StateVariable(
         value=jnp.zeros((), jnp.uint32),
-        label=f"flaxmock.counter:{info.path}.{method_name}:{id(info)}",
+        # Unique in a tree (one layer per call path), and the same for trees mocked alike, so
+        # that pz.variable_jit does not retrace for each new mock.
+        label=f"flaxmock.counter:{info.path}.{method_name}@{info.stream}",
     )
     return MockLayer(
         module=module,
