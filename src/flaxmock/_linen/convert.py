@@ -23,11 +23,20 @@ from flaxmock._linen import variables as _vars
 Path = tuple[str, ...]
 
 
-def _normalize_rngs(rngs: Any) -> dict[str, Any]:
+def _normalize_rngs(rngs: Any, *, initializing: bool) -> dict[str, Any]:
+    """The ``rngs`` of the recording trace, from what ``module.apply`` would be given.
+
+    Without variables the trace is ``module.init``, which needs a ``params`` stream that
+    ``apply``'s ``rngs`` (``{"dropout": key}``) need not have: a fixed one is supplied. The values
+    it gives are abstract and never seen.
+    """
     if rngs is None:
         return _layer.default_rngs()
     if isinstance(rngs, Mapping):
-        return dict(rngs)
+        given = dict(rngs)
+        if initializing and "params" not in given:
+            given = {**_layer.default_rngs(), **given}
+        return given
     return {"params": rngs}
 
 
@@ -114,7 +123,7 @@ def unflaxify(
             f"{type(out).__name__}."
         )
     root_record, variables = _record.record(
-        module, variables, args, kwargs, method=method, rngs=_normalize_rngs(rngs), out=out
+        module, variables, args, kwargs, method=method, rngs=_normalize_rngs(rngs, initializing=variables is None), out=out
     )
     return build(root_record, variables, method=method, mutable=mutable)
 

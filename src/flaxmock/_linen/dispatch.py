@@ -84,7 +84,7 @@ class Dispatcher:
                 # Every call of this module was replaced and its variables are gone: its setup
                 # (which would look them up) must not run. Nothing reads what it would define.
                 return None
-            return next_fun(*args, **kwargs)
+            return self.walk.call_setup(next_fun, args, kwargs, context)
         if kind == _walk.INLINE:
             return self.walk.call_inline(next_fun, args, kwargs, context)
         parent: FlaxCallLayer = self.walk.top.payload

@@ -336,7 +336,8 @@ def replaced_path(parent: FlaxCallLayer, key: CallKey, child: Any) -> Path:
         return child.info.scope_path
     if isinstance(child, ReplacementLayer):
         return child.replaced().info.scope_path
-    return parent.info.scope_path + (key[1].rsplit(".", 1)[0],)
+    # A module under a pushed scope is keyed by its path below the parent's (``layers/0``).
+    return parent.info.scope_path + tuple(key[1].rsplit(".", 1)[0].split("/"))
 
 
 def iter_layers(tree: Any) -> Iterator[tuple[tuple[CallKey, ...], Any]]:

@@ -128,7 +128,9 @@ class Recorder:
 
     def __call__(self, next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
         kind = self.walk.classify(context)
-        if kind in (_walk.SETUP, _walk.INLINE):
+        if kind == _walk.SETUP:
+            return self.walk.call_setup(next_fun, args, kwargs, context)
+        if kind == _walk.INLINE:
             return self.walk.call_inline(next_fun, args, kwargs, context)
         module = context.module
         parent: CallRecord = self.walk.top.payload

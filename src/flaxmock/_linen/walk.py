@@ -4,7 +4,10 @@ Both the converter (which records a layer per submodule call) and the runtime (w
 layer that stands for a call) install a Flax method interceptor and must agree, call for call,
 on which intercepted calls are *submodule calls* and which run inline. The rules live here once:
 
-* ``setup`` is never a call of its own: Flax runs it lazily before the first method call.
+* ``setup`` is never a call of its own: Flax runs it lazily before the first method call, and
+  everything it calls (flaxformer's ``Decoder.setup`` calls ``self._setup_layer_sequence()``)
+  runs inline, as part of it. Flax runs it before the interceptors of the call that triggers
+  it, from wherever that call is made, so its calls cannot be keyed by a caller.
 * A call on a module that is already running (``self.encode(x)``, ``self._split_heads(x)``,
   ``super().__call__(...)``) is part of the enclosing call: Flax wraps each class's own
   methods, so these reach the interceptor a second time for the same module.
@@ -187,6 +190,7 @@ class Frame:
     inline: bool = False
     lifted: bool = False  # This call is the body of a lifted transform.
     nested: bool = False  # This call is the root of a nested ``module.apply``.
+    setup: bool = False  # An inline region: a module's ``setup``.
     # Lifted classes seen by Flax's setup validation, by module name (for summaries).
     lifted_classes: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -229,6 +233,12 @@ class Walk:
             # function, the first intercepted call may be a child's instead.)
             self.root.module = module
             return INLINE
+        if isinstance(scope, flax_scope.Scope) and is_test_scope and self.top.setup:
+            # Flax's setup validation of a lifted module, run while a setup runs: the lifted
+            # class is the enclosing call's.
+            caller = next(f for f in reversed(self.stack) if not f.setup)
+            caller.lifted_classes.setdefault(module.name, type(module).__name__)
+            return INLINE
         if self.top.inline:
             return INLINE
         if any(f.module is module for f in self.stack):
@@ -239,6 +249,8 @@ class Walk:
         if not isinstance(module.parent, nn.Module):
             if scope is None:
                 return INLINE
+            if self._pushed_from_stack(scope) is not None:
+                return CHILD
             if scope.path != ():
                 return LIFTED
             # At path (): the root of a nested ``module.apply``, or the body of a transform of
@@ -248,10 +260,39 @@ class Walk:
             return LIFTED if markers and markers[0] != "apply" else NESTED
         return CHILD
 
+    def _pushed_from_stack(self, scope: Any) -> Frame | None:
+        """The running call whose module's scope ``scope`` was pushed from, if any.
+
+        A module built with a scope for parent (``Blk(parent=self.scope.push("layers")
+        .push(str(i)))``, as big_vision's Gemma builds its blocks) is an ordinary child of the
+        module that pushed the scope: its scope's parent chain reaches that module's scope. A
+        lifted body's scope is a fresh one (``flax.core.lift`` makes it with no parent).
+        """
+        frames = {id(f.module.scope): f for f in self.stack if f.module is not None}
+        parent = scope.parent
+        while parent is not None:
+            frame = frames.get(id(parent))
+            if frame is not None:
+                return frame
+            parent = parent.parent
+        return None
+
+    def child_name(self, module: Any) -> str:
+        """The name of a child call in its key: the module's name, or, for a module whose parent
+        is a pushed scope (it has no name), its scope path below the caller's (``layers/0``)."""
+        if module.name is not None or module.scope is None:
+            return str(module.name)
+        path = tuple(module.scope.path)
+        caller = self.top.module
+        base = tuple(caller.scope.path) if caller is not None and caller.scope else ()
+        if path[: len(base)] == base and len(path) > len(base):
+            path = path[len(base) :]
+        return "/".join(path)
+
     def next_key(self, context: Any, *, advance: bool = True) -> tuple[int, str]:
         """The ``(index, "name.method")`` key of a child call, advancing the caller's count."""
         frame = self.top
-        key = (frame.counter, f"{context.module.name}.{context.method_name}")
+        key = (frame.counter, f"{self.child_name(context.module)}.{context.method_name}")
         if advance:
             frame.counter += 1
         return key
@@ -283,6 +324,14 @@ class Walk:
         if not opens_region:
             return next_fun(*args, **kwargs)
         self.stack.append(Frame(module=module, inline=True))
+        try:
+            return next_fun(*args, **kwargs)
+        finally:
+            self.stack.pop()
+
+    def call_setup(self, next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
+        """Runs a module's ``setup``: an inline region, whatever it calls."""
+        self.stack.append(Frame(module=context.module, inline=True, setup=True))
         try:
             return next_fun(*args, **kwargs)
         finally:
