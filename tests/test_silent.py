@@ -5,12 +5,14 @@ inline model of the same shape as the public model that showed it, and asserts t
 result against ``module.apply`` / the real NNX call, or the specific error and message.
 One section per area; the table grows with each.
 
-=====================================================  =======  ==============================  =======
-case                                                   issue    public model that showed it     outcome
-=====================================================  =======  ==============================  =======
-linen: blocks whose parent is a pushed scope           12.1     big_vision Gemma (scan=False)   fixed
-linen: a child's setup calls one of its own methods    19.7     flaxformer T5 Decoder.setup     fixed
-=====================================================  =======  ==============================  =======
+=================================================  =====  ==============================  =======
+case                                               issue  public model that showed it     outcome
+=================================================  =====  ==============================  =======
+linen: blocks whose parent is a pushed scope       12.1   big_vision Gemma (scan=False)   fixed
+linen: method= tree owns variables it never reads  12.3   flax examples wmt (decode)      fixed
+linen: abstract unflaxify with rngs={'dropout'}    12.4   flax examples (Dropout models)  fixed
+linen: setup calls one of the module's methods     19.7   flaxformer T5 Decoder.setup     fixed
+=================================================  =====  ==============================  =======
 """
 
 from __future__ import annotations
@@ -116,7 +118,13 @@ def test_pushed_scope_blocks_mocked_by_class():
     model, x = _PushedStack(), jnp.ones((2, 4))
     tree = flaxmock.mock(flaxmock.unflaxify(model, x), where=_PushedBlock, seed=0)
     summary = flaxmock.summary(tree)
-    assert [r.path for r in summary.rows] == ["<root>", "layers/0", "layers/1", "layers/2", "Dense_0"]
+    assert [r.path for r in summary.rows] == [
+        "<root>",
+        "layers/0",
+        "layers/1",
+        "layers/2",
+        "Dense_0",
+    ]
     assert summary.total_params == 10
     real = flaxmock.materialize(tree, jax.random.key(0))
     assert flaxmock.call(real, x).shape == (2, 2)
@@ -193,3 +201,65 @@ def test_abstract_conversion_takes_apply_rngs(rngs):
         flaxmock.call(flaxmock.bind(tree, variables), x, rngs=dropout),
         model.apply(variables, x, rngs=dropout),
     )
+
+
+class _EncoderDecoder(nn.Module):
+    """An encoder-decoder whose decode method never touches the encoder (flax examples wmt)."""
+
+    def setup(self):
+        self.embed = nn.Embed(10, 4)
+        self.encoder = nn.Dense(4)
+        self.decoder = nn.Dense(4)
+
+    def encode(self, tokens):
+        return self.encoder(self.embed(tokens))
+
+    def decode(self, encoded, tokens):
+        return self.decoder(encoded + self.embed(tokens))
+
+    def __call__(self, tokens):
+        return self.decode(self.encode(tokens), tokens)
+
+
+def test_method_tree_owns_only_the_variables_its_calls_use():
+    model, tokens = _EncoderDecoder(), jnp.array([[1, 2, 3]])
+    encoded = jnp.linspace(-1, 1, 12).reshape(1, 3, 4)
+    variables = model.init(jax.random.key(0), tokens)
+    tree = flaxmock.unflaxify(model, encoded, tokens, variables=variables, method="decode")
+    summary = flaxmock.summary(tree)
+    root = summary.rows[0]
+    # The encoder's 20 parameters are not the root's.
+    assert (root.param_count, root.note) == (0, "20 given params unused by decode, not counted")
+    assert summary.total_params == 40 + 20
+    # They are still passed on: the tree equals module.apply, also with mutable=True.
+    expected = model.apply(variables, encoded, tokens, method="decode", mutable=True)
+    assert_out = flaxmock.call(tree, encoded, tokens, mutable=True)
+    jax.tree.map(np.testing.assert_array_equal, assert_out, expected)
+    # Converted abstractly, materialize and bind need no encoder values.
+    abstract = flaxmock.unflaxify(
+        model, encoded, tokens, variables=jax.eval_shape(lambda: variables), method="decode"
+    )
+    reference = model.apply(_jit_init(model, tokens), encoded, tokens, method="decode")
+    real = flaxmock.materialize(abstract, jax.random.key(0))
+    np.testing.assert_array_equal(flaxmock.call(real, encoded, tokens), reference)
+    used = {"params": {k: variables["params"][k] for k in ("embed", "decoder")}}
+    np.testing.assert_array_equal(
+        flaxmock.call(flaxmock.bind(abstract, used), encoded, tokens),
+        model.apply(variables, encoded, tokens, method="decode"),
+    )
+    # A mocked decoder leaves the root's ownership as it was.
+    mocked = flaxmock.mock(tree, where="decoder", seed=0)
+    assert flaxmock.summary(mocked).total_params == 40
+
+
+class _ManyParams(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return x + sum(self.param(f"w{i}", nn.initializers.zeros, (3,)) for i in range(7))
+
+
+def test_cut_lists_say_how_many_are_left_out():
+    assert flaxmock._core.errors.cut_list(list("abcdef"), 4) == "a, b, c, d, ... and 2 more"
+    tree = flaxmock.unflaxify(_ManyParams(), jnp.ones(3))
+    with pytest.raises(flaxmock.AbstractParameterError, match=r"params/w3, \.\.\. and 3 more"):
+        flaxmock.call(tree, jnp.ones(3))

@@ -7,6 +7,7 @@ expected, what was found, and how to fix it. Each class subclasses the matching 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -134,11 +135,25 @@ def bind_error(problems: list[str], *, subject: str, fix: str) -> BindVariablesE
       subject: What was bound (``"<root>.__call__"``, ``"MLP"``).
       fix: The fixes, a paragraph starting with ``"Fix: "``.
     """
-    shown = problems[:BIND_PROBLEMS_SHOWN]
-    if len(problems) > len(shown):
-        shown.append(f"  ... and {len(problems) - len(shown)} more")
     return BindVariablesError(
         f"bind: {len(problems)} problem(s) with the values for {subject}:\n"
-        + "\n".join(shown)
+        + cut_list(problems, BIND_PROBLEMS_SHOWN, sep="\n", indent="  ")
         + f"\n{fix}"
     )
+
+
+def cut_list(items: Sequence[Any], limit: int, *, sep: str = ", ", indent: str = "") -> str:
+    """The first ``limit`` items joined with ``sep``, then how many were left out.
+
+    Every list an error message shows goes through here, so that a cut list always says so.
+
+    Examples:
+      >>> cut_list(["a", "b", "c", "d"], 2)
+      'a, b, ... and 2 more'
+      >>> cut_list(["a", "b"], 2)
+      'a, b'
+    """
+    shown = [str(item) for item in items[:limit]]
+    if len(items) > limit:
+        shown.append(f"{indent}... and {len(items) - limit} more")
+    return sep.join(shown)

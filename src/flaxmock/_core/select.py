@@ -396,7 +396,7 @@ def _check_containers(
         raise _errors.SelectContainerError(
             f"{call}(where={_show(where)}) selects {c.label} ({c.kind}), a container: it holds "
             "modules and is never replaced itself, and where does not select its elements "
-            f"{', '.join(left[:8])}{' ...' if len(left) > 8 else ''}, so they would stay real. "
+            f"{_errors.cut_list(left, 8)}, so they would stay real. "
             f"Fix: 1. to mock its elements, select them too: {_elements_glob(c)!r} (in a list "
             "with the rest); 2. to leave them real, make where skip the container."
         )
@@ -424,10 +424,10 @@ def _nothing(
     fix_first = "1. drop it from the list, or " if in_list else "1. "
     containers = [c for c in candidates if id(c) in found]
     if containers:
-        globs = ", ".join(repr(_elements_glob(c)) for c in containers[:8])
+        globs = _errors.cut_list([repr(_elements_glob(c)) for c in containers], 8)
         return _errors.SelectNothingError(
             f"{head} selects only containers: "
-            + ", ".join(f"{c.label} ({c.kind})" for c in containers[:8])
+            + _errors.cut_list([f"{c.label} ({c.kind})" for c in containers], 8)
             + ". A container holds modules and is never replaced itself. Fix: "
             f"{fix_first}select its elements: {globs}."
         )
@@ -435,8 +435,7 @@ def _nothing(
     if taken:
         return _errors.SelectNothingError(
             f"{head} selects only {front.noun}s that are {taken[0].taken}: "
-            + ", ".join(c.label for c in taken[:8])
-            + (f" ... ({len(taken)} in all)" if len(taken) > 8 else "")
+            + _errors.cut_list([c.label for c in taken], 8)
             + (f". Fix: {taken_fix}." if taken_fix else ".")
         )
     selectable = [c for c in candidates if c.taken is None and not c.container]
@@ -453,10 +452,10 @@ def _nothing(
         for match in difflib.get_close_matches(form.where, list(labels), 10, 0.3):
             close += [label for label in labels[match] if label not in close]
     # The closest paths first, then the rest in alphabetical order.
-    ordered = (close + sorted(label for label in available if label not in close))[:_SHOWN]
-    shown = "\n  ".join(f"{label} ({available[label]})" for label in ordered)
-    if len(available) > len(ordered):
-        shown += f"\n  ... ({len(available)} in all)"
+    ordered = close + sorted(label for label in available if label not in close)
+    shown = _errors.cut_list(
+        [f"{label} ({available[label]})" for label in ordered], _SHOWN, sep="\n  "
+    )
     hints = _setup_list_hint(form, selectable) if isinstance(form.where, str) else ""
     if isinstance(form.where, str) and "<root>" in form.where:
         hints += " The root's path is '' (messages show it as <root>)."
@@ -505,5 +504,5 @@ def _setup_list_hint(form: _Form, selectable: Sequence[Candidate]) -> str:
     glob, paths = next(iter(fixes.items()))
     return (
         f" Flax names the modules of a list or dict attribute (and unnamed submodules) "
-        f"'name_<key>': {glob!r} selects {', '.join(paths[:4])}{' ...' if len(paths) > 4 else ''}."
+        f"'name_<key>': {glob!r} selects {_errors.cut_list(paths, 4)}."
     )

@@ -23,22 +23,37 @@ from flaxmock._linen.layer import FlaxCallLayer, ReplacementLayer, replaced_path
 Path = tuple[str, ...]
 
 
-def own_variables(layer: FlaxCallLayer) -> Iterator[tuple[str, Path, Any, Any]]:
+def own_variables(
+    layer: FlaxCallLayer, *, passthrough: bool = False
+) -> Iterator[tuple[str, Path, Any, Any]]:
     """Yields ``(collection, relative path, value, variable)`` for each variable ``layer`` owns.
 
     ``variable`` is what the layer holds (a ``pz.Parameter``, ``pz.StateVariable`` or their
     frozen values; a plain value in ``immutable_variables`` of a hand-built layer), shared with
-    every other layer that uses the same Flax variable.
+    every other layer that uses the same Flax variable. With ``passthrough``, also those it only
+    holds to pass on (``CallInfo.passthrough``).
     """
     data = layer.scope_data
     if data is None:
         return
+    skip = frozenset() if passthrough else layer.info.passthrough
     for name, param in data.parameters.items():
-        yield "params", _vars.path_of(name), _vars.value_of(param), param
+        if ("params", name) not in skip:
+            yield "params", _vars.path_of(name), _vars.value_of(param), param
     for groups in (data.variables, data.immutable_variables):
         for col, entries in groups.items():
             for name, var in entries.items():
-                yield col, _vars.path_of(name), _vars.value_of(var), var
+                if (col, name) not in skip:
+                    yield col, _vars.path_of(name), _vars.value_of(var), var
+
+
+def passed_through(layer: FlaxCallLayer) -> Iterator[tuple[str, Path, Any, Any]]:
+    """Like :func:`own_variables`, the variables ``layer`` holds only to pass on."""
+    if not layer.info.passthrough:
+        return
+    for col, path, value, var in own_variables(layer, passthrough=True):
+        if (col, _vars.name_of(path)) in layer.info.passthrough:
+            yield col, path, value, var
 
 
 @dataclasses.dataclass
@@ -100,6 +115,11 @@ def assemble(
             objects[(col, here + path)] = var
             if isinstance(_vars.unbox(value), jax.ShapeDtypeStruct):
                 abstract.setdefault(layer.path_str, []).append("/".join((col,) + path))
+        for col, path, value, var in passed_through(layer):
+            # Given but never read: passed on to Flax as given, when they hold values.
+            if _vars.holds_values(value):
+                _vars.set_in(variables.setdefault(col, {}), here + path, value)
+                objects[(col, here + path)] = var
         for key, child in layer.submodule_calls.items():
             if isinstance(child, FlaxCallLayer):
                 visit(child, (layer, here))
@@ -157,8 +177,7 @@ def check_concrete(root: FlaxCallLayer, assembled: Assembled) -> None:
     if not assembled.abstract:
         return
     lines = [
-        f"  {path}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
-        for path, names in assembled.abstract.items()
+        f"  {path}: {_errors.cut_list(names, 4)}" for path, names in assembled.abstract.items()
     ]
     raise _errors.AbstractParameterError(
         f"Cannot run {root.path_str}.{root.method_name}: these un-mocked layers still have "

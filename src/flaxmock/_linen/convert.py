@@ -123,7 +123,13 @@ def unflaxify(
             f"{type(out).__name__}."
         )
     root_record, variables = _record.record(
-        module, variables, args, kwargs, method=method, rngs=_normalize_rngs(rngs, initializing=variables is None), out=out
+        module,
+        variables,
+        args,
+        kwargs,
+        method=method,
+        rngs=_normalize_rngs(rngs, initializing=variables is None),
+        out=out,
     )
     return build(root_record, variables, method=method, mutable=mutable)
 
@@ -150,11 +156,17 @@ def build(
     # Calls inside a nested ``module.apply`` get their variables from that call's own dict.
     called = {rec.scope_path for _, rec in records if not rec.nested}
     owned: dict[Path, dict[str, dict[str, Any]]] = {}
+    # Variables given but never read by the call (the encoder's parameters in a tree of
+    # ``method="decode"``) would otherwise fall to the root: the root keeps them, to pass them on
+    # to Flax, but does not own them.
+    passthrough: set[tuple[str, str]] = set()
     flat = _vars.flatten_variables(variables)
     for (col, path), value in flat.items():
         # The longest called prefix: walk up from the variable's parent path.
         owner = next(path[:k] for k in range(len(path) - 1, -1, -1) if path[:k] in called)
         name = _vars.name_of(path[len(owner) :])
+        if owner == () and root.used is not None and (col, path) not in root.used:
+            passthrough.add((col, name))
         # One object per Flax variable, shared by every call of its owner (weight tying:
         # ``embed.__call__`` and ``embed.attend`` hold the same ``pz.Parameter``).
         owned.setdefault(owner, {}).setdefault(col, {})[name] = _vars.to_variable(
@@ -185,6 +197,7 @@ def build(
             steps=_steps(rec, flat),
             method=method if rec.key is None and method is not None else rec.method_name,
             mutable=mutable,
+            passthrough=frozenset(passthrough) if rec.key is None else frozenset(),
         )
         return _layer.FlaxCallLayer(
             module=rec.module,

@@ -182,7 +182,7 @@ def run(
             e.add_note(
                 "flaxmock: a real layer looked up a variable that is not there. Mocked calls "
                 "keep only the variables that held real values when they were mocked "
-                f"({', '.join(paths[:6])}{', ...' if len(paths) > 6 else ''}); a real layer "
+                f"({_errors.cut_list(paths, 6)}); a real layer "
                 "that reads an abstract mocked module's variables (weight tying: "
                 "`self.embed.variables[...]`, `self.embed.embedding`) fails. Fix: mock that "
                 "layer too, leave the module it reads un-mocked, or mock after giving values "

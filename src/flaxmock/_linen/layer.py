@@ -60,6 +60,10 @@ class CallInfo:
       nested: The call runs inside a nested ``module.apply``, whose variables are its own.
       steps: For a scanned or vmapped body, the number of steps (the leading axis of its
         stacked variables), when it has variables.
+      passthrough: For the root: ``(collection, name)`` of the variables it holds that the
+        call never reads (given with ``variables=`` but unused by ``method``). They are passed
+        on to Flax when they hold values, and no layer owns them: ``materialize`` and ``bind``
+        do not need them, and summaries do not count them.
     """
 
     scope_path: Path
@@ -73,6 +77,7 @@ class CallInfo:
     transforms: tuple[str, ...] = ()
     nested: bool = False
     steps: int | None = None
+    passthrough: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def path_str(self) -> str:

@@ -221,9 +221,10 @@ def materialize(
         flat = _vars.flatten_variables(variables)
         missing = [k for k in needed if k not in flat]
         if missing:
+            names = ["/".join((c,) + p) for c, p in missing]
             raise _errors.BindVariablesError(
                 f"materialize: {root.path_str}.{root.method_name}'s init did not create "
-                f"{['/'.join((c,) + p) for c, p in missing][:8]}. The layers that own them "
+                f"{_errors.cut_list(names, 8)}. The layers that own them "
                 "cannot be initialised from the model; give their values with flaxmock.bind."
             )
         # Unboxed, so that out_shardings line up with the leaves; boxes are put back below.

@@ -68,6 +68,9 @@ class CallRecord:
     # name) followed by the path inside the nested apply.
     nested: bool = False
     base: Path = ()
+    # For the root call traced with given variables: the ``(collection, path)`` of those the
+    # call's computation reads (None: all of them).
+    used: frozenset[tuple[str, Path]] | None = None
 
     @property
     def path_str(self) -> str:
@@ -208,6 +211,20 @@ def _note_value_dependent(error: BaseException, where: str, path: str | None) ->
     )
 
 
+def _used_variables(jaxpr: Any, n_vars: int, rebuild_vars: Any) -> frozenset[tuple[str, Path]]:
+    """The ``(collection, path)`` of the variables a traced call computes with.
+
+    ``jaxpr``'s first inputs are the variables' arrays, in the order ``rebuild_vars`` takes them;
+    one is read when an equation or the output uses it.
+    """
+    read: set[int] = {id(v) for v in jaxpr.outvars}
+    for eqn in jaxpr.eqns:
+        read.update(id(v) for v in eqn.invars)
+    flags = [id(v) in read for v in jaxpr.invars[:n_vars]]
+    per_variable = _vars.flatten_variables(rebuild_vars(flags))
+    return frozenset(k for k, v in per_variable.items() if any(jax.tree.leaves(v)))
+
+
 def method_name_of(method: Any) -> str:
     """The name under which Flax intercepts ``method`` (a string, a function, or None)."""
     if method is None:
@@ -278,11 +295,20 @@ def record(
         root.sown = _sown_between(before, _vars.flatten_variables(new_vars, skip=("params",)))
         # The walk's frames hold the trace's bound modules, whose scopes hold its tracers.
         recorder.walk = _walk.Walk(root)
-        return new_vars if variables is None else None
+        if variables is None:
+            return new_vars
+        # The output's arrays, so that a variable returned as it is counts as read.
+        return _specs.partition(out)[0]
+
+    def trace(var_arrays: list[Any], arg_arrays: list[Any]) -> Any:
+        traced = jax.jit(run).trace(var_arrays, arg_arrays)
+        if variables is not None:
+            recorder.root.used = _used_variables(traced.jaxpr.jaxpr, len(var_arrays), rebuild_vars)
+        return traced.out_info
 
     try:
         try:
-            abstract_vars = jax.eval_shape(run, flat_vars, arrays)
+            abstract_vars = trace(flat_vars, arrays)
         except Exception:
             if variables is None or "params" not in variables:
                 raise
@@ -291,7 +317,7 @@ def record(
             # again with everything mutable, as earlier versions did.
             recorder = Recorder(module, method_name_of(method), out)
             params_immutable[0] = False
-            abstract_vars = jax.eval_shape(run, flat_vars, arrays)
+            abstract_vars = trace(flat_vars, arrays)
     except jax.errors.ConcretizationTypeError as e:
         _note_value_dependent(e, f"{type(module).__name__}.{method_name_of(method)}", None)
         raise

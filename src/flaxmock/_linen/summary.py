@@ -67,6 +67,19 @@ def _owned(
     return count, nbytes, device
 
 
+def _passthrough_note(layer: _layer.FlaxCallLayer) -> str:
+    """``"4,096 given params unused by decode, not counted"`` for a root that passes them on."""
+    count = sum(
+        _leaf_size(leaf)[0]
+        for col, _, value, _ in _assemble.passed_through(layer)
+        if col == "params"
+        for leaf in jax.tree.leaves(value)
+    )
+    if not count:
+        return ""
+    return f"{count:,} given params unused by {layer.method_name}, not counted"
+
+
 def _transform_note(info: Any) -> str:
     """``scan/remat x80`` for the body of lifted transforms, ``nested apply`` for those."""
     if info.nested and info.scope_path and not info.transforms:
@@ -176,7 +189,8 @@ def summary(
     def visit(layer: Any, parent: _layer.FlaxCallLayer | None, call_path: tuple) -> None:
         if isinstance(layer, _layer.FlaxCallLayer):
             count, nbytes, device = _owned(layer, seen, sizes, rules)
-            fields = _fields(layer, layer.info, _transform_note(layer.info))
+            note = ", ".join(filter(None, [_transform_note(layer.info), _passthrough_note(layer)]))
+            fields = _fields(layer, layer.info, note)
             fields.update(param_count=count, param_bytes=nbytes)
             add(call_path, fields, False, device)
             for child_key, child in layer.submodule_calls.items():

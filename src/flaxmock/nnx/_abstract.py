@@ -375,7 +375,7 @@ def materialize(model: Any, key: Any = None) -> Any:
             raise _errors.InvalidArgumentError(
                 "materialize(model, key=nnx.Rngs(...)): built with the given nnx.Rngs, the "
                 "model has no value at "
-                f"{', '.join(_nnx_shapes.path_str(p) for p in missing[:5])}: the factory's "
+                f"{_errors.cut_list([_nnx_shapes.path_str(p) for p in missing], 5)}: the factory's "
                 f"nnx.Rngs had the streams {', '.join(map(repr, lacking))}, which the given one "
                 "lacks, and the model keeps streams. Fix: give an nnx.Rngs with these streams "
                 "too, or an int seed or a jax.random.key (each stream of the factory's nnx.Rngs "
@@ -384,7 +384,7 @@ def materialize(model: Any, key: Any = None) -> Any:
         if missing:
             raise _errors.UnknownFactoryError(
                 f"Cannot materialize: the factory's model has no value at "
-                f"{', '.join(_nnx_shapes.path_str(p) for p in missing[:5])}; it builds a "
+                f"{_errors.cut_list([_nnx_shapes.path_str(p) for p in missing], 5)}; it builds a "
                 "different structure than the abstract model."
             )
         return [values[path] for path in needed], nnx.state(nodes)
