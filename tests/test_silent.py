@@ -12,6 +12,7 @@ linen: blocks whose parent is a pushed scope       12.1   big_vision Gemma (scan
 linen: method= tree owns variables it never reads  12.3   flax examples wmt (decode)      fixed
 linen: abstract unflaxify with rngs={'dropout'}    12.4   flax examples (Dropout models)  fixed
 linen: setup calls one of the module's methods     19.7   flaxformer T5 Decoder.setup     fixed
+linen: unwrapped params or a missing subtree       12.5   flax examples (checkpoints)     error
 =================================================  =====  ==============================  =======
 """
 
@@ -263,3 +264,45 @@ def test_cut_lists_say_how_many_are_left_out():
     tree = flaxmock.unflaxify(_ManyParams(), jnp.ones(3))
     with pytest.raises(flaxmock.AbstractParameterError, match=r"params/w3, \.\.\. and 3 more"):
         flaxmock.call(tree, jnp.ones(3))
+
+
+def _two_dense():
+    model, x = nn.Sequential([nn.Dense(4), nn.Dense(2)]), jnp.ones((1, 3))
+    return model, x, model.init(jax.random.key(0), x)
+
+
+def test_unwrapped_params_rejected_up_front():
+    model, x, variables = _two_dense()
+    with pytest.raises(
+        flaxmock.BindVariablesError,
+        match=r"unflaxify\(Sequential\(\), \.\.\., variables=\.\.\.\): the variables have no "
+        r"'params' collection; their top-level keys \('layers_0', 'layers_1'\)(.|\n)*Fix: "
+        r'wrap them: variables=\{"params": params\}',
+    ):
+        flaxmock.unflaxify(model, x, variables=variables["params"])
+    with pytest.raises(
+        flaxmock.BindVariablesError,
+        match=r"bind\(tree, variables\): the variables have no 'params' collection(.|\n)*"
+        r'Fix: wrap them: bind\(tree, \{"params": params\}\)',
+    ):
+        flaxmock.bind(flaxmock.unflaxify(model, x), variables["params"])
+
+
+def test_missing_subtree_named_up_front():
+    model, x, variables = _two_dense()
+    partial = {"params": {"layers_0": variables["params"]["layers_0"]}}
+    with pytest.raises(
+        flaxmock.BindVariablesError,
+        match=r"do not hold every variable the call reads; these parameters are not in them: "
+        r"params/layers_1/bias, params/layers_1/kernel\. Fix: 1\. give the whole variables",
+    ):
+        flaxmock.unflaxify(model, x, variables=partial)
+    with pytest.raises(
+        flaxmock.BindVariablesError,
+        match=r"missing: params/layers_1/kernel \(expected float32\[4, 2\]\)\n"
+        r"Missing whole subtrees: params/layers_1 \(2 entries\)\.\nFix: ",
+    ):
+        flaxmock.bind(flaxmock.unflaxify(model, x), partial)
+    # What the error suggests works: mock the layer whose values are missing.
+    tree = flaxmock.mock(flaxmock.unflaxify(model, x), where="layers_1", seed=0)
+    assert flaxmock.call(flaxmock.bind(tree, partial), x).shape == (1, 2)

@@ -44,7 +44,11 @@ class ShapeInferenceError(FlaxmockError, ValueError):
 
 
 class BindVariablesError(FlaxmockError, ValueError):
-    """Variables given to ``bind`` are missing or do not match the abstract ones."""
+    """Variables given to ``bind`` or ``unflaxify(variables=...)`` do not fit the model.
+
+    Entries are missing (a whole subtree, or parameters not wrapped in ``{"params": ...}``), or
+    do not match the abstract ones in shape or dtype.
+    """
 
 
 class CallStructureError(FlaxmockError, ValueError):

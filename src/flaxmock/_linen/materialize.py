@@ -248,6 +248,48 @@ def _describe(value: Any) -> str:
     return _errors.describe_value(_vars.unbox(value))
 
 
+def _check_layout(
+    variables: Mapping[str, Any], needed: Mapping[tuple[str, Path], Any], *, call: str
+) -> None:
+    """Raises when ``variables`` are parameters not wrapped in ``{"params": ...}``.
+
+    Flax's variables dicts are keyed by collection first; a bare parameter dict (what
+    ``variables["params"]`` or a checkpoint's parameter tree holds) would otherwise have every
+    entry reported missing.
+    """
+    wanted = {path for col, path in needed if col == "params"}
+    if "params" in variables or not wanted or not variables:
+        return
+    as_params = {path for _, path in _vars.flatten_variables({"params": dict(variables)})}
+    if not wanted & as_params:
+        return
+    keys = _errors.cut_list([repr(k) for k in variables], 6)
+    fixed = call.replace("variables", '{"params": params}', 1)
+    raise _errors.BindVariablesError(
+        f"{call}: the variables have no 'params' collection; their top-level keys ({keys}) are "
+        "the parameters themselves (module paths), not collections. Flax keys a variables dict "
+        "by collection first, as module.init returns it. Fix: wrap them: "
+        f"{fixed}."
+    )
+
+
+def _absent_subtrees(
+    needed: Mapping[tuple[str, Path], Any], given: Mapping[tuple[str, Path], Any]
+) -> list[str]:
+    """The largest subtrees of ``needed`` of which ``given`` has nothing (``params/encoder``)."""
+    present = {(col,) + path[:k] for col, path in given for k in range(len(path) + 1)}
+    found: dict[str, int] = {}
+    for col, path in needed:
+        full = (col,) + path
+        if full in present or (col, path) in given:
+            continue
+        # The shortest prefix of the entry with nothing given below it.
+        k = next(k for k in range(1, len(full) + 1) if full[:k] not in present)
+        name = "/".join(full[:k])
+        found[name] = found.get(name, 0) + 1
+    return [f"{name} ({n} entries)" for name, n in found.items() if n > 1]
+
+
 def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
     """Gives every un-mocked layer its values from a (possibly partial) variables dict.
 
@@ -285,6 +327,7 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
             f"got {type(variables).__name__}."
         )
     needed = _needed(root)
+    _check_layout(dict(variables), needed, call="bind(tree, variables)")
     given = _vars.flatten_variables(dict(variables))
     problems = []
     values = {}
@@ -309,10 +352,12 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
         extra = sorted(set(given) - set(needed))
         problems += [f"  unused: {'/'.join((c,) + p)}" for c, p in extra]
     if problems:
+        absent = _absent_subtrees(needed, given)
         raise _errors.bind_error(
             problems,
             subject=f"{root.path_str}.{root.method_name}",
-            fix="Fix: give every missing entry (paths are as in module.init's output), with "
+            fix=(f"Missing whole subtrees: {_errors.cut_list(absent, 8)}.\n" if absent else "")
+            + "Fix: give every missing entry (paths are as in module.init's output), with "
             "the shapes and dtypes the model was converted with; or mock the layers that use "
             "them (flaxmock.mock)"
             + ("; or pass strict=False to ignore unused entries." if strict else "."),

@@ -265,9 +265,11 @@ def record(
     flat_vars, rebuild_vars = _specs.partition(variables)
     # Whether ``params`` stays immutable while recording with variables (see run).
     params_immutable = [True]
+    created: list[Path] = []
 
     def run(var_arrays: list[Any], arg_arrays: list[Any]) -> Any:
         a, kw = rebuild(arg_arrays)
+        given: Any = None
         # Recording is abstract: nn.jit bodies are traced inline at no cost, so every call in
         # them is seen, whatever Flax cached before.
         with _walk.jit_bodies_inline(), nn.intercept_methods(recorder):
@@ -286,6 +288,14 @@ def record(
                     given, *a, rngs=rngs, method=method, mutable=mutable, **kw
                 )
         root = recorder.root
+        if variables is not None:
+            # Parameters the apply had to create (``params`` mutable): not in what was given.
+            given_params = {p for c, p in _vars.flatten_variables(given) if c == "params"}
+            created[:] = sorted(
+                p
+                for c, p in _vars.flatten_variables(new_vars)
+                if c == "params" and p not in given_params
+            )
         root.in_spec = _specs.specs_of((a, kw))
         root.out_spec = _specs.specs_of(out)
         # Everything sown anywhere is the root call's sown output.
@@ -318,11 +328,53 @@ def record(
             recorder = Recorder(module, method_name_of(method), out)
             params_immutable[0] = False
             abstract_vars = trace(flat_vars, arrays)
+            if created:
+                # The first recording failed on a parameter that is not there: say which.
+                raise
+    except (flax.errors.ScopeParamNotFoundError, flax.errors.ScopeCollectionNotFound) as e:
+        if variables is None:
+            raise
+        raise layout_error(module, variables, created, e) from e
     except jax.errors.ConcretizationTypeError as e:
         _note_value_dependent(e, f"{type(module).__name__}.{method_name_of(method)}", None)
         raise
     finally:
         recorder.walk = _walk.Walk(recorder.root)
+    if created:
+        raise layout_error(module, variables, created, None)
     if variables is None:
         variables = {k: v for k, v in abstract_vars.items() if k != "intermediates"}
     return recorder.root, variables
+
+
+def layout_error(
+    module: nn.Module, variables: Any, created: list[Path], error: BaseException | None
+) -> _errors.BindVariablesError:
+    """The error for ``unflaxify(variables=...)`` missing parameters the call needs.
+
+    ``created`` are the paths of the parameters the call would have created, or ``error`` is
+    Flax's error for the first one it looked up in vain.
+    """
+    call = f"unflaxify({type(module).__name__}(), ..., variables=...)"
+    names = ["params/" + "/".join(p) for p in created]
+    found = (
+        f"these parameters are not in them: {_errors.cut_list(names, 8)}"
+        if created
+        else f"Flax could not find a variable: {str(error).splitlines()[0]}"
+    )
+    if "params" not in variables and variables:
+        keys = _errors.cut_list([repr(k) for k in variables], 6)
+        return _errors.BindVariablesError(
+            f"{call}: the variables have no 'params' collection; their top-level keys ({keys}) "
+            f"look like the parameters themselves, and {found}. Flax keys a variables dict by "
+            "collection first, as module.init returns it. Fix: wrap them: "
+            'variables={"params": params}.'
+        )
+    return _errors.BindVariablesError(
+        f"{call}: the variables do not hold every variable the call reads; {found}. Fix: 1. "
+        "give the whole variables dict, as module.init returns it (a checkpoint restored "
+        "without a subtree, or a subtree of it, misses entries); 2. convert abstractly and give "
+        "the values you have to the layers that need them: flaxmock.bind(flaxmock.mock("
+        "flaxmock.unflaxify(model, *args), where=...), variables), whose error lists every "
+        "missing entry."
+    )
