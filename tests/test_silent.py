@@ -13,6 +13,7 @@ linen: method= tree owns variables it never reads  12.3   flax examples wmt (dec
 linen: abstract unflaxify with rngs={'dropout'}    12.4   flax examples (Dropout models)  fixed
 linen: setup calls one of the module's methods     19.7   flaxformer T5 Decoder.setup     fixed
 linen: unwrapped params or a missing subtree       12.5   flax examples (checkpoints)     error
+linen: mutable=True with every param owner mocked  12.6   (found while probing)           fixed
 =================================================  =====  ==============================  =======
 """
 
@@ -306,3 +307,36 @@ def test_missing_subtree_named_up_front():
     # What the error suggests works: mock the layer whose values are missing.
     tree = flaxmock.mock(flaxmock.unflaxify(model, x), where="layers_1", seed=0)
     assert flaxmock.call(flaxmock.bind(tree, partial), x).shape == (1, 2)
+
+
+class _SowingMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(4)(x)
+        self.sow("intermediates", "h", h)
+        return nn.Dense(2)(h)
+
+
+@pytest.mark.parametrize("where", ["*", "**", "Dense_1"])
+def test_mutable_true_returns_the_collections_apply_returns(where):
+    model, x = _SowingMLP(), jnp.ones((1, 3))
+    variables = model.init(jax.random.key(0), x)
+    _, expected = model.apply(variables, x, mutable=True)
+    # Converted with values, the mocks keep them: params come back as given.
+    tree = flaxmock.mock(flaxmock.unflaxify(model, x, variables=variables), where=where, seed=0)
+    _, got = flaxmock.call(tree, x, mutable=True)
+    assert sorted(got) == sorted(expected) == ["intermediates", "params"]
+    jax.tree.map(np.testing.assert_array_equal, got["params"], expected["params"])
+    assert jax.tree.map(jnp.shape, got) == jax.tree.map(jnp.shape, expected)
+
+
+@pytest.mark.parametrize("where", ["*", "**"])
+def test_mutable_true_keeps_params_collection_when_every_owner_is_abstract_and_mocked(where):
+    model, x = _SowingMLP(), jnp.ones((1, 3))
+    tree = flaxmock.mock(flaxmock.unflaxify(model, x), where=where, seed=0)
+    _, got = flaxmock.call(tree, x, mutable=True)
+    # The collection is there; mocked abstract parameters hold no values, so it is empty.
+    assert got["params"] == {}
+    assert jax.tree.map(jnp.shape, got["intermediates"]) == {"h": ((1, 4),)}
+    _, only = flaxmock.call(tree, x, mutable=["intermediates"])
+    assert sorted(only) == ["intermediates"]

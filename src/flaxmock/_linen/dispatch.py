@@ -192,6 +192,8 @@ def run(
     for r in replacements:
         if id(r) not in dispatcher.dispatched:
             r.release_count(counts[id(r)])
+    if mutable is not False and replacements:
+        out = (out[0], with_params_collection(out[1], mutable, layer))
     return out
 
 
@@ -201,3 +203,20 @@ def has_jit_body(layer: FlaxCallLayer) -> bool:
         isinstance(node, FlaxCallLayer) and "jit" in node.info.transforms
         for _, node in iter_layers(layer)
     )
+
+
+def with_params_collection(collections: dict[str, Any], mutable: Any, tree: Any) -> dict[str, Any]:
+    """``collections`` with a ``params`` entry wherever ``module.apply`` would return one.
+
+    ``module.apply(..., mutable=True)`` returns ``params``; a run in which every parameter owner
+    is mocked has none with values (mocks keep only real ones), and Flax leaves the collection
+    out. It is put back, holding what has values (nothing), so that the same collections come
+    back.
+    """
+    if "params" in collections or not flax.core.scope.in_filter(mutable, "params"):
+        return collections
+    if isinstance(tree, FlaxCallLayer):
+        has_params = "params" in _assemble.assemble(tree, include_replaced=True).variables
+    else:
+        has_params = bool(tree.abstract_variables().get("params"))
+    return {**collections, "params": {}} if has_params else collections
