@@ -5,16 +5,21 @@ inline model of the same shape as the public model that showed it, and asserts t
 result against ``module.apply`` / the real NNX call, or the specific error and message.
 One section per area; the table grows with each.
 
-=================================================  =====  ==============================  =======
-case                                               issue  public model that showed it     outcome
-=================================================  =====  ==============================  =======
-linen: blocks whose parent is a pushed scope       12.1   big_vision Gemma (scan=False)   fixed
-linen: method= tree owns variables it never reads  12.3   flax examples wmt (decode)      fixed
-linen: abstract unflaxify with rngs={'dropout'}    12.4   flax examples (Dropout models)  fixed
-linen: setup calls one of the module's methods     19.7   flaxformer T5 Decoder.setup     fixed
-linen: unwrapped params or a missing subtree       12.5   flax examples (checkpoints)     error
-linen: mutable=True with every param owner mocked  12.6   (found while probing)           fixed
-=================================================  =====  ==============================  =======
+=================================================  =====  =============================  =======
+case                                               issue  public model that showed it    outcome
+=================================================  =====  =============================  =======
+linen: blocks whose parent is a pushed scope       12.1   big_vision Gemma (scan=False)  fixed
+linen: method= tree owns variables it never reads  12.3   flax examples wmt (decode)     fixed
+linen: cut lists in error messages                 12.3   flax examples wmt (decode)     fixed
+linen: abstract unflaxify with rngs={'dropout'}    12.4   flax examples (Dropout)        fixed
+linen: unwrapped params or a missing subtree       12.5   flax examples (checkpoints)    error
+linen: mutable=True, every param owner mocked      12.6   flax examples (all linen)      fixed
+linen: model errors with no module path            12     eval_shape of a tree           fixed
+linen: out= specs not checked                      12     value-dependent outputs        error
+summary given the other side's model               12.12  flax examples/gemma (NNX)      error
+summary cells spanning lines                       12.12  flax examples/gemma (NNX)      fixed
+linen: setup calls one of the module's methods     19.7   flaxformer T5 Decoder.setup    fixed
+=================================================  =====  =============================  =======
 """
 
 from __future__ import annotations
@@ -340,3 +345,121 @@ def test_mutable_true_keeps_params_collection_when_every_owner_is_abstract_and_m
     assert jax.tree.map(jnp.shape, got["intermediates"]) == {"h": ((1, 4),)}
     _, only = flaxmock.call(tree, x, mutable=["intermediates"])
     assert sorted(only) == ["intermediates"]
+
+
+class _RootMatmul(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return x @ self.param("w", nn.initializers.ones, (3, 4))
+
+
+def test_shape_errors_name_the_call_and_the_inputs():
+    tree = flaxmock.unflaxify(_RootMatmul(), jax.ShapeDtypeStruct((1, 3), jnp.float32))
+    wrong = jax.ShapeDtypeStruct((1, 5), jnp.float32)
+    with pytest.raises(TypeError, match="dot_general") as info:
+        flaxmock.eval_shape(flaxmock.call, tree, wrong)
+    notes = "\n".join(info.value.__notes__)
+    assert "flaxmock: raised in <root>.__call__" in notes
+    assert (
+        "<root>.__call__ was converted for the inputs (f32[1,3]) and is called with (f32[1,5])"
+        in (notes)
+    )
+    with pytest.raises(TypeError, match="dot_general") as info:
+        flaxmock.unflaxify(
+            _RootMatmul(),
+            wrong,
+            variables=jax.eval_shape(
+                lambda: _RootMatmul().init(jax.random.key(0), jnp.ones((1, 3)))
+            ),
+        )
+    assert "flaxmock: raised in <root>.__call__" in info.value.__notes__
+
+
+class _Router(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return jnp.argmax(nn.Dense(4)(x), -1)
+
+
+class _NonZero(nn.Module):
+    def __call__(self, x):
+        return jnp.nonzero(x > 0)[0]
+
+
+class _Routed(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return _Router()(x), _NonZero()(x)
+
+
+def test_out_specs_checked_against_the_real_output():
+    S = jax.ShapeDtypeStruct
+    model, x = _Routed(), S((2, 3), jnp.float32)
+    # _NonZero's output depends on values: its out= is taken as given.
+    tree = flaxmock.unflaxify(model, x, out={"_NonZero_0": S((5,), jnp.int32)})
+    assert tree.submodule_calls[(1, "_NonZero_0.__call__")].info.out_spec == S((5,), jnp.int32)
+    # The router's can be inferred: a wrong one is an error, at conversion and at mock.
+    with pytest.raises(
+        flaxmock.OutputSpecError,
+        match=r"unflaxify\(model, \*args, out=\{\.\.\.\}\): the out spec for _Router_0.__call__ "
+        r"does not match the output of the real call: expected i32\[2\], got f32\[2\]\. Fix: 1\.",
+    ):
+        flaxmock.unflaxify(
+            model, x, out={"_NonZero_0": S((5,), jnp.int32), "_Router_0": S((2,), jnp.float32)}
+        )
+    with pytest.raises(
+        flaxmock.OutputSpecError,
+        match=r"mock\(tree, where, out=\.\.\.\): the out spec for _Router_0.__call__ does not "
+        r"match the output of the real call: expected i32\[2\], got i32\[3\]",
+    ):
+        flaxmock.mock(tree, "_Router_0", out=S((3,), jnp.int32))
+    mocked = flaxmock.mock(tree, "_Router_0", out=S((2,), jnp.int32))
+    mocked = flaxmock.mock(mocked, "_NonZero_0", out=S((7,), jnp.int32))
+    real = flaxmock.materialize(mocked, jax.random.key(0))
+    out = flaxmock.call(real, jnp.ones((2, 3)))
+    assert jax.tree.map(jnp.shape, out) == ((2,), (7,))
+
+
+def test_each_summary_rejects_the_other_front_doors_model():
+    from flax import nnx
+
+    import flaxmock.nnx as fnnx
+
+    with pytest.raises(
+        flaxmock.InvalidArgumentError,
+        match=r"got Linear\. For a Flax NNX model use flaxmock\.nnx\.summary\(model, \*args\)",
+    ):
+        flaxmock.summary(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+    with pytest.raises(
+        flaxmock.InvalidArgumentError,
+        match=r"got Dense\. Convert the linen module first: flaxmock\.summary\(flaxmock\.unflaxify",
+    ):
+        flaxmock.summary(nn.Dense(3))
+    with pytest.raises(flaxmock.InvalidArgumentError, match=r"use flaxmock\.summary\("):
+        fnnx.summary(nn.Dense(3), jnp.ones((1, 2)))
+
+
+def test_summary_cells_are_one_line():
+    from flax import nnx
+
+    import flaxmock.nnx as fnnx
+
+    class Cache(nnx.Module):
+        def __init__(self):
+            self.k = nnx.Cache(jnp.zeros((2, 3)))
+
+    class Block(nnx.Module):
+        def __init__(self, rngs):
+            self.linear = nnx.Linear(2, 2, rngs=rngs)
+            self.dropout = nnx.Dropout(0.5)
+
+        def __call__(self, x, rngs, cache):
+            return self.dropout(self.linear(x), rngs=rngs)
+
+    model = Block(nnx.Rngs(0))
+    text = str(fnnx.summary(model, jnp.ones((1, 2)), nnx.Rngs(1), Cache()))
+    rows = text.splitlines()
+    # Title, header, rule, three rows, total: no cell spans lines.
+    assert len(rows) == 7, text
+    assert "f32[1,2], Rngs(RngStream(" in rows[3]
+    assert flaxmock._core.table.describe_specs(Cache()) == "Cache(Cache(f32[2,3]))"

@@ -24,6 +24,7 @@ from flaxmock._core.errors import InvalidArgumentError as InvalidArgumentError
 from flaxmock._core.errors import InvalidSelectorError as InvalidSelectorError
 from flaxmock._core.errors import LoadTargetError as LoadTargetError
 from flaxmock._core.errors import MockAttributeError as MockAttributeError
+from flaxmock._core.errors import OutputSpecError as OutputSpecError
 from flaxmock._core.errors import ParseSpecError as ParseSpecError
 from flaxmock._core.errors import SelectContainerError as SelectContainerError
 from flaxmock._core.errors import SelectMethodError as SelectMethodError
@@ -84,6 +85,7 @@ __all__ = [
     "MockLayerInfo",
     "MockState",
     "Mocker",
+    "OutputSpecError",
     "ParseSpecError",
     "ReplacedCall",
     "ReplacementLayer",

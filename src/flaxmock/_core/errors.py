@@ -51,6 +51,10 @@ class BindVariablesError(FlaxmockError, ValueError):
     """
 
 
+class OutputSpecError(FlaxmockError, ValueError):
+    """An ``out=`` spec does not match the output the real call gives."""
+
+
 class CallStructureError(FlaxmockError, ValueError):
     """A converted tree made a submodule call that was not seen at conversion time."""
 

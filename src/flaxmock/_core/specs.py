@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from flaxmock._core import errors as _errors
+from flaxmock._core import table as _table
 
 
 def is_array(x: Any) -> bool:
@@ -128,6 +129,26 @@ def signature_of(tree: Any) -> Signature | None:
                 return None
             out.append(("static", type(leaf), leaf))
     return Signature(treedef, tuple(out))
+
+
+def check_out_spec(given: Any, actual: Any, *, where: str, call: str) -> None:
+    """Raises :class:`OutputSpecError` unless an ``out=`` spec matches the real output's specs.
+
+    Args:
+      given: The ``out=`` spec, as given.
+      actual: The specs of the real call's output (inferred).
+      where: The call's path and method (``blocks_0/router.__call__``).
+      call: The flaxmock call the spec was given to (``"flaxmock.mock(tree, where, out=...)"``).
+    """
+    given_specs, actual_specs = specs_of(given), specs_of(actual)
+    if signature_of(given_specs) == signature_of(actual_specs):
+        return
+    raise _errors.OutputSpecError(
+        f"{call}: the out spec for {where} does not match the output of the real call: "
+        f"expected {_table.describe_specs(actual_specs)}, got {_table.describe_specs(given_specs)}"
+        f". Fix: 1. leave out= away for {where}: its output can be inferred; 2. give the real "
+        "output's structure, shapes and dtypes."
+    )
 
 
 def unhashable_leaves(tree: Any) -> list[str]:

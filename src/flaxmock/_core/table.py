@@ -191,12 +191,23 @@ def _render(x: Any, out: _Writer) -> None:
     else:
         children, treedef = jax.tree_util.tree_flatten(x, is_leaf=lambda y: y is not x)
         if jax.tree_util.treedef_is_leaf(treedef):
-            out.write(repr(x))  # A leaf: a Python value.
+            # A leaf: a Python value, by its repr when that fits on one line, else by its type
+            # (a cell is one line).
+            text = repr(x)
+            out.write(text if "\n" not in text else type(x).__name__)
         else:
-            # Another registered pytree node: show its type and children.
+            # Another registered pytree node (an nnx.Rngs, a cache module): its type and
+            # children, leaving out bookkeeping leaves whose repr spans lines (NNX's state).
             out.write(f"{type(x).__name__}(")
-            _render_seq(children, out)
+            _render_seq([c for c in children if not _is_bookkeeping(c)], out)
             out.write(")")
+
+
+def _is_bookkeeping(x: Any) -> bool:
+    """A pytree leaf that is not an array and whose repr spans lines."""
+    if _is_array_like(x) or not jax.tree_util.treedef_is_leaf(jax.tree.structure(x)):
+        return False
+    return "\n" in repr(x)
 
 
 def _render_seq(items: Any, out: _Writer) -> None:

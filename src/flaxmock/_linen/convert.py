@@ -16,6 +16,7 @@ import flax.linen as nn
 from penzai.toolshed.unflaxify import InterceptedFlaxScopeData
 
 from flaxmock._core import errors as _errors
+from flaxmock._core import specs as _specs
 from flaxmock._linen import layer as _layer
 from flaxmock._linen import record as _record
 from flaxmock._linen import variables as _vars
@@ -131,7 +132,40 @@ def unflaxify(
         rngs=_normalize_rngs(rngs, initializing=variables is None),
         out=out,
     )
-    return build(root_record, variables, method=method, mutable=mutable)
+    tree = build(root_record, variables, method=method, mutable=mutable)
+    if out:
+        _check_given_outputs(tree)
+    return tree
+
+
+def _check_given_outputs(tree: _layer.FlaxCallLayer) -> None:
+    """Checks each ``out=`` spec against the real output, where that can be inferred.
+
+    The call is traced on its own (``init`` of its module with the recorded inputs); when that
+    fails (an output shape that depends on values, the reason to give ``out=``), the given spec
+    is taken as it is.
+    """
+    for _, layer in _layer.iter_layers(tree):
+        if not isinstance(layer, _layer.FlaxCallLayer) or not layer.info.out_given:
+            continue
+        args, kwargs = layer.info.in_spec
+        try:
+            record, _ = _record.record(
+                layer.module,
+                None,
+                tuple(args),
+                dict(kwargs),
+                method=layer.method_name,
+                rngs=_layer.default_rngs(),
+            )
+        except Exception:
+            continue
+        _specs.check_out_spec(
+            layer.info.out_spec,
+            record.out_spec,
+            where=f"{layer.path_str}.{layer.method_name}",
+            call="flaxmock.unflaxify(model, *args, out={...})",
+        )
 
 
 def build(
@@ -198,6 +232,7 @@ def build(
             method=method if rec.key is None and method is not None else rec.method_name,
             mutable=mutable,
             passthrough=frozenset(passthrough) if rec.key is None else frozenset(),
+            out_given=rec.out_given,
         )
         return _layer.FlaxCallLayer(
             module=rec.module,

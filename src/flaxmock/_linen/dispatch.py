@@ -20,6 +20,8 @@ import jax
 from penzai.toolshed.unflaxify import ArgsAndKwargs
 
 from flaxmock._core import errors as _errors
+from flaxmock._core import specs as _specs
+from flaxmock._core import table as _table
 from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import walk as _walk
 from flaxmock._linen.layer import (
@@ -172,12 +174,16 @@ def run(
                 mutable=mutable,
                 **kwargs,
             )
-    except (
-        KeyError,
-        flax.errors.ScopeParamNotFoundError,
-        flax.errors.ScopeCollectionNotFound,
-    ) as e:
-        if replacements:
+    except Exception as e:
+        where = f"{layer.path_str}.{layer.method_name}"
+        _note_inputs(e, where, layer.info.in_spec, (tuple(args), dict(kwargs)))
+        _errors.note_raised_in(e, where)
+        lookup = (
+            KeyError,
+            flax.errors.ScopeParamNotFoundError,
+            flax.errors.ScopeCollectionNotFound,
+        )
+        if isinstance(e, lookup) and replacements:
             paths = sorted({r.replaced().label for r in replacements})
             e.add_note(
                 "flaxmock: a real layer looked up a variable that is not there. Mocked calls "
@@ -202,6 +208,27 @@ def has_jit_body(layer: FlaxCallLayer) -> bool:
     return any(
         isinstance(node, FlaxCallLayer) and "jit" in node.info.transforms
         for _, node in iter_layers(layer)
+    )
+
+
+def _note_inputs(error: BaseException, where: str, recorded: Any, given: Any) -> None:
+    """Notes that the inputs differ from those the tree was converted for, when they do.
+
+    A shape error deep in the model's code (``dot_general requires contracting dimensions...``)
+    then says which call got which inputs.
+    """
+    given_specs = _specs.specs_of(given)
+    try:
+        same = _specs.signature_of(given_specs) == _specs.signature_of(recorded)
+    except Exception:  # Leaves whose ``==`` is not a bool: say nothing rather than guess.
+        return
+    if same:
+        return
+    error.add_note(
+        f"flaxmock: {where} was converted for the inputs ({_table.describe_inputs(recorded)}) "
+        f"and is called with ({_table.describe_inputs(given_specs)}), which the model's code may "
+        "not accept. Fix: call it with inputs of the converted shapes, or convert it for these: "
+        "flaxmock.unflaxify(model, *args)."
     )
 
 

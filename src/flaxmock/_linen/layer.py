@@ -64,6 +64,7 @@ class CallInfo:
         call never reads (given with ``variables=`` but unused by ``method``). They are passed
         on to Flax when they hold values, and no layer owns them: ``materialize`` and ``bind``
         do not need them, and summaries do not count them.
+      out_given: ``out_spec`` was given (``unflaxify(out=...)``), not traced.
     """
 
     scope_path: Path
@@ -78,6 +79,7 @@ class CallInfo:
     nested: bool = False
     steps: int | None = None
     passthrough: frozenset[tuple[str, str]] = frozenset()
+    out_given: bool = False
 
     @property
     def path_str(self) -> str:

@@ -286,6 +286,14 @@ def mock_layer(
     call = layer.info
     assembled = _assemble.assemble(layer, include_replaced=True)
     out_spec = _specs.specs_of(out) if out is not None else None
+    if out_spec is not None and not call.out_given:
+        # The real output's specs were recorded: a different out= would be a wrong answer.
+        _specs.check_out_spec(
+            out_spec,
+            call.out_spec,
+            where=f"{call.path_str}.{layer.method_name}",
+            call="flaxmock.mock(tree, where, out=...)",
+        )
     info = MockLayerInfo(
         path=call.path_str,
         stream="/".join(f"{i}:{name}" for i, name in call.call_path),

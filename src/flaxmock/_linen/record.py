@@ -71,6 +71,8 @@ class CallRecord:
     # For the root call traced with given variables: the ``(collection, path)`` of those the
     # call's computation reads (None: all of them).
     used: frozenset[tuple[str, Path]] | None = None
+    # The output spec was given (``unflaxify(out=...)``), not traced.
+    out_given: bool = False
 
     @property
     def path_str(self) -> str:
@@ -168,6 +170,7 @@ class Recorder:
             # The output spec is given (``out=``): the call is not traced, its output is a
             # placeholder of that spec (the trace is abstract, so its values never matter).
             record.out_spec = _specs.specs_of(given)
+            record.out_given = True
             return jax.tree.map(
                 lambda s: jnp.zeros(s.shape, s.dtype) if _specs.is_spec(s) else s,
                 record.out_spec,
@@ -337,6 +340,11 @@ def record(
         raise layout_error(module, variables, created, e) from e
     except jax.errors.ConcretizationTypeError as e:
         _note_value_dependent(e, f"{type(module).__name__}.{method_name_of(method)}", None)
+        _errors.note_raised_in(e, f"<root>.{method_name_of(method)}")
+        raise
+    except Exception as e:
+        # The applied module's own code (not a submodule call's, which notes its path).
+        _errors.note_raised_in(e, f"<root>.{method_name_of(method)}")
         raise
     finally:
         recorder.walk = _walk.Walk(recorder.root)

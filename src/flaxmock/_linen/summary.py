@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
+from flax import nnx
 from penzai import pz
 
 from flaxmock._core import costs as _costs
@@ -161,9 +163,18 @@ def summary(
       True
     """
     if not isinstance(tree, pz.nn.Layer):
+        if isinstance(tree, nnx.Module):
+            fix = " For a Flax NNX model use flaxmock.nnx.summary(model, *args)."
+        elif isinstance(tree, nn.Module):
+            fix = (
+                " Convert the linen module first: "
+                "flaxmock.summary(flaxmock.unflaxify(model, *args))."
+            )
+        else:
+            fix = ""
         raise _errors.InvalidArgumentError(
             f"summary expects a converted tree (from flaxmock.unflaxify, possibly mocked), got "
-            f"{type(tree).__name__}."
+            f"{type(tree).__name__}.{fix}"
         )
     sizes = None if mesh is None else _costs.mesh_axis_sizes(mesh)
     priced: dict[Any, _linen_costs.LayerCost] = {}
