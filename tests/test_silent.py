@@ -19,6 +19,7 @@ linen: out= specs not checked                      12     value-dependent output
 summary given the other side's model               12.12  flax examples/gemma (NNX)      error
 summary cells spanning lines                       12.12  flax examples/gemma (NNX)      fixed
 linen: setup calls one of the module's methods     19.7   flaxformer T5 Decoder.setup    fixed
+linen: summary bytes leave out state               19.2   tutorial 03 with BatchNorm     fixed
 =================================================  =====  =============================  =======
 """
 
@@ -463,3 +464,32 @@ def test_summary_cells_are_one_line():
     assert len(rows) == 7, text
     assert "f32[1,2], Rngs(RngStream(" in rows[3]
     assert flaxmock._core.table.describe_specs(Cache()) == "Cache(Cache(f32[2,3]))"
+
+
+class _NormBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.BatchNorm(use_running_average=not train)(nn.Dense(8)(x))
+
+
+class _NormNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.Dense(2)(_NormBlock()(_NormBlock()(x, train), train))
+
+
+@pytest.mark.parametrize("where", [None, "_NormBlock_0", "**/Dense_0"])
+def test_summary_bytes_are_what_materialize_allocates(where):
+    model, x = _NormNet(), jnp.ones((2, 4))
+    tree = flaxmock.unflaxify(model, x)
+    if where is not None:
+        tree = flaxmock.mock(tree, where=where, seed=0)
+    summary = flaxmock.summary(tree)
+    real = flaxmock.materialize(tree, jax.random.key(0))
+    _, variables = pz.unbind_variables(real)
+    allocated = sum(v.value.nbytes for v in variables if not v.label.startswith("flaxmock.counter"))
+    assert summary.total_bytes == allocated
+    rows = {r.path: r for r in summary.rows}
+    norm = rows.get("_NormBlock_1/BatchNorm_0")
+    # Scale and bias are parameters; mean and var are state, counted in bytes and noted.
+    assert (norm.param_count, norm.param_bytes, norm.note) == (16, 128, "incl. 64 B state")

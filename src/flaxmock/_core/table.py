@@ -54,7 +54,9 @@ class CallRow:
       outputs: The call's outputs, a pytree like ``inputs``.
       param_count: The number of parameters this call's module owns (not those of its
         submodules, and a shared parameter only at its owner), so that rows add up.
-      param_bytes: The bytes of those parameters.
+      param_bytes: The bytes of the variables the call's module owns: its parameters and, in
+        linen summaries, its state (``batch_stats``, noted ``incl. ... state``), which
+        ``materialize`` allocates too.
       note: Free text, e.g. ``"mocked"`` or ``"scan x80"``.
       depth: How deep the call is in the call tree (the root's call is 0, its callees 1).
       mocked: The call is replaced by a mock: the model's code does not run there, so it has
@@ -545,7 +547,7 @@ class Summary:
 
     @property
     def total_bytes(self) -> int:
-        """The bytes of the parameters, summed over the rows."""
+        """The bytes of the rows' variables (``param_bytes``), summed."""
         return sum(row.param_bytes for row in self.rows)
 
     @property

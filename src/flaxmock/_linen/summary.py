@@ -43,30 +43,34 @@ def _owned(
     seen: set[Any],
     sizes: dict[str, int] | None = None,
     rules: Any = None,
-) -> tuple[int, int, int]:
-    """Parameters this layer owns (each shared parameter counted at its first call only).
+) -> tuple[int, int, int, int]:
+    """Variables this layer owns (each shared one counted at its first call only).
 
-    Returns ``(count, bytes, bytes per device)``; the last is 0 without mesh axis ``sizes``.
+    Returns ``(parameter count, bytes, parameter bytes per device, bytes of state)``: the bytes
+    are those of every variable the layer owns, parameters and state (``batch_stats``, a
+    ``cache``), which :func:`flaxmock.materialize` allocates alike; bytes per device are 0
+    without mesh axis ``sizes``.
     """
-    count = nbytes = device = 0
+    count = nbytes = device = state = 0
     for col, path, value, var in _assemble.own_variables(layer):
-        if col != "params":
-            continue
-        # Every layer that uses a Flax parameter holds it under the same label.
-        ident = getattr(var, "label", None) or (layer.info.scope_path, path)
+        # Every layer that uses a Flax variable holds it under the same label.
+        ident = getattr(var, "label", None) or (layer.info.scope_path, col, path)
         if ident in seen:
             continue
         seen.add(ident)
         for leaf in jax.tree.leaves(value):
             c, b = _leaf_size(leaf)
-            count += c
             nbytes += b
-        if sizes is not None:
+            if col == "params":
+                count += c
+            else:
+                state += b
+        if sizes is not None and col == "params":
             spec = _linen_costs.partition_spec(value, rules)
             leaf = _vars.unbox(value)
             where = "/".join((layer.path_str, *path))
             device += _costs.device_bytes(leaf.shape, leaf.dtype, spec, sizes, path=where)
-    return count, nbytes, device
+    return count, nbytes, device, state
 
 
 def _passthrough_note(layer: _layer.FlaxCallLayer) -> str:
@@ -107,9 +111,11 @@ def summary(
     Everything comes from what the converter recorded and from abstract values: nothing is
     computed or allocated, so it works on a 70-billion-parameter model on a laptop. The body of
     a lifted transform is listed once, with per-step shapes, its transforms and its number of
-    steps in the note (``scan/remat x80``); its parameters are counted stacked. A mocked call
-    owns no parameters (its row says how many it replaced and its sub-calls are gone), so on a
-    partly mocked tree the totals are what :func:`flaxmock.materialize` would allocate.
+    steps in the note (``scan/remat x80``); its parameters are counted stacked. ``bytes`` counts
+    every variable a call's module owns, its state (``batch_stats``) included and noted
+    (``incl. 512 B state``); ``params`` counts parameters only. A mocked call owns no variables
+    (its row says how many parameters it replaced and its sub-calls are gone), so on a partly
+    mocked tree ``total_bytes`` is what :func:`flaxmock.materialize` allocates.
 
     Costs are opt-in (the default table stays as fast as converting). With ``flops=True``
     each row gets the forward FLOPs of its own work (``flops``) and of its subtree
@@ -199,8 +205,11 @@ def summary(
 
     def visit(layer: Any, parent: _layer.FlaxCallLayer | None, call_path: tuple) -> None:
         if isinstance(layer, _layer.FlaxCallLayer):
-            count, nbytes, device = _owned(layer, seen, sizes, rules)
-            note = ", ".join(filter(None, [_transform_note(layer.info), _passthrough_note(layer)]))
+            count, nbytes, device, state = _owned(layer, seen, sizes, rules)
+            # Bytes include state (BatchNorm statistics), as materialize allocates it: say so.
+            state_note = f"incl. {_table.format_bytes(state)} state" if state else ""
+            notes = [_transform_note(layer.info), _passthrough_note(layer), state_note]
+            note = ", ".join(filter(None, notes))
             fields = _fields(layer, layer.info, note)
             fields.update(param_count=count, param_bytes=nbytes)
             add(call_path, fields, False, device)
