@@ -20,6 +20,7 @@ summary given the other side's model               12.12  flax examples/gemma (N
 summary cells spanning lines                       12.12  flax examples/gemma (NNX)      fixed
 linen: setup calls one of the module's methods     19.7   flaxformer T5 Decoder.setup    fixed
 linen: summary bytes leave out state               19.2   tutorial 03 with BatchNorm     fixed
+linen: param_with_axes models and bind             19.10  flaxformer T5, t5x             fixed
 =================================================  =====  =============================  =======
 """
 
@@ -493,3 +494,41 @@ def test_summary_bytes_are_what_materialize_allocates(where):
     norm = rows.get("_NormBlock_1/BatchNorm_0")
     # Scale and bias are parameters; mean and var are state, counted in bytes and noted.
     assert (norm.param_count, norm.param_bytes, norm.note) == (16, 128, "incl. 64 B state")
+
+
+class _AxesDense(nn.Module):
+    """A dense layer declaring its parameter's logical axes (flaxformer, t5x)."""
+
+    @nn.compact
+    def __call__(self, x):
+        from flax.linen import partitioning
+
+        kernel = partitioning.param_with_axes(
+            "kernel", nn.initializers.lecun_normal(), (x.shape[-1], 3), axes=("embed", "mlp")
+        )
+        return x @ kernel
+
+
+class _AxesNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return _AxesDense()(_AxesDense()(x))
+
+
+@pytest.mark.parametrize("given", ["params-only", "init-output"])
+def test_param_with_axes_binds_params_only_and_init_output(given):
+    model, x = _AxesNet(), jnp.linspace(0, 1, 6).reshape(2, 3)
+    variables = model.init(jax.random.key(0), x)
+    assert "params_axes" in variables
+    values = {"params": variables["params"]} if given == "params-only" else variables
+    expected = model.apply({"params": variables["params"]}, x)
+    tree = flaxmock.unflaxify(model, x)
+    np.testing.assert_array_equal(flaxmock.call(flaxmock.bind(tree, values), x), expected)
+    np.testing.assert_array_equal(
+        flaxmock.call(flaxmock.bind(tree, values, strict=True), x), expected
+    )
+    np.testing.assert_array_equal(
+        flaxmock.call(flaxmock.unflaxify(model, x, variables=values), x), expected
+    )
+    mocked = flaxmock.bind(flaxmock.mock(tree, where="_AxesDense_1", seed=0), values)
+    assert flaxmock.call(mocked, x).shape == (2, 3)

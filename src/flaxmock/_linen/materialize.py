@@ -32,8 +32,14 @@ Path = tuple[str, ...]
 
 
 def _needed(tree: _layer.FlaxCallLayer) -> dict[tuple[str, Path], Any]:
-    """``{(collection, path): current value}`` of every variable an un-mocked layer owns."""
-    return _vars.flatten_variables(_assemble.assemble(tree).variables)
+    """``{(collection, path): current value}`` of every variable an un-mocked layer owns.
+
+    Variables that hold no arrays (the ``AxisMetadata`` that ``param_with_axes`` puts in
+    ``params_axes``: static metadata, known from the conversion) need no values and are left
+    out.
+    """
+    flat = _vars.flatten_variables(_assemble.assemble(tree).variables)
+    return {k: v for k, v in flat.items() if not _vars.is_static(v)}
 
 
 def _with_values(root: _layer.FlaxCallLayer, values: dict[tuple[str, Path], Any]) -> Any:
@@ -349,7 +355,7 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
             value = current.replace_boxed(value)
         values[k] = value
     if strict:
-        extra = sorted(set(given) - set(needed))
+        extra = sorted(k for k in set(given) - set(needed) if not _vars.is_static(given[k]))
         problems += [f"  unused: {'/'.join((c,) + p)}" for c, p in extra]
     if problems:
         absent = _absent_subtrees(needed, given)

@@ -90,6 +90,11 @@ def label_of(collection: str, scope_path: Path, name: str) -> str:
     return "/".join((collection, *scope_path, name))
 
 
+def is_static(value: Any) -> bool:
+    """Whether a variable holds no array at all (``params_axes``' ``AxisMetadata``)."""
+    return not jax.tree.leaves(value)
+
+
 def holds_values(value: Any) -> bool:
     """Whether every leaf of ``value`` (boxes unwrapped) is an array holding values.
 
