@@ -97,6 +97,10 @@ def unflaxify(
     Raises:
       ConvertError: ``module`` is not an unbound Flax linen module. Errors raised by the model
         itself propagate with a note naming the module path and method they came from.
+      BindVariablesError: ``variables`` lack parameters the call reads (a missing subtree),
+        or hold parameters not wrapped in ``{"params": ...}``.
+      OutputSpecError: an ``out=`` spec does not match the output of a call whose output can
+        be inferred.
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock

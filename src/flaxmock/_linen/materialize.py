@@ -313,7 +313,8 @@ def bind(tree: Any, variables: Any, *, strict: bool = False) -> Any:
 
     Raises:
       BindVariablesError: entries are missing, or have another shape or dtype than the
-        converted model expects; one message lists every such entry.
+        converted model expects; one message lists every such entry and the whole subtrees
+        missing. Parameters not wrapped in ``{"params": ...}`` are named as such.
       InvalidArgumentError: ``tree`` is not a converted tree, or ``variables`` not a mapping.
 
     Examples:

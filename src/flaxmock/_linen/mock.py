@@ -405,6 +405,7 @@ def mock(
         children are) without all of its children.
       InvalidSelectorError: ``where`` is not a selector (a module instance, say).
       UnsupportedDtypeError: a recorded output has a dtype the fill rules cannot produce.
+      OutputSpecError: ``out`` does not match the output recorded for the selected call.
 
     Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
