@@ -19,58 +19,56 @@ from flaxmock._linen import variables as _vars
 def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs: Any) -> Any:
     """Calls a converted tree as ``module.apply(variables, *args, **kwargs)`` would be called.
 
-        Un-mocked layers run their Flax code with their own variables; mocked layers emit random
-        values; the result has exactly the structure ``module.apply`` returns.
+    Un-mocked layers run their Flax code with their own variables; mocked layers emit random
+    values; the result has exactly the structure ``module.apply`` returns.
 
-        As with ``module.apply``, the tree is never changed: with ``mutable``, the updated
-        collections are returned, and the tree's ``pz.StateVariable``s (``batch_stats``, a decode
-        ``cache``) keep their values; give the returned ones to :func:`flaxmock.bind` for the next
-        step. (Only the mocks' call counters advance, so that the next call draws new numbers.)
+    As with ``module.apply``, the tree is never changed: with ``mutable``, the updated
+    collections are returned, and the tree's ``pz.StateVariable``s (``batch_stats``, a decode
+    ``cache``) keep their values; give the returned ones to :func:`flaxmock.bind` for the next
+    step. (Only the mocks' call counters advance, so that the next call draws new numbers.)
 
-        A tree with real values holds ``pz.Parameter`` and ``pz.StateVariable`` objects, which are
-        not pytrees: compile with ``pz.variable_jit(flaxmock.call)``, not ``jax.jit`` (which fails
-        with a ``TypeError`` naming ``Parameter``), and take gradients with respect to the
-        parameters ``pz.unbind_params`` returns (see the examples).
+    A tree with real values holds ``pz.Parameter`` and ``pz.StateVariable`` objects, which are
+    not pytrees: compile with ``pz.variable_jit(flaxmock.call)``, not ``jax.jit`` (which fails
+    with a ``TypeError`` naming ``Parameter``), and take gradients with respect to the
+    parameters ``pz.unbind_params`` returns (see the examples).
 
-        Args:
-          tree: A tree from :func:`flaxmock.unflaxify`, possibly patched (mocks, any penzai layer).
-          *args: Positional arguments of the call.
-          mutable: As for ``module.apply``: the collections to return (``["intermediates"]``),
-            ``True`` for all, ``False`` for none.
-          rngs: As for ``module.apply``. When omitted, a fixed key serves every stream.
-          **kwargs: Keyword arguments of the call.
+    Args:
+      tree: A tree from :func:`flaxmock.unflaxify`, possibly patched (mocks, any penzai layer).
+      *args: Positional arguments of the call.
+      mutable: As for ``module.apply``: the collections to return (``["intermediates"]``),
+        ``True`` for all, ``False`` for none.
+      rngs: As for ``module.apply``. When omitted, a fixed key serves every stream.
+      **kwargs: Keyword arguments of the call.
 
-        Returns:
-          The output, or ``(output, collections)`` when ``mutable`` is not ``False``, exactly as
-          ``module.apply`` returns them.
+    Returns:
+      The output, or ``(output, collections)`` when ``mutable`` is not ``False``, exactly as
+      ``module.apply`` returns them.
 
-        Raises:
-          InvalidArgumentError: ``tree`` is not a penzai layer.
-          AbstractParameterError: an un-mocked layer still has abstract parameters.
-          CallStructureError: the model made a submodule call not seen at conversion time.
+    Raises:
+      InvalidArgumentError: ``tree`` is not a penzai layer.
+      AbstractParameterError: an un-mocked layer still has abstract parameters.
+      CallStructureError: the model made a submodule call not seen at conversion time.
 
-        Examples:
-          >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
-          >>> model = nn.Dense(3)
-          >>> x = jnp.ones((2, 4))
-          >>> variables = model.init(jax.random.key(0), x)
-          >>> tree = flaxmock.unflaxify(model, x, variables=variables)
-          >>> bool((flaxmock.call(tree, x) == model.apply(variables, x)).all())
-          True
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
+      >>> model = nn.Dense(3)
+      >>> x = jnp.ones((2, 4))
+      >>> variables = model.init(jax.random.key(0), x)
+      >>> tree = flaxmock.unflaxify(model, x, variables=variables)
+      >>> bool((flaxmock.call(tree, x) == model.apply(variables, x)).all())
+      True
 
-          Compiled, and differentiated with respect to the parameters, the penzai way:
+      Compiled, and differentiated with respect to the parameters, the penzai way:
 
-          >>> import flax
-    import jax
-    from penzai import pz
-          >>> bool((pz.variable_jit(flaxmock.call)(tree, x) == model.apply(variables, x)).all())
-          True
-          >>> unbound, params = pz.unbind_params(tree, freeze=True)
-          >>> def loss(params):
-          ...     return flaxmock.call(pz.bind_variables(unbound, params), x).sum()
-          >>> grads = jax.grad(loss)(params)
-          >>> sorted((g.label, g.value.shape) for g in grads)
-          [('params/bias', (3,)), ('params/kernel', (4, 3))]
+      >>> from penzai import pz
+      >>> bool((pz.variable_jit(flaxmock.call)(tree, x) == model.apply(variables, x)).all())
+      True
+      >>> unbound, params = pz.unbind_params(tree, freeze=True)
+      >>> def loss(params):
+      ...     return flaxmock.call(pz.bind_variables(unbound, params), x).sum()
+      >>> grads = jax.grad(loss)(params)
+      >>> sorted((g.label, g.value.shape) for g in grads)
+      [('params/bias', (3,)), ('params/kernel', (4, 3))]
     """
     if not isinstance(tree, pz.nn.Layer):
         raise _errors.InvalidArgumentError(
