@@ -116,8 +116,8 @@ def assemble(
             if isinstance(_vars.unbox(value), jax.ShapeDtypeStruct):
                 abstract.setdefault(layer.path_str, []).append("/".join((col,) + path))
         for col, path, value, var in passed_through(layer):
-            # Given but never read: passed on to Flax as given, when they hold values.
-            if _vars.holds_values(value):
+            # Given but never read: passed on to Flax as given, unless abstract.
+            if not any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(value)):
                 _vars.set_in(variables.setdefault(col, {}), here + path, value)
                 objects[(col, here + path)] = var
         for key, child in layer.submodule_calls.items():
