@@ -40,6 +40,7 @@ from flaxmock._core.table import CallRow as CallRow
 from flaxmock._core.table import Summary as Summary
 from flaxmock._linen.call import call as call
 from flaxmock._linen.call import eval_shape as eval_shape
+from flaxmock._linen.call import jit as jit
 from flaxmock._linen.convert import unflaxify as unflaxify
 from flaxmock._linen.layer import CallInfo as CallInfo
 from flaxmock._linen.layer import FlaxCallLayer as FlaxCallLayer
@@ -97,6 +98,7 @@ __all__ = [
     "bind",
     "call",
     "eval_shape",
+    "jit",
     "fill_array",
     "fill_tree",
     "materialize",

@@ -13,7 +13,11 @@ The key of one call of a mock is built in this order (every step a ``jax.random.
 6. the per-step fold, when given: a key Flax splits per step of ``nn.scan`` (and per lane of
    ``nn.vmap``) for a mock inside a lifted body;
 7. the lane, when given: the layer index of an NNX mock replacing a stack of layers (sliced by
-   ``nnx.scan``/``nnx.vmap``), then the lane index of ``vmap_axis_name`` when that is set.
+   ``nnx.scan``/``nnx.vmap``), then the lane index of ``vmap_axis_name`` when that is set;
+8. under ``jax.vmap`` (with or without an axis name), the lane index of every ``vmap`` that
+   batches the call's inputs (:func:`vmap_lanes`), so that each lane draws its own values, as
+   each lane of the real call computes its own. Outside ``vmap`` nothing is folded: a call
+   draws the same eagerly and under ``jax.jit``.
 
 The key is then split once: the first half draws the output, the second (folded with ``j``)
 the ``j``-th sown value. Within one such group the leaves of one dtype are slices of one draw
@@ -35,6 +39,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import custom_batching
 
 from flaxmock._core import fill as _fill
 from flaxmock._core import mockcore as _mockcore
@@ -71,6 +76,52 @@ def call_key(
     return key
 
 
+@custom_batching.custom_vmap
+def vmap_lanes(key: jax.Array, witness: Any) -> jax.Array:
+    """``key``, with the lane index of each ``jax.vmap`` that batches ``witness`` folded in.
+
+    Outside ``vmap`` (or when no leaf of ``witness`` is batched) ``key`` itself. ``jax.vmap``
+    without an axis name offers no ``axis_index``: this function's batching rule is where the
+    lane is known (``custom_vmap``), and it runs once per ``vmap`` level, innermost first.
+    """
+    del witness
+    return key
+
+
+@vmap_lanes.def_vmap
+def _vmap_lanes_rule(
+    axis_size: int, in_batched: Any, key: jax.Array, witness: Any
+) -> tuple[jax.Array, bool]:
+    key_batched = in_batched[0]
+    lanes = jnp.arange(axis_size, dtype=jnp.uint32)
+
+    def fold(k: jax.Array, lane: jax.Array) -> jax.Array:
+        # ``k`` may hold the lanes of inner vmaps already (a key array): fold into each.
+        f = jax.random.fold_in
+        for _ in range(k.ndim):
+            f = jax.vmap(f, in_axes=(0, None))
+        return f(k, lane)
+
+    keys = jax.vmap(fold)(key, lanes) if key_batched else jax.vmap(lambda i: fold(key, i))(lanes)
+    # The rule runs at this vmap's level; an outer vmap that batches the witness too folds its
+    # own lane in through the same function.
+    return vmap_lanes(keys, witness), True
+
+
+def lane_witness(tree: Any) -> list[jax.Array] | None:
+    """The traced array leaves of a call's inputs, whose batching :func:`vmap_lanes` detects.
+
+    None when no leaf is traced (an eager call outside any transform: nothing to detect).
+    Gradients are stopped: the witness only marks which lanes exist.
+    """
+    leaves = [
+        jax.lax.stop_gradient(leaf)
+        for leaf in jax.tree.leaves(tree)
+        if isinstance(leaf, jax.core.Tracer) and not jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+    ]
+    return leaves or None
+
+
 def _draw(
     groups: Groups,
     fill: Any,
@@ -83,9 +134,12 @@ def _draw(
     index: Any,
     fold: Any,
     lane: Any,
+    witness: Any = None,
 ) -> list[list[jax.Array]]:
     """The random arrays of one call: one group for the output, one per sown value."""
     key = call_key(seed, stream, method, count, index, fold, lane, vmap_axis_name)
+    if witness is not None:
+        key = vmap_lanes(key, witness)
     out_key, sown_key = jax.random.split(key)
     keys = [out_key] + [jax.random.fold_in(sown_key, j) for j in range(len(groups) - 1)]
     if callable(fill):
@@ -151,6 +205,7 @@ def draw(
     fold: Any = None,
     lane: Any = None,
     vmap_axis_name: str | None = None,
+    inputs: Any = None,
 ) -> list[Any]:
     """Fills spec trees (the output's, then each sown value's) with one call's random values.
 
@@ -160,6 +215,8 @@ def draw(
       method: The method called.
       count, index, fold, lane, vmap_axis_name: The other parts of the key, in the order of
         the module docstring.
+      inputs: The call's arguments: under ``jax.vmap``, each lane that batches them draws its
+        own values (:func:`vmap_lanes`).
 
     Returns:
       One filled tree per tree of ``trees``.
@@ -179,5 +236,6 @@ def draw(
         jnp.uint32(index),
         fold,
         lane,
+        lane_witness(inputs),
     )
     return [rebuild(list(arrays)) for (_, rebuild), arrays in zip(parts, filled, strict=True)]

@@ -1,0 +1,278 @@
+"""Every case where flaxmock gave a plausible wrong answer, and the test that now pins it.
+
+Each case is a small model of our own with the shape of the public model that showed it; the
+test asserts the right result (against ``module.apply`` / the real NNX call) or the specific
+error class and message. Sections by area; add new cases to the table and a test below.
+
+Linen runtime and mock cases (issues #12, #19):
+
+==========================  =======================================  ========================
+case                        public model that showed it              outcome
+==========================  =======================================  ========================
+12.2 jit closes over tree   any model, ``jax.jit(lambda x: call())``  fixed (fresh draws)
+19.1 state under a mock     BatchNorm block; flax wmt decode cache   fixed
+19.4 vmap lanes             scenic DETR auxiliary heads              fixed
+19.5 shared module, 1 path  a module passed to two children          fixed (mocked at all)
+19.8 mock in a loop body    flax lm1b while_loop sampler             fixed (fresh draws)
+==========================  =======================================  ========================
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from penzai import pz
+
+import flaxmock
+
+# ---------------------------------------------------------------------------------------------
+# Linen runtime and mocks (issues #12 and #19: 12.2, 19.1, 19.4, 19.5, 19.8, 19.9)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3, name="head")(nn.Dense(4, name="body")(x))
+
+
+_X = jnp.ones((2, 4))
+
+
+def _mocked_net():
+    model = _Net()
+    variables = model.init(jax.random.key(0), _X)
+    return flaxmock.mock(flaxmock.unflaxify(model, _X, variables=variables), "head")
+
+
+def _head(tree):
+    return tree.submodule_calls[(1, "head.__call__")]
+
+
+def _eager_draws(n):
+    tree = _mocked_net()
+    return [flaxmock.call(tree, _X) for _ in range(n)]
+
+
+def test_12_2_jit_closing_over_a_mocked_tree_draws_anew():
+    expected = _eager_draws(4)
+    tree = _mocked_net()
+    step = jax.jit(lambda x: flaxmock.call(tree, x))
+    # Each run of the compiled closure takes the next count, as eager calls do, in one sequence
+    # with the eager calls in between; nothing is left traced in the tree.
+    got = [step(_X), flaxmock.call(tree, _X), step(_X), step(_X)]
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g, e)
+    assert _head(tree).call_count == 4
+    assert not isinstance(_head(tree).counter.value, jax.core.Tracer)
+    # The real part is the model's: the output is the mocked head of the real body.
+    assert got[0].shape == (2, 3)
+
+
+def test_12_2_jit_taking_the_tree_as_an_argument_is_flaxmock_jit():
+    tree = _mocked_net()
+    with pytest.raises(TypeError, match="Parameter"):
+        jax.jit(flaxmock.call)(tree, _X)
+    step = flaxmock.jit(flaxmock.call)
+    expected = _eager_draws(2)
+    np.testing.assert_array_equal(step(tree, _X), expected[0])
+    np.testing.assert_array_equal(step(tree, _X), expected[1])
+    assert _head(tree).call_count == 2
+
+
+@pytest.mark.parametrize("how", ["eager", "pz.variable_jit"])
+def test_19_8_mock_inside_fori_loop_draws_per_iteration(how):
+    # lm1b's sampler: a while_loop whose body calls the (mocked) decoder closed over.
+    tree = _mocked_net()
+
+    def sample(tree, x):
+        def body(i, out):
+            return out.at[i].set(flaxmock.call(tree, x))
+
+        return jax.lax.fori_loop(0, 3, body, jnp.zeros((3, 2, 3)))
+
+    run = sample if how == "eager" else pz.variable_jit(sample)
+    out = run(tree, _X)
+    assert not np.array_equal(out[0], out[1]) and not np.array_equal(out[1], out[2])
+    if how == "eager":
+        # The counter held a value: the loop's draws are the eager sequence's.
+        for g, e in zip(out, _eager_draws(3), strict=True):
+            np.testing.assert_array_equal(g, e)
+    assert _head(tree).call_count == 3
+    # Nothing traced is left in the tree: it keeps working eagerly.
+    assert flaxmock.call(tree, _X).shape == (2, 3)
+    assert _head(tree).call_count == 4
+
+
+def test_19_8_mock_inside_while_loop_under_jit():
+    tree = _mocked_net()
+
+    def sample(x):
+        def body(state):
+            i, acc = state
+            return i + 1, acc + flaxmock.call(tree, x)
+
+        return jax.lax.while_loop(lambda s: s[0] < 2, body, (0, jnp.zeros((2, 3))))[1]
+
+    expected = sum(_eager_draws(2))
+    np.testing.assert_allclose(jax.jit(sample)(_X), expected, rtol=1e-6)
+    assert _head(tree).call_count == 2
+
+
+class _AuxHeads(nn.Module):
+    """DETR's auxiliary heads: one head module mapped over the decoder layers by a plain vmap."""
+
+    @nn.compact
+    def __call__(self, hs):
+        return jax.vmap(nn.Dense(3, name="cls"))(hs)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_19_4_vmap_lanes_draw_their_own_values(jit):
+    hs = jnp.ones((4, 2, 5))  # (layers, queries, dim): every layer's input is the same here
+    tree = flaxmock.mock(flaxmock.unflaxify(_AuxHeads(), hs), "cls")
+    run = pz.variable_jit(flaxmock.call) if jit else flaxmock.call
+    out = run(tree, hs)
+    assert out.shape == (4, 2, 3)
+    assert len({np.asarray(lane).tobytes() for lane in out}) == 4
+
+    # A vmap over a closure of the tree, nested twice: every lane of both levels differs.
+    single = flaxmock.mock(flaxmock.unflaxify(nn.Dense(3), hs[0]), "")
+    nested = jax.vmap(jax.vmap(lambda h: flaxmock.call(single, h)))(jnp.ones((2, 3, 2, 5)))
+    assert len({np.asarray(lane).tobytes() for lane in nested.reshape(6, 2, 3)}) == 6
+
+
+def test_19_4_unbatched_inputs_stay_identical_and_eager_equals_jit():
+    # Lanes whose inputs are not batched compute the same thing: the mock draws the same.
+    tree = flaxmock.mock(flaxmock.unflaxify(nn.Dense(3), _X), "")
+    out = jax.vmap(lambda _: flaxmock.call(tree, _X))(jnp.arange(3))
+    np.testing.assert_array_equal(out[0], out[1])
+    # Outside vmap nothing is folded in: eager and jit draw the same numbers.
+    fresh = flaxmock.mock(flaxmock.unflaxify(nn.Dense(3), _X), "")
+    np.testing.assert_array_equal(
+        pz.variable_jit(flaxmock.call)(fresh, _X),
+        flaxmock.call(flaxmock.mock(flaxmock.unflaxify(nn.Dense(3), _X), ""), _X),
+    )
+
+
+class _BnBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        return nn.BatchNorm(use_running_average=not train)(nn.Dense(4)(x))
+
+
+class _BnNet(nn.Module):
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        return nn.Dense(2, name="out")(_BnBlock(name="block")(x, train))
+
+
+def _abstract(variables):
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), variables)
+
+
+@pytest.mark.parametrize("how", ["bind", "materialize", "bind-then-mock"])
+def test_19_1_mocked_state_keeps_the_values_the_tree_is_given(how):
+    model = _BnNet()
+    x = jnp.arange(12.0).reshape(3, 4)
+    variables = model.init(jax.random.key(0), x)
+    stats = jax.tree.map(lambda v: v + 0.5, variables["batch_stats"])  # not init's values
+    given = {"params": variables["params"], "batch_stats": stats}
+    tree = flaxmock.unflaxify(model, x, variables=_abstract(variables))
+    if how == "bind":
+        tree = flaxmock.bind(flaxmock.mock(tree, "block"), given)
+        expected = stats["block"]
+    elif how == "materialize":
+        tree = flaxmock.materialize(flaxmock.mock(tree, "block"), jax.random.key(0))
+        expected = variables["batch_stats"]["block"]  # init's: zero mean, unit variance
+    else:
+        tree = flaxmock.mock(flaxmock.bind(tree, given), "block")
+        expected = stats["block"]
+    _, updated = flaxmock.call(tree, x, mutable=["batch_stats"])
+    # The mocked block's running statistics keep their value (the mock computes no update).
+    jax.tree.map(np.testing.assert_array_equal, updated["batch_stats"]["block"], expected)
+    _, real = model.apply(variables, x, mutable=["batch_stats"])
+    assert jax.tree.structure(updated) == jax.tree.structure(real)
+
+
+def test_19_1_bind_asks_for_the_state_a_mock_keeps():
+    model = _BnNet()
+    x = jnp.ones((3, 4))
+    variables = model.init(jax.random.key(0), x)
+    tree = flaxmock.mock(flaxmock.unflaxify(model, x, variables=_abstract(variables)), "block")
+    with pytest.raises(
+        flaxmock.BindVariablesError, match="missing: batch_stats/block/BatchNorm_0/mean"
+    ):
+        flaxmock.bind(tree, {"params": variables["params"]})
+
+
+class _Decoder(nn.Module):
+    """A decoder step with a decode cache, as flax wmt's and lm1b's."""
+
+    @nn.compact
+    def __call__(self, x):
+        attn = nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=4, decode=True)
+        return nn.Dense(4, name="out")(attn(x, x))
+
+
+def test_19_1_mocked_attention_keeps_its_decode_cache():
+    model = _Decoder()
+    x = jnp.ones((1, 1, 4))
+    variables = model.init(jax.random.key(0), jnp.ones((1, 5, 4)))
+    tree = flaxmock.unflaxify(model, x, variables=_abstract(variables))
+    tree = flaxmock.bind(flaxmock.mock(tree, nn.MultiHeadDotProductAttention), variables)
+    _, updated = flaxmock.call(tree, x, mutable=["cache"])
+    jax.tree.map(np.testing.assert_array_equal, updated["cache"], variables["cache"])
+    assert int(updated["cache"]["MultiHeadDotProductAttention_0"]["cache_index"]) == 0
+
+
+class _Child(nn.Module):
+    inner: nn.Module
+
+    @nn.compact
+    def __call__(self, x):
+        return self.inner(x) + 1.0
+
+
+class _SharedTwice(nn.Module):
+    """One module passed to two children (flaxformer's shared relative-position embedding)."""
+
+    def setup(self):
+        self.shared = nn.Dense(4)
+        self.a = _Child(self.shared)
+        self.b = _Child(self.shared)
+
+    def __call__(self, x):
+        return self.b(self.a(x))
+
+
+def test_19_5_module_reachable_at_two_paths_is_mocked_at_both():
+    model = _SharedTwice()
+    x = jnp.ones((2, 4))
+    tree = flaxmock.unflaxify(model, x, variables=model.init(jax.random.key(0), x))
+
+    def under_a(layer):  # a predicate that sees only the call made from `a`
+        return layer.info.call_path[:1] == ((0, "a.__call__"),) and layer.info.scope_path == (
+            "shared",
+        )
+
+    mocked = flaxmock.mock(tree, under_a)
+    assert isinstance(
+        mocked.submodule_calls[(0, "a.__call__")].submodule_calls[(0, "shared.__call__")],
+        flaxmock.MockLayer,
+    )
+    assert isinstance(
+        mocked.submodule_calls[(1, "b.__call__")].submodule_calls[(0, "shared.__call__")],
+        flaxmock.MockLayer,
+    )
+    # Putting back the call under `b` puts back the module at both paths.
+    back = flaxmock.unmock(mocked, lambda layer: layer.info.call_path[:1] == ((1, "b.__call__"),))
+    assert back == tree
+    # The mocked model runs, both places drawing from mocks (the real Dense would give
+    # out_b = W (W x + b + 1) + b + 1).
+    out = flaxmock.call(mocked, x)
+    assert out.shape == (2, 4)
+    assert not np.allclose(out, flaxmock.call(tree, x))
