@@ -14,10 +14,13 @@ case                        public model that showed it              outcome
 19.4 vmap lanes             scenic DETR auxiliary heads              fixed
 19.5 shared module, 1 path  a module passed to two children          fixed (mocked at all)
 19.8 mock in a loop body    flax lm1b while_loop sampler             fixed (fresh draws)
+19.9 mesh= in an nn.scan    MaxText scanned decoder layers           fixed
 ==========================  =======================================  ========================
 """
 
 from __future__ import annotations
+
+import textwrap
 
 import flax.linen as nn
 import jax
@@ -27,6 +30,7 @@ import pytest
 from penzai import pz
 
 import flaxmock
+from helpers import run_on_8_cpu_devices
 
 # ---------------------------------------------------------------------------------------------
 # Linen runtime and mocks (issues #12 and #19: 12.2, 19.1, 19.4, 19.5, 19.8, 19.9)
@@ -276,3 +280,50 @@ def test_19_5_module_reachable_at_two_paths_is_mocked_at_both():
     out = flaxmock.call(mocked, x)
     assert out.shape == (2, 4)
     assert not np.allclose(out, flaxmock.call(tree, x))
+
+
+_SCANNED_MESH_SCRIPT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, flax.linen as nn, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    import flaxmock
+
+    class Layer(nn.Module):
+        @nn.compact
+        def __call__(self, x, _):
+            w = self.param(
+                "w", nn.with_logical_partitioning(nn.initializers.normal(), ("embed", "mlp")),
+                (8, 16))
+            return jnp.tanh(x @ w) @ w.T, None
+
+    class Stack(nn.Module):  # MaxText's scanned decoder layers
+        @nn.compact
+        def __call__(self, x):
+            layers = nn.scan(
+                Layer, variable_axes={"params": 0}, split_rngs={"params": True}, length=3,
+                in_axes=nn.broadcast, metadata_params={nn.PARTITION_NAME: "layers"})
+            return layers(name="layers")(x, None)[0]
+
+    mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("data", "model"))
+    rules = (("embed", None), ("mlp", "model"), ("layers", None))
+    x = jax.device_put(jnp.ones((4, 8)), NamedSharding(mesh, P("data", None)))
+    tree = flaxmock.unflaxify(Stack(), x)
+    mocked = flaxmock.mock(tree, "layers", mesh=mesh, rules=rules)
+    out = flaxmock.call(mocked, x)
+
+    # The oracle: one step of the real body, compiled with its parameters sharded.
+    one = Layer()
+    v = jax.eval_shape(one.init, jax.random.key(0), x, None)
+    with nn.logical_axis_rules(rules):
+        shard = nn.logical_to_mesh_sharding(nn.get_partition_spec(v), mesh, rules)
+    v = jax.device_put(jax.jit(one.init)(jax.random.key(0), x, None), shard)
+    real = jax.jit(lambda v, x: one.apply(v, x, None)[0])(v, x)
+    assert out.shape == real.shape and out.dtype == real.dtype
+    assert out.sharding.is_equivalent_to(real.sharding, 2), (out.sharding, real.sharding)
+    print("OK")
+    """
+)
+
+
+def test_19_9_mesh_mock_of_a_scan_body_compiles_one_step():
+    run_on_8_cpu_devices(_SCANNED_MESH_SCRIPT)

@@ -252,6 +252,7 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
                 mesh=info.mesh,
                 rules=info.rules,
                 path=self._label(),
+                per_step=bool(info.call.transforms),
             )
         return out_spec, sown
 
