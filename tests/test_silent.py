@@ -327,3 +327,68 @@ _SCANNED_MESH_SCRIPT = textwrap.dedent(
 
 def test_19_9_mesh_mock_of_a_scan_body_compiles_one_step():
     run_on_8_cpu_devices(_SCANNED_MESH_SCRIPT)
+
+
+def _apply_loop(model, variables, tokens):
+    cache, outs = variables["cache"], []
+    for i in range(tokens.shape[1]):
+        out, updated = model.apply(
+            {"params": variables["params"], "cache": cache}, tokens[:, i : i + 1], mutable=["cache"]
+        )
+        cache, outs = updated["cache"], outs + [out]
+    return jnp.concatenate(outs, 1), cache
+
+
+@pytest.mark.parametrize("how", ["eager", "flaxmock.jit", "fori_loop"])
+def test_19_17_decode_loop_with_bind_equals_apply(how):
+    model = _Decoder()
+    tokens = jax.random.normal(jax.random.key(1), (1, 4, 4))
+    variables = model.init(jax.random.key(0), jnp.ones((1, 4, 4)))  # sizes the cache
+    params = {"params": variables["params"]}
+    # Converted for one step, with variables= holding the full-length cache.
+    tree = flaxmock.unflaxify(model, tokens[:, :1], variables=variables)
+    expected, expected_cache = _apply_loop(model, variables, tokens)
+
+    # call(..., mutable=["cache"]) returns the new cache and leaves the tree as it was.
+    first, updated = flaxmock.call(tree, tokens[:, :1], mutable=["cache"])
+    again, _ = flaxmock.call(tree, tokens[:, :1], mutable=["cache"])
+    np.testing.assert_array_equal(first, again)
+    assert int(updated["cache"]["MultiHeadDotProductAttention_0"]["cache_index"]) == 1
+
+    def call_step(tree, tok):
+        return flaxmock.call(tree, tok, mutable=["cache"])
+
+    step = call_step if how == "eager" else flaxmock.jit(call_step)
+    if how == "fori_loop":
+
+        def body(i, state):
+            cache, outs = state
+            tok = jax.lax.dynamic_slice_in_dim(tokens, i, 1, axis=1)
+            out, updated = flaxmock.call(
+                flaxmock.bind(tree, params | {"cache": cache}), tok, mutable=["cache"]
+            )
+            return updated["cache"], jax.lax.dynamic_update_slice_in_dim(outs, out, i, axis=1)
+
+        cache, got = jax.jit(
+            lambda: jax.lax.fori_loop(0, 4, body, (variables["cache"], jnp.zeros((1, 4, 4))))
+        )()
+    else:
+        now, outs = tree, []
+        for i in range(4):
+            out, updated = step(now, tokens[:, i : i + 1])
+            cache, outs = updated["cache"], outs + [out]
+            now = flaxmock.bind(now, params | {"cache": cache})
+        got = jnp.concatenate(outs, 1)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    jax.tree.map(np.testing.assert_array_equal, cache, expected_cache)
+
+
+def test_19_17_converting_without_variables_records_a_one_token_cache():
+    # The documented trap: without variables= the converter records init on the example, so
+    # the cache is as long as the example (one token), not the sequence to decode.
+    model = _Decoder()
+    tree = flaxmock.unflaxify(model, jnp.ones((1, 1, 4)))
+    _, cache = flaxmock.eval_shape(
+        lambda t: flaxmock.call(t, jnp.ones((1, 1, 4)), mutable=["cache"]), tree
+    )
+    assert cache["cache"]["MultiHeadDotProductAttention_0"]["cached_key"].shape[1] == 1
