@@ -15,6 +15,8 @@ case                        public model that showed it              outcome
 19.5 shared module, 1 path  a module passed to two children          fixed (mocked at all)
 19.8 mock in a loop body    flax lm1b while_loop sampler             fixed (fresh draws)
 19.9 mesh= in an nn.scan    MaxText scanned decoder layers           fixed
+19.17 decode loops          flax wmt/lm1b decoding                   recipe (tutorial 03)
+19.18 fills with meaning    MaxText Mixtral router, ogbg graph nets  fixed (flaxmock.fills)
 ==========================  =======================================  ========================
 """
 
@@ -392,3 +394,75 @@ def test_19_17_converting_without_variables_records_a_one_token_cache():
         lambda t: flaxmock.call(t, jnp.ones((1, 1, 4)), mutable=["cache"]), tree
     )
     assert cache["cache"]["MultiHeadDotProductAttention_0"]["cached_key"].shape[1] == 1
+
+
+class _Router(nn.Module):
+    experts: int = 64
+
+    @nn.compact
+    def __call__(self, x):
+        probs = jax.nn.softmax(nn.Dense(self.experts, name="gate")(x))
+        weights, indices = jax.lax.top_k(probs, 2)
+        return weights / weights.sum(-1, keepdims=True), indices
+
+
+class _Moe(nn.Module):
+    """A Mixtral-style sparse MLP: each token's output is its routed experts' rows."""
+
+    @nn.compact
+    def __call__(self, x):
+        weights, indices = _Router(name="router")(x)
+        experts = self.param("experts", nn.initializers.normal(), (64, x.shape[-1]))
+        onehot = jax.nn.one_hot(indices, 64)  # an index out of range gives a zero row
+        return jnp.einsum("tk,tke,ed->td", weights, onehot, experts)
+
+
+def test_19_18_default_fill_gives_invalid_router_indices_and_meaning_fills_fix_it():
+    x = jnp.ones((64, 8))
+    tree = flaxmock.materialize(flaxmock.unflaxify(_Moe(), x), 0)
+    # The default integer rule is [-100, 100]: most tokens get no expert.
+    plain = flaxmock.call(flaxmock.mock(tree, "router"), x)
+    assert int((jnp.abs(plain).sum(-1) == 0).sum()) > 16
+    fill = {"0": flaxmock.fills.probabilities(), "1": flaxmock.fills.indices(64)}
+    mocked = flaxmock.mock(tree, "router", fill=fill)
+    weights, indices = flaxmock.call(mocked.submodule_calls[(0, "router.__call__")], x)
+    assert bool(((indices >= 0) & (indices < 64)).all())
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+    assert int((jnp.abs(flaxmock.call(mocked, x)).sum(-1) == 0).sum()) == 0
+
+
+def test_19_18_sown_and_state_paths_take_their_fills():
+    x = jnp.ones((3, 4))
+    tree = flaxmock.unflaxify(_BnNet(), x)
+    fill = {"batch_stats/**/var": flaxmock.fills.nonnegative(), "batch_stats/**/mean": "zeros"}
+    mocked = flaxmock.mock(tree, "block", fill=fill)
+    mocked = flaxmock.mock(mocked, "out")
+    _, stats = flaxmock.call(mocked, x, mutable=["batch_stats"])
+    assert bool((stats["batch_stats"]["block"]["BatchNorm_0"]["var"] >= 0).all())
+    np.testing.assert_array_equal(stats["batch_stats"]["block"]["BatchNorm_0"]["mean"], 0.0)
+
+
+def test_19_18_copy_input_passes_the_argument_through():
+    x = jnp.arange(12.0).reshape(3, 4)
+    tree = flaxmock.unflaxify(_BnNet(), x)
+    mocked = flaxmock.mock(tree, "block", fill=flaxmock.fills.copy_input(0))
+    mocked = flaxmock.materialize(mocked, 0)
+    variables = _BnNet().init(jax.random.key(0), x)
+    expected = nn.Dense(2).apply({"params": variables["params"]["out"]}, x)
+    np.testing.assert_allclose(flaxmock.call(mocked, x), expected, rtol=1e-6)
+
+
+def test_19_18_fill_errors():
+    x = jnp.ones((64, 8))
+    tree = flaxmock.unflaxify(_Moe(), x)
+    with pytest.raises(flaxmock.FillError, match=r"keys \['indices'\] match no output.*'0', '1'"):
+        flaxmock.mock(tree, "router", fill={"indices": flaxmock.fills.indices(64)})
+    with pytest.raises(
+        flaxmock.FillError, match=r"fills integer arrays, but this output is float32"
+    ):
+        flaxmock.mock(tree, "router", fill=flaxmock.fills.indices(64))
+    with pytest.raises(flaxmock.FillError, match="positive int"):
+        flaxmock.fills.indices(0)
+    wrong = flaxmock.mock(tree, "router", fill={"1": flaxmock.fills.copy_input(0)})
+    with pytest.raises(flaxmock.FillError, match=r"router.__call__: copy_input.*float32\[64, 8\]"):
+        flaxmock.call(wrong.submodule_calls[(0, "router.__call__")], x)

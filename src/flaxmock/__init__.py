@@ -10,6 +10,8 @@ import importlib.metadata
 from penzai.toolshed.unflaxify import ArgsAndKwargs as ArgsAndKwargs
 from penzai.toolshed.unflaxify import InterceptedFlaxModuleMethod as InterceptedFlaxModuleMethod
 
+from flaxmock import fills as fills  # noqa: E402
+
 # The NNX front end, reachable as `flaxmock.nnx` after `import flaxmock` (imported last: it
 # imports the core, which must be initialised first).
 from flaxmock import nnx as nnx  # noqa: E402
@@ -107,4 +109,5 @@ __all__ = [
     "summary",
     "unflaxify",
     "unmock",
+    "fills",
 ]

@@ -196,6 +196,7 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
             fold=invocation.fold,
             vmap_axis_name=self.info.vmap_axis_name,
             inputs=(args_and_kwargs.args, args_and_kwargs.kwargs),
+            prefixes=["", *(_sown_name(entry) for entry in sown)],
         )
         invocation.write_sown(list(zip(sown, sown_values, strict=True)))
         return out
@@ -273,12 +274,32 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
         return root.out_spec, root.sown
 
 
+def _sown_name(entry: _record.SownEntry) -> str:
+    """``intermediates/attn_weights``: a sown value's path, as fill dicts name it."""
+    return "/".join((entry.collection, *entry.path))
+
+
+def _output_names(info: MockLayerInfo) -> list[str]:
+    """The paths of a mock's output and sown leaves, as fill dicts name them."""
+    names = [n for n, leaf in _fill.leaf_paths(info.call.out_spec) if _specs.is_array(leaf)]
+    for entry in info.call.sown:
+        names += [
+            n
+            for n, leaf in _fill.leaf_paths(entry.spec, _sown_name(entry))
+            if _specs.is_array(leaf)
+        ]
+    return names
+
+
 def _new_mock(module: nn.Module, method_name: str, info: MockLayerInfo, kept: Any) -> MockLayer:
     """A :class:`MockLayer` with a fresh counter and state, after checking its fill."""
     _fill.check_fillable(info.call.out_spec, info.fill, path=f"{info.path}.{method_name}")
     for entry in info.call.sown:
         _fill.check_fillable(
-            entry.spec, info.fill, path=f"{info.path}.{method_name} (sown {entry.collection})"
+            entry.spec,
+            info.fill,
+            path=f"{info.path}.{method_name} (sown {entry.collection})",
+            prefix=_sown_name(entry),
         )
     counter = pz.StateVariable(
         value=jnp.zeros((), jnp.uint32),
@@ -403,7 +424,13 @@ def mock(
         :func:`flaxmock.nnx.mock`, in the overview's "Selecting modules").
       seed: Seed of the mocks' random numbers (each mock also folds in its call path).
       fill: How to fill: None or ``"normal"`` (the default rules), ``"zeros"``, ``"ones"``,
-        ``"uniform"``, or a callable ``(key, ShapeDtypeStruct) -> array``.
+        ``"uniform"``, a callable ``(key, ShapeDtypeStruct) -> array``, a fill with a meaning
+        from ``flaxmock.fills`` (``fills.indices(64)``, ``fills.nonnegative()``,
+        ``fills.probabilities(axis=-1)``, ``fills.copy_input(0)``), or a dict from output
+        paths to these: ``{"1": fills.indices(64)}`` for a call returning ``(weights,
+        indices)``, ``{"intermediates/**": fills.probabilities()}`` for what it sows (globs as
+        in ``where``; unmatched outputs get the default; a key that matches no output of the
+        mocked calls raises ``FillError``).
       out: An explicit output spec (a pytree of ``jax.ShapeDtypeStruct``), for calls whose
         output shape depends on values and cannot be inferred.
       vmap_axis_name: Fold the lane index of this ``jax.vmap`` axis into the key, so that each
@@ -450,17 +477,31 @@ def mock(
         call="flaxmock.mock",
         taken_fix="flaxmock.unmock(tree, where) first puts back the original layers",
     )
-    return selection.apply(
-        lambda layer: mock_layer(
-            layer,
-            seed=seed,
-            fill=fill,
-            out=out,
-            vmap_axis_name=vmap_axis_name,
-            mesh=mesh,
-            rules=rules,
+    made: list[MockLayer] = []
+
+    def make(layer: _layer.FlaxCallLayer) -> MockLayer:
+        made.append(
+            mock_layer(
+                layer,
+                seed=seed,
+                fill=fill,
+                out=out,
+                vmap_axis_name=vmap_axis_name,
+                mesh=mesh,
+                rules=rules,
+            )
         )
+        return made[-1]
+
+    new = selection.apply(make)
+    # A key of a fill dict that names no output of any mock made here would leave the output
+    # it meant with the default fill.
+    _fill.check_fill_keys(
+        fill,
+        sorted({n for m in made for n in _output_names(m.info)}),
+        where=f"flaxmock.mock(tree, {where!r})",
     )
+    return new
 
 
 def unmock(tree: Any, where: _select.Where = "**") -> Any:

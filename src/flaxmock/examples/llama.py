@@ -241,6 +241,7 @@ class Attention(nn.Module):
         out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(c.dtype), v)
         return self.o(out.reshape(out.shape[:2] + (c.n_heads * c.head_dim,)))
 
+
 class MLP(nn.Module):
     """The SwiGLU feed-forward block (a compact module)."""
 
