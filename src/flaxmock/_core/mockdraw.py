@@ -296,7 +296,11 @@ def _copy_inputs(
             if not isinstance(leaf_fill, _fill.copy_input):
                 continue
             if inputs is None:
-                raise _errors.FillError(f"{where}: {leaf_fill!r} needs the call's arguments.")
+                raise _errors.FillError(
+                    f"{where}: {leaf_fill!r} needs the call's arguments, which this kind of "
+                    "mock does not give its draw (NNX mocks, so far). Fix: use a linen mock, "
+                    "or a fill callable."
+                )
             args, kwargs = inputs
             try:
                 value = leaf_fill.pick(args, kwargs)
