@@ -110,7 +110,7 @@ def _vmap_lanes_rule(
     return vmap_lanes(keys, witness), True
 
 
-def lane_witness(tree: Any) -> list[jax.Array] | None:
+def lane_witness(tree: Any) -> list[Any] | None:
     """The traced array leaves of a call's inputs, whose batching :func:`vmap_lanes` detects.
 
     None when no leaf is traced (an eager call outside any transform: nothing to detect).

@@ -232,7 +232,7 @@ def materialize(
             init_root, assembled.skip_setup, {id(m): 0 for m in mocks}, lenient=True
         )
         with (
-            _walk.jit_bodies_inline(_dispatch.has_jit_body(root)),
+            _walk.jit_bodies_inline(_dispatch.has_jit_body(init_root)),
             nn.intercept_methods(dispatcher),
         ):
             variables = root.module.init(
