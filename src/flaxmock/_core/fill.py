@@ -455,7 +455,7 @@ class copy_input:  # noqa: N801
     Attributes:
       argument: The positional index (``0``: the first argument) or keyword name of the
         argument; ``path`` selects a leaf inside it (``"k"`` of a dict argument) with the
-        output-path syntax of :func:`fill_for`.
+        output-path syntax of fill dicts.
       path: ``/``-joined path of the leaf inside the argument (``""``: the argument itself).
 
     Examples:
@@ -475,7 +475,7 @@ class copy_input:  # noqa: N801
         return jnp.zeros(spec.shape, spec.dtype)
 
     def pick(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-        """The chosen argument leaf of a call, or raises :class:`FillError`."""
+        """The chosen argument leaf of a call, or raises ``FillError``."""
         if isinstance(self.argument, int):
             if not -len(args) <= self.argument < len(args):
                 raise _errors.FillError(f"{self!r}: the call has {len(args)} positional arguments.")

@@ -141,7 +141,8 @@ class MockState:
         self.shardings = SpecCache()
         self.call_args: collections.deque[Any] = collections.deque(maxlen=CALL_HISTORY_SIZE)
         self.last_out_spec: Any = None
-        #: Calls counted on the host (see :func:`staged_count`), beyond the counter's own.
+        #: Calls counted on the host (in a loop body under ``pz.variable_jit``), beyond the
+        #: counter's own.
         self.host_calls = 0
         self._lock = threading.Lock()
         self._memo: dict[str, Any] = {}

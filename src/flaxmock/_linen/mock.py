@@ -143,7 +143,7 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
         Where the counter was closed over by a staging trace (a ``jax.jit`` of a closure over
         the tree, a ``lax.fori_loop``/``while_loop`` body), the trace must not write it (that
         would leave its tracer in the tree); the count is then taken on the host each time the
-        traced code runs (:func:`flaxmock._core.mockcore.host_count`), so each run and each
+        traced code runs (a host callback), so each run and each
         loop iteration still draws anew. With a counter that holds a value, that host count
         advances the counter itself, as an eager call would.
         """
