@@ -82,7 +82,9 @@ def test_partial_mock_rest_runs_exactly(case, jit):
     if target.info.nested:
         # The root of a nested apply: its display path names it, its Flax scope path is ().
         path = ""
-    # Inside a lifted body (traced more than once) every trace of the call is substituted.
+    # Inside a lifted body (traced more than once) every trace of the call is substituted, and
+    # so is every call of the module's method: a module called from several places (a shared
+    # submodule) is mocked at all of them (#19.5). The root of a nested apply is its own.
     lifted = any(
         layer.info.transforms
         for call_path, layer in _layer.iter_layers(tree)
@@ -91,6 +93,19 @@ def test_partial_mock_rest_runs_exactly(case, jit):
     mocked = flaxmock.mock(
         tree, lambda layer: layer.info.call_path == target.info.call_path, fill="ones"
     )
+    # The output specs of the calls that are mocked, in call order (a shared module's calls
+    # from different places have different shapes).
+    specs = [
+        layer.info.out_spec
+        for _, layer in _layer.iter_layers(tree)
+        if layer is target
+        or (
+            not target.info.nested
+            and not layer.info.nested
+            and layer.info.scope_path == target.info.scope_path
+            and layer.method_name == target.method_name
+        )
+    ]
     rngs = apply_rngs(case)
 
     def substitute(next_fun, args, kwargs, context):
@@ -102,18 +117,21 @@ def test_partial_mock_rest_runs_exactly(case, jit):
             context.method_name == target.method_name
             and module.scope is not None
             and "/".join(module.scope.path) == path
-            and (lifted or not state["done"])
+            and (lifted or not target.info.nested or not state["done"])
         ):
             state["done"] = True
+            spec = specs[min(state["calls"], len(specs) - 1)]
+            state["calls"] += 1
             return jax.tree.map(
                 lambda s: jnp.ones(s.shape, s.dtype) if isinstance(s, jax.ShapeDtypeStruct) else s,
-                target.info.out_spec,
+                spec,
                 is_leaf=lambda s: isinstance(s, jax.ShapeDtypeStruct),
             )
         return next_fun(*args, **kwargs)
 
     def via_apply(variables, args):
         state["done"] = state["root_seen"] = False
+        state["calls"] = 0
         # nn.jit bodies inline, as flaxmock runs them: a trace cached by Flax would hide the
         # body's calls from the substituting interceptor (or keep its substitution for later).
         with jit_bodies_inline(tree), nn.intercept_methods(substitute):
@@ -126,7 +144,7 @@ def test_partial_mock_rest_runs_exactly(case, jit):
                 **case.kwargs,
             )
 
-    state = {"done": False, "root_seen": False}
+    state = {"done": False, "root_seen": False, "calls": 0}
     arrays, rebuild = flaxmock._core.specs.partition(case.args)
     if jit:
         out = with_python_outputs(
@@ -299,9 +317,10 @@ def test_vmap_lanes_get_their_own_values(tree):
     )(mocked, jnp.ones((3, 2, 3)))
     assert out.shape == (3, 2, 4)
     assert not np.array_equal(out[0], out[1])
+    # Without an axis name too, each lane that batches the inputs draws its own (#19.4).
     shared = flaxmock.mock(tree, "**")
     out = jax.vmap(lambda x: flaxmock.call(shared, x))(jnp.ones((3, 2, 3)))
-    np.testing.assert_array_equal(out[0], out[1])
+    assert not np.array_equal(out[0], out[1])
 
 
 def test_glob_forms_and_penzai_route():

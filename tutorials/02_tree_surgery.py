@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from penzai import pz
 
 import flaxmock
+from flaxmock import fills
 
 # %% [markdown]
 # ## The model
@@ -222,6 +223,109 @@ out, sown = flaxmock.call(
 )
 assert (out == 7).all()
 assert all((leaf == 7).all() for leaf in jax.tree.leaves(sown))
+
+# %% [markdown]
+# ## Fills that respect meaning: recipes
+#
+# Random values of the right shape can still be wrong in kind: a mocked MoE router's expert
+# indices beyond the number of experts (most tokens then get no expert at all), a negative
+# running variance, attention weights that do not sum to one. `flaxmock.fills` has fills with
+# those meanings: `indices(bound)`, `nonnegative()`, `probabilities(axis=-1)` and
+# `copy_input(argument)`. Give one to `fill=` for every output of the mock, or a dict from
+# output paths to fills: a tuple's leaves are `0`, `1`, ..., a dict's are its keys, and what
+# the call sows is under its collection (`intermediates/...`, `batch_stats/...`). Globs work as
+# in `where`; outputs no key matches get the default; a key that matches nothing raises.
+# The same fills work for `flaxmock.nnx.mock` and `flaxmock.Mocker`.
+#
+# **MoE router.** The router returns `(weights, indices)`; the experts gather by the indices.
+
+
+# %%
+class TopKRouter(nn.Module):
+    experts: int = 8
+
+    @nn.compact
+    def __call__(self, x):
+        probs = jax.nn.softmax(nn.Dense(self.experts, name="gate")(x))
+        weights, indices = jax.lax.top_k(probs, 2)
+        return weights / weights.sum(-1, keepdims=True), indices
+
+
+class MoE(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        weights, indices = TopKRouter(name="router")(x)
+        experts = self.param("experts", nn.initializers.normal(), (8, x.shape[-1]))
+        # Out-of-range indices would be clamped by the gather: every token the same expert.
+        return (weights[..., None] * experts[indices]).sum(-2)
+
+
+moe_x = jnp.ones((16, 4))
+moe_tree = flaxmock.unflaxify(MoE(), moe_x)
+router_fill = {"0": fills.probabilities(), "1": fills.indices(8)}
+moe = flaxmock.materialize(flaxmock.mock(moe_tree, "router", fill=router_fill), 0)
+weights, indices = flaxmock.call(moe.submodule_calls[(0, "router.__call__")], moe_x)
+assert ((indices >= 0) & (indices < 8)).all() and jnp.allclose(weights.sum(-1), 1.0)
+assert flaxmock.call(moe, moe_x).shape == (16, 4)
+
+# %% [markdown]
+# **Normalisation statistics.** In a tree without values, a mocked block draws the state it
+# updates; make the variances non-negative. (A tree with values keeps a mock's state as it is:
+# see the guarantees page.)
+
+
+# %%
+class NormBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.BatchNorm(use_running_average=False, name="bn")(nn.Dense(4)(x))
+
+
+stats_tree = flaxmock.mock(
+    flaxmock.unflaxify(NormBlock(), moe_x), "", fill={"batch_stats/**/var": fills.nonnegative()}
+)
+_, stats = flaxmock.call(stats_tree, moe_x, mutable=["batch_stats"])
+assert (stats["batch_stats"]["bn"]["var"] >= 0).all()
+
+# %% [markdown]
+# **Attention weights.** A mocked attention that sows its weights: probabilities over the keys.
+
+
+# %%
+class SowingAttention(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        weights = jax.nn.softmax(x @ x.T)
+        self.sow("intermediates", "attn_weights", weights)
+        return weights @ nn.Dense(4, name="v")(x)
+
+
+attn_tree = flaxmock.mock(
+    flaxmock.unflaxify(SowingAttention(), moe_x),
+    "",
+    fill={"intermediates/attn_weights/*": fills.probabilities(axis=-1)},
+)
+_, sown = flaxmock.call(attn_tree, moe_x, mutable=["intermediates"])
+(attn_weights,) = sown["intermediates"]["attn_weights"]
+assert (attn_weights >= 0).all() and jnp.allclose(attn_weights.sum(-1), 1.0)
+
+# %% [markdown]
+# **Caches and pass-through.** A decode cache's position is an index below the cache length;
+# a mocked block that should leave its input alone copies it.
+
+# %%
+step_x = jnp.ones((1, 1, 4))
+decode_attn = nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=4, decode=True)
+cache_tree = flaxmock.mock(
+    flaxmock.unflaxify(decode_attn, step_x, step_x),
+    "",
+    fill={"cache/cache_index": fills.indices(16)},
+)
+_, cache = flaxmock.call(cache_tree, step_x, step_x, mutable=["cache"])
+assert 0 <= int(cache["cache"]["cache_index"]) < 16
+
+identity = flaxmock.mock(flaxmock.unflaxify(NormBlock(), moe_x), "", fill=fills.copy_input(0))
+assert (flaxmock.call(identity, moe_x) == moe_x).all()
 
 # %% [markdown]
 # ## Outputs whose shape depends on values

@@ -13,7 +13,9 @@
 # - measure the memory saved: bytes allocated against the whole model's parameter bytes;
 # - bind the un-mocked part from a partial checkpoint with `flaxmock.bind`;
 # - take gradients through a partly mocked model the penzai way (`pz.unbind_params`): one
-#   gradient per parameter, a tied embedding included (mock outputs are constants).
+#   gradient per parameter, a tied embedding included (mock outputs are constants);
+# - run a decode loop with a decode cache through a partly mocked model: eagerly, compiled,
+#   and inside `jax.lax.fori_loop`.
 
 # %%
 import flax.linen as nn
@@ -179,6 +181,71 @@ assert grad_norms[f"{embed_path}/embedding"] > 0
 rows = whole.rows
 feeding = [rows[i - 1].path for i, row in enumerate(rows) if row.module_type == "Attention"]
 assert all(grad_norms[f"{path}/scale"] == 0 for path in feeding)
+
+# %% [markdown]
+# ## A mocked decode loop
+#
+# With `decode=True` each attention of the example keeps a decode cache (the `cache`
+# collection: keys, values and the next position), as Flax's own attention does. `init` with a
+# full-length input sizes the cache; each `apply(..., mutable=["cache"])` then appends one
+# token and returns the updated cache, changing nothing else.
+#
+# `flaxmock.call(tree, token, mutable=["cache"])` does exactly what `apply` does: it returns
+# the new cache and leaves the tree as it was. The loop therefore gives the returned cache back
+# to the tree with `flaxmock.bind` before the next step. Two things matter:
+#
+# - convert with `variables=` holding the full-length cache (abstract is enough:
+#   `jax.eval_shape(model.init, key, full_length_tokens)`). Without variables the converter
+#   records `init` on the one-token example, and the cache it records is one token long;
+# - mocks keep state as state: a mocked attention would keep its cache as given (no token
+#   appended). Here the MLPs are mocked and the attention runs for real.
+
+# %%
+decoder = llama.Llama(llama.LlamaConfig.tiny(decode=True))
+batch, length = 2, 8
+full = jnp.zeros((batch, length), jnp.int32)
+abstract_vars = jax.eval_shape(decoder.init, jax.random.key(0), full)
+step_tree = flaxmock.mock(
+    flaxmock.unflaxify(decoder, full[:, :1], variables=abstract_vars), llama.MLP
+)
+start_vars = jax.jit(decoder.init)(jax.random.key(0), full)  # stands for a checkpoint
+real_params, start_cache = {"params": start_vars["params"]}, start_vars["cache"]
+step_tree = flaxmock.bind(step_tree, real_params | {"cache": start_cache})
+print(jax.tree.map(jnp.shape, start_cache["layers_0"]))
+
+# Eagerly: one token per step, the cache given back with bind.
+tree_now, cache, tok = step_tree, start_cache, full[:, :1] + 1
+for _ in range(3):
+    logits, updated = flaxmock.call(tree_now, tok, mutable=["cache"])
+    cache = updated["cache"]
+    tree_now = flaxmock.bind(tree_now, real_params | {"cache": cache})
+    tok = jnp.argmax(logits[:, -1], -1)[:, None].astype(jnp.int32)
+assert int(cache["layers_0"]["attn"]["cache"]["cache_index"]) == 3
+
+# Compiled: flaxmock.jit (penzai's pz.variable_jit) takes the tree as an argument.
+step = flaxmock.jit(lambda tree, tok: flaxmock.call(tree, tok, mutable=["cache"]))
+logits, updated = step(flaxmock.bind(step_tree, real_params | {"cache": start_cache}), tok)
+assert int(updated["cache"]["layers_0"]["attn"]["cache"]["cache_index"]) == 1
+
+
+# Inside jax.lax.fori_loop: the loop carries the cache; each iteration binds it.
+def generate(first):
+    def body(i, state):
+        tok, cache, out = state
+        tree = flaxmock.bind(step_tree, real_params | {"cache": cache})
+        logits, updated = flaxmock.call(tree, tok, mutable=["cache"])
+        nxt = jnp.argmax(logits[:, -1], -1)[:, None].astype(jnp.int32)
+        return nxt, updated["cache"], out.at[:, i].set(nxt[:, 0])
+
+    init = (first, start_cache, jnp.zeros((batch, length), jnp.int32))
+    return jax.lax.fori_loop(0, length, body, init)
+
+
+_, final_cache, generated = jax.jit(generate)(full[:, :1] + 1)
+print(generated)
+assert int(final_cache["layers_0"]["attn"]["cache"]["cache_index"]) == length
+# The mocked MLPs drew anew at every step (a fresh count per iteration): the tokens vary.
+assert len({int(t) for t in generated[0]}) > 1
 
 # %% [markdown]
 # ## Next steps

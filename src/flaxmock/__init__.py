@@ -10,6 +10,8 @@ import importlib.metadata
 from penzai.toolshed.unflaxify import ArgsAndKwargs as ArgsAndKwargs
 from penzai.toolshed.unflaxify import InterceptedFlaxModuleMethod as InterceptedFlaxModuleMethod
 
+from flaxmock import fills as fills  # noqa: E402
+
 # The NNX front end, reachable as `flaxmock.nnx` after `import flaxmock` (imported last: it
 # imports the core, which must be initialised first).
 from flaxmock import nnx as nnx  # noqa: E402
@@ -41,6 +43,7 @@ from flaxmock._core.table import CallRow as CallRow
 from flaxmock._core.table import Summary as Summary
 from flaxmock._linen.call import call as call
 from flaxmock._linen.call import eval_shape as eval_shape
+from flaxmock._linen.call import jit as jit
 from flaxmock._linen.convert import unflaxify as unflaxify
 from flaxmock._linen.layer import CallInfo as CallInfo
 from flaxmock._linen.layer import FlaxCallLayer as FlaxCallLayer
@@ -99,6 +102,7 @@ __all__ = [
     "bind",
     "call",
     "eval_shape",
+    "jit",
     "fill_array",
     "fill_tree",
     "materialize",
@@ -107,4 +111,5 @@ __all__ = [
     "summary",
     "unflaxify",
     "unmock",
+    "fills",
 ]

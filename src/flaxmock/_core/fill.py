@@ -18,11 +18,19 @@ The default rules (``fill=None`` or ``"normal"``) by dtype:
 Other dtypes (object, string, void, ...) raise
 :class:`~flaxmock._core.errors.UnsupportedDtypeError`; :func:`check_fillable` reports them all
 at mock-creation time instead of inside a trace.
+
+Fills that respect meaning (public as ``flaxmock.fills``): random numbers of the right shape
+can still be wrong in kind (expert indices beyond the number of experts, negative variances,
+attention weights that do not sum to one). :func:`indices`, :func:`nonnegative`,
+:func:`probabilities` and :func:`copy_input` draw values with those meanings; a fill may also
+be a dict from output paths to fills (:func:`fill_for`), so that one mock fills each output
+its own way: ``fill={"1": fills.indices(64)}`` for a router returning ``(weights, indices)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
 import jax
@@ -31,12 +39,14 @@ import numpy as np
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import prng as _prng
+from flaxmock._core import select as _select
 from flaxmock._core import specs as _specs
 
 #: A fill policy: ``None``/``"normal"`` (the default rules), ``"zeros"``, ``"ones"``,
-#: ``"uniform"``, or a callable ``(key, spec) -> array`` returning an array of exactly ``spec``'s
-#: shape and dtype.
-Fill: TypeAlias = None | str | Callable[[jax.Array, jax.ShapeDtypeStruct], jax.Array]
+#: ``"uniform"``, a callable ``(key, spec) -> array`` returning an array of exactly ``spec``'s
+#: shape and dtype (``flaxmock.fills``' are such callables), or a dict from output path globs
+#: to any of these (see :func:`fill_for`).
+Fill: TypeAlias = Any
 
 #: The named fill policies.
 FILL_POLICIES: tuple[str, ...] = ("normal", "zeros", "ones", "uniform")
@@ -82,6 +92,17 @@ def _unsupported_error(problems: list[tuple[str, Any]], path: str) -> _errors.Un
 
 
 def _check_policy(fill: Fill) -> None:
+    if isinstance(fill, Mapping):
+        for key, value in fill.items():
+            if not isinstance(key, str):
+                raise _errors.FillError(
+                    f"A fill dict maps output paths (strings such as 'indices', '1', "
+                    f"'intermediates/**') to fills; got the key {key!r}."
+                )
+            if isinstance(value, Mapping):
+                raise _errors.FillError(f"The fill for {key!r} is a dict; give one fill per path.")
+            _check_policy(value)
+        return
     if fill is None or callable(fill):
         return
     if isinstance(fill, str) and fill in FILL_POLICIES:
@@ -188,6 +209,7 @@ def fill_array(
     """
     _check_policy(fill)
     _check_key_and_spec(key, spec, path)
+    fill = fill_for(fill, "")
     if callable(fill):
         out = fill(key, spec)
         shape = getattr(out, "shape", None)
@@ -253,19 +275,20 @@ def fill_tree(key: jax.Array, specs: Any, fill: Fill = None, *, path: str = "") 
     """
     _check_policy(fill)
     leaves, treedef = jax.tree_util.tree_flatten(specs, is_leaf=_specs.is_spec)
+    names = [name for name, _ in leaf_paths(specs)]
     # Eager draws compile jax.random's functions on first use: lowered fused (same bits, no
     # 8x scratch on CPU; see flaxmock._core.prng).
     with _prng.unrolled_threefry():
         filled = [
-            fill_array(jax.random.fold_in(key, i), leaf, fill, path=path)
+            fill_array(jax.random.fold_in(key, i), leaf, fill_for(fill, name), path=path)
             if _specs.is_spec(leaf)
             else leaf
-            for i, leaf in enumerate(leaves)
+            for i, (name, leaf) in enumerate(zip(names, leaves, strict=True))
         ]
     return jax.tree_util.tree_unflatten(treedef, filled)
 
 
-def check_fillable(specs: Any, fill: Fill = None, *, path: str = "") -> None:
+def check_fillable(specs: Any, fill: Fill = None, *, path: str = "", prefix: str = "") -> None:
     """Checks, without filling, that :func:`fill_tree` can fill ``specs`` with ``fill``.
 
     Called when a mock is created, so that a bad dtype is reported there rather than from inside
@@ -276,6 +299,8 @@ def check_fillable(specs: Any, fill: Fill = None, *, path: str = "") -> None:
       specs: A pytree whose ``jax.ShapeDtypeStruct`` leaves are to be filled.
       fill: The fill policy (see :func:`fill_array`).
       path: The module path (and method) the tree is for, named in error messages.
+      prefix: The path of the tree's leaves for a fill dict (``"intermediates/w"`` for a
+        sown value; ``""`` for the output).
 
     Raises:
       UnsupportedDtypeError: one or more specs have dtypes the rules do not cover; the message
@@ -292,6 +317,11 @@ def check_fillable(specs: Any, fill: Fill = None, *, path: str = "") -> None:
       flaxmock._core.errors.UnsupportedDtypeError: Cannot fill the output at enc/tok: ...
     """
     _check_policy(fill)
+    if isinstance(fill, Mapping):
+        for name, leaf in leaf_paths(specs, prefix):
+            if _specs.is_spec(leaf):
+                check_fillable(leaf, fill_for(fill, name), path=f"{path} ({name or 'output'})")
+        return
     leaves = jax.tree_util.tree_flatten_with_path(specs, is_leaf=_specs.is_spec)[0]
     if callable(fill):
         key = jax.random.key(0)
@@ -314,3 +344,206 @@ def check_fillable(specs: Any, fill: Fill = None, *, path: str = "") -> None:
     ]
     if problems:
         raise _unsupported_error(problems, path)
+
+
+# Fills that respect meaning (public as ``flaxmock.fills``). Each is a frozen dataclass, so
+# equal fills are equal and hashable: the compiled draw of flaxmock._core.mockdraw is shared.
+
+
+def _need(spec: jax.ShapeDtypeStruct, kinds: tuple[Any, ...], what: str, fill: Any) -> None:
+    if not any(jax.dtypes.issubdtype(spec.dtype, k) for k in kinds):
+        raise _errors.FillError(
+            f"{fill!r} fills {what} arrays, but this output is {_short(spec.shape, spec.dtype)}. "
+            "Fix: give this fill only to the outputs it is meant for, with a fill dict "
+            "({'indices': fill, ...}; see flaxmock.fills)."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class indices:  # noqa: N801 (a fill reads as a function: fills.indices(64))
+    """Integers uniform in ``[0, bound)``: valid indices into an axis of length ``bound``.
+
+    For a mocked MoE router's expert indices, token ids, a graph's node indices.
+
+    Attributes:
+      bound: The exclusive upper bound (the axis length).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from flaxmock import fills
+      >>> x = fills.indices(4)(jax.random.key(0), jax.ShapeDtypeStruct((1000,), jnp.int32))
+      >>> int(x.min()), int(x.max())
+      (0, 3)
+    """
+
+    bound: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bound, int) or self.bound < 1:
+            raise _errors.FillError(
+                f"fills.indices(bound) needs a positive int, got {self.bound!r}."
+            )
+
+    def __call__(self, key: jax.Array, spec: jax.ShapeDtypeStruct) -> jax.Array:
+        _need(spec, (jnp.integer,), "integer", self)
+        high = min(self.bound, int(jnp.iinfo(spec.dtype).max) + 1)
+        drawn = jax.random.randint(key, tuple(spec.shape), 0, high, dtype=jnp.int32)
+        return drawn.astype(spec.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class nonnegative:  # noqa: N801
+    """Non-negative values: ``|normal|`` for floats, ``[0, 100]`` for integers.
+
+    For variances and other normalisation statistics, counts, lengths, norms.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from flaxmock import fills
+      >>> spec = jax.ShapeDtypeStruct((9,), jnp.float32)
+      >>> bool((fills.nonnegative()(jax.random.key(0), spec) >= 0).all())
+      True
+    """
+
+    def __call__(self, key: jax.Array, spec: jax.ShapeDtypeStruct) -> jax.Array:
+        _need(spec, (jnp.floating, jnp.integer), "float or integer", self)
+        shape = tuple(spec.shape)
+        if jax.dtypes.issubdtype(spec.dtype, jnp.integer):
+            high = min(_INT_HIGH, int(jnp.iinfo(spec.dtype).max))
+            return jax.random.randint(key, shape, 0, high + 1, dtype=jnp.int32).astype(spec.dtype)
+        return jnp.abs(_draw_floats(key, shape, spec.dtype, uniform=False))
+
+
+@dataclasses.dataclass(frozen=True)
+class probabilities:  # noqa: N801
+    """Non-negative values that sum to one along ``axis`` (a softmax of normal draws).
+
+    For attention weights (``axis=-1``: over the keys), a router's gates, class probabilities.
+
+    Attributes:
+      axis: The axis the values sum to one along.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from flaxmock import fills
+      >>> p = fills.probabilities()(jax.random.key(0), jax.ShapeDtypeStruct((2, 5), jnp.float32))
+      >>> bool(jnp.allclose(p.sum(-1), 1.0))
+      True
+    """
+
+    axis: int = -1
+
+    def __call__(self, key: jax.Array, spec: jax.ShapeDtypeStruct) -> jax.Array:
+        _need(spec, (jnp.floating,), "floating-point", self)
+        shape = tuple(spec.shape)
+        if not -len(shape) <= self.axis < max(len(shape), 1) or not shape:
+            raise _errors.FillError(
+                f"{self!r}: the output {_short(spec.shape, spec.dtype)} has no axis {self.axis}."
+            )
+        logits = jax.random.normal(key, shape, jnp.float32)
+        return jax.nn.softmax(logits, axis=self.axis).astype(spec.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class copy_input:  # noqa: N801
+    """A copy of one of the call's arguments (for a mock that should pass its input through).
+
+    A residual block or a norm mocked to be the identity; a cache returned as it was given.
+    Only mocks, which see their arguments, can use it; the argument must have the output's
+    exact shape and dtype.
+
+    Attributes:
+      argument: The positional index (``0``: the first argument) or keyword name of the
+        argument; ``path`` selects a leaf inside it (``"k"`` of a dict argument) with the
+        output-path syntax of fill dicts.
+      path: ``/``-joined path of the leaf inside the argument (``""``: the argument itself).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
+      >>> x = jnp.arange(6.0).reshape(2, 3)
+      >>> tree = flaxmock.unflaxify(nn.LayerNorm(), x)
+      >>> mocked = flaxmock.mock(tree, "", fill=flaxmock.fills.copy_input(0))
+      >>> bool((flaxmock.call(mocked, x) == x).all())
+      True
+    """
+
+    argument: int | str = 0
+    path: str = ""
+
+    def __call__(self, key: jax.Array, spec: jax.ShapeDtypeStruct) -> jax.Array:
+        # Drawn as zeros here; the mock puts the argument in (see pick_input).
+        return jnp.zeros(spec.shape, spec.dtype)
+
+    def pick(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        """The chosen argument leaf of a call, or raises ``FillError``."""
+        if isinstance(self.argument, int):
+            if not -len(args) <= self.argument < len(args):
+                raise _errors.FillError(f"{self!r}: the call has {len(args)} positional arguments.")
+            value = args[self.argument]
+        else:
+            if self.argument not in kwargs:
+                raise _errors.FillError(
+                    f"{self!r}: the call has no keyword argument {self.argument!r} "
+                    f"(it has {sorted(kwargs)!r})."
+                )
+            value = kwargs[self.argument]
+        for name, leaf in leaf_paths(value):
+            if name == self.path:
+                return leaf
+        raise _errors.FillError(
+            f"{self!r}: the argument has no leaf at {self.path!r} (it has "
+            f"{[n for n, _ in leaf_paths(value)]!r})."
+        )
+
+
+def leaf_paths(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """``(path, leaf)`` of every leaf (specs and arrays included), paths ``/``-joined.
+
+    A dict key or attribute gives its name, a sequence index its number: the output of
+    ``(weights, indices)`` has leaves ``0`` and ``1``, of ``{"h": ..., "n": ...}`` ``h``, ``n``.
+    """
+    out = []
+    for keys, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=_specs.is_spec)[0]:
+        parts = [prefix] if prefix else []
+        for k in keys:
+            for attr in ("key", "idx", "name"):
+                if hasattr(k, attr):
+                    parts.append(str(getattr(k, attr)))
+                    break
+            else:
+                parts.append(str(k))
+        out.append(("/".join(parts), leaf))
+    return out
+
+
+def fill_for(fill: Fill, path: str) -> Fill:
+    """The fill of the output leaf at ``path`` (``"1"``, ``"indices"``, ``"intermediates/w"``).
+
+    A dict ``{glob: fill}`` gives the fill of its first key whose glob matches the path
+    (``*`` within a segment, ``**`` across segments, as in ``where``); unmatched leaves get the
+    default (``None``). Any other fill applies to every leaf.
+    """
+    if not isinstance(fill, Mapping):
+        return fill
+    for glob, value in fill.items():
+        if _select.match_path(glob, path):
+            return value
+    return None
+
+
+def check_fill_keys(fill: Fill, paths: Sequence[str], *, where: str) -> None:
+    """Raises :class:`FillError` if a key of a fill dict matches none of ``paths``.
+
+    A key that matches nothing (a typo, an output the mock does not have) would leave the
+    output it meant with the default fill, silently.
+    """
+    if not isinstance(fill, Mapping):
+        return
+    dead = [k for k in fill if not any(_select.match_path(k, p) for p in paths)]
+    if dead:
+        raise _errors.FillError(
+            f"{where}: the fill dict's keys {dead!r} match no output of the mocked calls. The "
+            f"outputs are {list(paths)[:12]!r}{' and more' if len(paths) > 12 else ''} (sown "
+            "values under their collection, 'intermediates/...'). Fix: use these paths, or "
+            "'**' for every output."
+        )

@@ -27,6 +27,9 @@ from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import io_callback
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import specs as _specs
@@ -37,6 +40,10 @@ SPEC_CACHE_SIZE = 64
 
 #: How many calls ``call_args_list`` remembers (the oldest are dropped).
 CALL_HISTORY_SIZE = 1024
+
+#: The first count of calls counted on the host (:meth:`MockState.next_host_count`): far above
+#: any count a mock's own counter reaches, so that their random keys never coincide.
+HOST_COUNT_BASE = 2**31
 
 T = TypeVar("T")
 
@@ -134,8 +141,21 @@ class MockState:
         self.shardings = SpecCache()
         self.call_args: collections.deque[Any] = collections.deque(maxlen=CALL_HISTORY_SIZE)
         self.last_out_spec: Any = None
+        #: Calls counted on the host (in a loop body under ``pz.variable_jit``), beyond the
+        #: counter's own.
+        self.host_calls = 0
         self._lock = threading.Lock()
         self._memo: dict[str, Any] = {}
+
+    def next_host_count(self) -> np.uint32:
+        """The next count of a call made where the counter cannot advance (a loop body).
+
+        Counts from ``HOST_COUNT_BASE`` up, so that they never meet the counter's own.
+        """
+        with self._lock:
+            count = HOST_COUNT_BASE + self.host_calls
+            self.host_calls += 1
+            return np.uint32(count % 2**32)
 
     def record_call(self, spec_in: Any, out_spec: Any) -> None:
         """Records one call: its input specs ``(args, kwargs)`` and its output specs."""
@@ -157,6 +177,8 @@ class MockState:
         """Forgets the calls (the caches stay: they describe the replaced call, not the calls)."""
         self.call_args.clear()
         self.last_out_spec = None
+        with self._lock:
+            self.host_calls = 0
 
 
 class CallRecords:
@@ -285,3 +307,29 @@ def inferring(where: str, spec_in: Any, fix: str) -> Iterator[None]:
             "output shape."
         )
         raise
+
+
+def closed_over(count: Any, advanced: Any) -> bool:
+    """Whether a counter read as ``count`` cannot be written with ``advanced`` (its successor).
+
+    True when ``advanced`` belongs to a staging trace (``jax.jit``, a ``lax.fori_loop`` or
+    ``while_loop`` body, ``jax.checkpoint``...) other than the one ``count`` belongs to: the
+    counter was closed over by that trace, and writing to it would leave the trace's tracer
+    behind in the user's model (the next eager call fails with ``UnexpectedTracerError``).
+    ``jax.vmap`` and ``jax.grad`` of an eager value give an eager successor: not closed over.
+    """
+    if not isinstance(advanced, jax.core.Tracer):
+        return False
+    return not (isinstance(count, jax.core.Tracer) and count._trace is advanced._trace)
+
+
+def host_count(next_count: Callable[[], Any]) -> jax.Array:
+    """A uint32 count taken on the host, by ``next_count()``, each time the traced code runs.
+
+    For a counter closed over by a staging trace (:func:`closed_over`): a ``jax.jit`` of a
+    closure, or a loop body, runs its trace many times, and each run must draw anew. The count
+    is taken by a host callback at run time, so each run (each loop iteration) gets its own.
+    """
+    return io_callback(
+        lambda: np.asarray(next_count(), np.uint32), jax.ShapeDtypeStruct((), jnp.uint32)
+    )

@@ -13,7 +13,11 @@ The key of one call of a mock is built in this order (every step a ``jax.random.
 6. the per-step fold, when given: a key Flax splits per step of ``nn.scan`` (and per lane of
    ``nn.vmap``) for a mock inside a lifted body;
 7. the lane, when given: the layer index of an NNX mock replacing a stack of layers (sliced by
-   ``nnx.scan``/``nnx.vmap``), then the lane index of ``vmap_axis_name`` when that is set.
+   ``nnx.scan``/``nnx.vmap``), then the lane index of ``vmap_axis_name`` when that is set;
+8. under ``jax.vmap`` (with or without an axis name), the lane index of every ``vmap`` that
+   batches the call's inputs (:func:`vmap_lanes`), so that each lane draws its own values, as
+   each lane of the real call computes its own. Outside ``vmap`` nothing is folded: a call
+   draws the same eagerly and under ``jax.jit``.
 
 The key is then split once: the first half draws the output, the second (folded with ``j``)
 the ``j``-th sown value. Within one such group the leaves of one dtype are slices of one draw
@@ -27,15 +31,18 @@ process.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import custom_batching
 
+from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
 from flaxmock._core import mockcore as _mockcore
 from flaxmock._core import specs as _specs
@@ -71,6 +78,52 @@ def call_key(
     return key
 
 
+@custom_batching.custom_vmap
+def vmap_lanes(key: jax.Array, witness: Any) -> jax.Array:
+    """``key``, with the lane index of each ``jax.vmap`` that batches ``witness`` folded in.
+
+    Outside ``vmap`` (or when no leaf of ``witness`` is batched) ``key`` itself. ``jax.vmap``
+    without an axis name offers no ``axis_index``: this function's batching rule is where the
+    lane is known (``custom_vmap``), and it runs once per ``vmap`` level, innermost first.
+    """
+    del witness
+    return key
+
+
+@vmap_lanes.def_vmap
+def _vmap_lanes_rule(
+    axis_size: int, in_batched: Any, key: jax.Array, witness: Any
+) -> tuple[jax.Array, bool]:
+    key_batched = in_batched[0]
+    lanes = jnp.arange(axis_size, dtype=jnp.uint32)
+
+    def fold(k: jax.Array, lane: jax.Array) -> jax.Array:
+        # ``k`` may hold the lanes of inner vmaps already (a key array): fold into each.
+        f = jax.random.fold_in
+        for _ in range(k.ndim):
+            f = jax.vmap(f, in_axes=(0, None))
+        return f(k, lane)
+
+    keys = jax.vmap(fold)(key, lanes) if key_batched else jax.vmap(lambda i: fold(key, i))(lanes)
+    # The rule runs at this vmap's level; an outer vmap that batches the witness too folds its
+    # own lane in through the same function.
+    return vmap_lanes(keys, witness), True
+
+
+def lane_witness(tree: Any) -> list[Any] | None:
+    """The traced array leaves of a call's inputs, whose batching :func:`vmap_lanes` detects.
+
+    None when no leaf is traced (an eager call outside any transform: nothing to detect).
+    Gradients are stopped: the witness only marks which lanes exist.
+    """
+    leaves = [
+        jax.lax.stop_gradient(leaf)
+        for leaf in jax.tree.leaves(tree)
+        if isinstance(leaf, jax.core.Tracer) and not jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+    ]
+    return leaves or None
+
+
 def _draw(
     groups: Groups,
     fill: Any,
@@ -83,11 +136,23 @@ def _draw(
     index: Any,
     fold: Any,
     lane: Any,
+    witness: Any = None,
 ) -> list[list[jax.Array]]:
     """The random arrays of one call: one group for the output, one per sown value."""
     key = call_key(seed, stream, method, count, index, fold, lane, vmap_axis_name)
+    if witness is not None:
+        key = vmap_lanes(key, witness)
     out_key, sown_key = jax.random.split(key)
     keys = [out_key] + [jax.random.fold_in(sown_key, j) for j in range(len(groups) - 1)]
+    if isinstance(fill, _PerLeaf):
+        # A fill dict: each leaf drawn with its own fill.
+        return [
+            [
+                _fill.fill_array(jax.random.fold_in(k, i), spec, leaf_fill, path=where)
+                for i, (spec, leaf_fill) in enumerate(zip(group, fills, strict=True))
+            ]
+            for k, group, fills in zip(keys, groups, fill.fills, strict=True)
+        ]
     if callable(fill):
         # A user's fill function is given one leaf's spec at a time.
         return [
@@ -130,6 +195,30 @@ def _draw_by_dtype(
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class _PerLeaf:
+    """A fill dict resolved for one call's leaves: one fill per leaf of each group."""
+
+    fills: tuple[tuple[Any, ...], ...]
+
+
+def _leaf_fills(fill: Any, trees: Sequence[Any], prefixes: Sequence[str]) -> _PerLeaf:
+    if isinstance(fill, _fill.copy_input):
+        # The arguments pass through to the output; what the call sows gets the default.
+        fill = {"**": fill, **{f"{p}/**" if p else "**": None for p in prefixes[1:]}}
+        fill = dict(reversed(list(fill.items())))
+    return _PerLeaf(
+        tuple(
+            tuple(
+                _fill.fill_for(fill, name)
+                for name, leaf in _fill.leaf_paths(tree, prefix)
+                if _specs.is_array(leaf)
+            )
+            for tree, prefix in zip(trees, prefixes, strict=True)
+        )
+    )
+
+
 @functools.lru_cache(maxsize=512)
 def _compiled_draw(groups: Groups, fill: Any, vmap_axis_name: str | None) -> Any:
     # One compiled function per output signature and fill policy, shared by every mock with
@@ -151,6 +240,8 @@ def draw(
     fold: Any = None,
     lane: Any = None,
     vmap_axis_name: str | None = None,
+    inputs: Any = None,
+    prefixes: Sequence[str] | None = None,
 ) -> list[Any]:
     """Fills spec trees (the output's, then each sown value's) with one call's random values.
 
@@ -160,17 +251,26 @@ def draw(
       method: The method called.
       count, index, fold, lane, vmap_axis_name: The other parts of the key, in the order of
         the module docstring.
+      inputs: The call's arguments ``(args, kwargs)``: under ``jax.vmap``, each lane that
+        batches them draws its own values (:func:`vmap_lanes`); ``fills.copy_input`` copies
+        one of them.
+      prefixes: The path of each tree's leaves for a fill dict (``""`` for the output,
+        ``"intermediates/attn_weights"`` for a sown value); default ``""`` each.
 
     Returns:
       One filled tree per tree of ``trees``.
     """
     parts = [_specs.partition(tree) for tree in trees]
     groups = tuple(tuple(arrays) for arrays, _ in parts)
+    prefixes = list(prefixes) if prefixes is not None else [""] * len(trees)
+    fill = info.fill
+    if isinstance(fill, Mapping) or isinstance(fill, _fill.copy_input):
+        fill = _leaf_fills(fill, trees, prefixes)
     try:
-        drawn = _compiled_draw(groups, info.fill, vmap_axis_name)
+        drawn = _compiled_draw(groups, fill, vmap_axis_name)
     except TypeError:  # An unhashable fill callable: draw eagerly.
         where = f"{info.path}.{method}"
-        drawn = functools.partial(_draw, groups, info.fill, vmap_axis_name, where)
+        drawn = functools.partial(_draw, groups, fill, vmap_axis_name, where)
     filled = drawn(
         jnp.uint32(info.seed),
         jnp.uint32(stable_hash(info.stream)),
@@ -179,5 +279,41 @@ def draw(
         jnp.uint32(index),
         fold,
         lane,
+        lane_witness(inputs),
     )
+    if isinstance(fill, _PerLeaf):
+        filled = _copy_inputs(filled, groups, fill, inputs, f"{info.path}.{method}")
     return [rebuild(list(arrays)) for (_, rebuild), arrays in zip(parts, filled, strict=True)]
+
+
+def _copy_inputs(
+    filled: list[list[Any]], groups: Groups, fill: _PerLeaf, inputs: Any, where: str
+) -> list[list[Any]]:
+    """Puts the call's arguments where the fill is ``fills.copy_input``."""
+    out = [list(group) for group in filled]
+    for g, (group, fills) in enumerate(zip(groups, fill.fills, strict=True)):
+        for i, (spec, leaf_fill) in enumerate(zip(group, fills, strict=True)):
+            if not isinstance(leaf_fill, _fill.copy_input):
+                continue
+            if inputs is None:
+                raise _errors.FillError(
+                    f"{where}: {leaf_fill!r} needs the call's arguments, which this kind of "
+                    "mock does not give its draw (NNX mocks, so far). Fix: use a linen mock, "
+                    "or a fill callable."
+                )
+            args, kwargs = inputs
+            try:
+                value = leaf_fill.pick(args, kwargs)
+            except _errors.FillError as e:
+                raise _errors.FillError(f"{where}: {e}") from None
+            if (
+                tuple(getattr(value, "shape", ())) != tuple(spec.shape)
+                or getattr(value, "dtype", None) != spec.dtype
+            ):
+                raise _errors.FillError(
+                    f"{where}: {leaf_fill!r} picks {_errors.describe_value(value)} for an "
+                    f"output of {spec.dtype}{list(spec.shape)}; the argument must have the "
+                    "output's shape and dtype. Fix: pick another argument, or another fill."
+                )
+            out[g][i] = _fill.apply_sharding(jnp.asarray(value), spec)
+    return out

@@ -222,6 +222,13 @@ def _match_segments(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
     return go(0, 0)
 
 
+def match_path(glob: str, path: str) -> bool:
+    """Whether a ``/``-joined ``path`` matches ``glob`` (``*`` within a segment, ``**`` across)."""
+    return _match_segments(
+        tuple(glob.split("/")) if glob else (), tuple(path.split("/")) if path else ()
+    )
+
+
 def _arity(fn: Callable[..., Any], front: Front, call: str) -> int:
     """1 or 2: how many positional arguments a predicate takes (see the module docstring)."""
     name = getattr(fn, "__name__", type(fn).__name__)

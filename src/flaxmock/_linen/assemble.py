@@ -66,6 +66,9 @@ class Assembled:
     # ``{(collection, path): variable}``: the objects (``pz.Parameter``...) the converted
     # layers hold, whose values ``variables`` holds.
     objects: dict[tuple[str, Path], Any]
+    # ``{(collection, path): variable}``: what the replacements keep (a mock's state, abstract
+    # or not; tied parameters), whether ``include_kept`` put it in ``variables`` or not.
+    kept: dict[tuple[str, Path], Any] = dataclasses.field(default_factory=dict)
 
 
 def assemble(
@@ -76,7 +79,8 @@ def assemble(
     With ``include_replaced``, replacements below ``root`` contribute the abstract variables of
     the call they replaced (to infer shapes through the original code). With ``include_kept``,
     they contribute the real values they keep (a mock's existing state, tied parameters), for
-    a run.
+    a run; kept state that is still abstract (a tree converted without values and never given
+    any) is left out, and the mock draws it.
 
     Paths are made relative to ``root``'s scope. A module from outside ``root``'s subtree (a
     shared module passed in as an attribute) is adopted by Flax, when ``root`` is applied on its
@@ -85,6 +89,7 @@ def assemble(
     """
     variables: dict[str, Any] = {}
     objects: dict[tuple[str, Path], Any] = {}
+    kept_objects: dict[tuple[str, Path], Any] = {}
     abstract: dict[str, list[str]] = {}
     plain_paths: set[Path] = set()
     replaced_paths: set[Path] = set()
@@ -113,7 +118,7 @@ def assemble(
         for col, path, value, var in own_variables(layer):
             _vars.set_in(variables.setdefault(col, {}), here + path, value)
             objects[(col, here + path)] = var
-            if isinstance(_vars.unbox(value), jax.ShapeDtypeStruct):
+            if _is_abstract(value):
                 abstract.setdefault(layer.path_str, []).append("/".join((col,) + path))
         for col, path, value, var in passed_through(layer):
             # Given but never read: passed on to Flax as given, unless abstract.
@@ -130,19 +135,26 @@ def assemble(
             p = rel(scope_path)
             p = p if p is not None else scope_path[-1:]
             replaced_paths.add(p)
-            kept: dict[str, Any] = {}
-            if isinstance(child, ReplacementLayer):
-                if include_replaced:
-                    kept = child.abstract_variables()
-                elif include_kept:
-                    kept = child.kept_variables()
-            for col, tree in kept.items():
+            if not isinstance(child, ReplacementLayer):
+                continue
+            for col, tree in child.kept_variables().items():
                 for path, var in _vars.flatten(tree).items():
+                    kept_objects[(col, p + path)] = var
                     # A mock keeps the variable objects (pz.Parameter...).
-                    _vars.set_in(variables.setdefault(col, {}), p + path, _vars.value_of(var))
+                    value = _vars.value_of(var)
+                    if include_kept and not include_replaced and not _is_abstract(value):
+                        _vars.set_in(variables.setdefault(col, {}), p + path, value)
+            if include_replaced:
+                for col, tree in child.abstract_variables().items():
+                    for path, value in _vars.flatten(tree).items():
+                        _vars.set_in(variables.setdefault(col, {}), p + path, value)
 
     visit(root)
-    return Assembled(variables, abstract, replaced_paths - plain_paths, objects)
+    return Assembled(variables, abstract, replaced_paths - plain_paths, objects, kept_objects)
+
+
+def _is_abstract(value: Any) -> bool:
+    return any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(_vars.unbox(value)))
 
 
 def _attribute_holding(module: Any, name: str) -> str | None:

@@ -28,9 +28,10 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
     step. (Only the mocks' call counters advance, so that the next call draws new numbers.)
 
     A tree with real values holds ``pz.Parameter`` and ``pz.StateVariable`` objects, which are
-    not pytrees: compile with ``pz.variable_jit(flaxmock.call)``, not ``jax.jit`` (which fails
-    with a ``TypeError`` naming ``Parameter``), and take gradients with respect to the
-    parameters ``pz.unbind_params`` returns (see the examples).
+    not pytrees: compile with :func:`flaxmock.jit` (penzai's ``pz.variable_jit``), not
+    ``jax.jit`` with the tree as an argument (which fails with a ``TypeError`` naming
+    ``Parameter``; ``jax.jit`` of a function that closes over the tree works), and take
+    gradients with respect to the parameters ``pz.unbind_params`` returns (see the examples).
 
     Args:
       tree: A tree from :func:`flaxmock.unflaxify`, possibly patched (mocks, any penzai layer).
@@ -94,6 +95,46 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
                 _vars.value_of, values, is_leaf=lambda v: isinstance(v, _vars.VARIABLE_TYPES)
             )
     return out, _dispatch.with_params_collection(collections, mutable, tree)
+
+
+def jit(fun: Any, **jit_kwargs: Any) -> Any:
+    """``jax.jit`` for functions that take converted trees: penzai's ``pz.variable_jit``.
+
+    A tree with real values holds ``pz.Parameter`` and ``pz.StateVariable`` objects, and every
+    mock holds its call counter as a ``pz.StateVariable``: these are not pytrees, so plain
+    ``jax.jit(fun)(tree, x)`` fails with a ``TypeError`` naming ``Parameter`` or
+    ``StateVariable``. This function is ``pz.variable_jit``: the variables in the arguments
+    cross the compiled call as its inputs and outputs, so the tree's state advances as an eager
+    call would (each call of a mock draws anew, ``call_count`` counts it) and the parameters
+    are not baked into the compiled code.
+
+    ``jax.jit`` of a function that *closes over* a tree also works: the parameters become
+    constants of the compiled code, and each mock takes its count on the host each time the
+    code runs, so its draws stay fresh (the same holds in a ``lax.fori_loop``/``while_loop``
+    body).
+
+    Args:
+      fun: The function to compile; trees may be among its arguments.
+      **jit_kwargs: As for ``jax.jit`` (``static_argnames``, ``donate_argnames``...).
+
+    Returns:
+      The compiled function.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, flaxmock
+      >>> x = jnp.ones((2, 4))
+      >>> tree = flaxmock.mock(flaxmock.unflaxify(nn.Dense(3), x), "")
+      >>> step = flaxmock.jit(flaxmock.call)
+      >>> first, second = step(tree, x), step(tree, x)
+      >>> bool((first == second).all()), tree.call_count
+      (False, 2)
+    """
+    if not callable(fun):
+        raise _errors.InvalidArgumentError(
+            f"jit(fun, **jit_kwargs) takes the function to compile, as jax.jit does; got a "
+            f"{type(fun).__name__}. Fix: flaxmock.jit(flaxmock.call)(tree, *args)."
+        )
+    return pz.variable_jit(fun, **jit_kwargs)
 
 
 def eval_shape(fun: Any, *args: Any, **kwargs: Any) -> Any:

@@ -32,14 +32,19 @@ Path = tuple[str, ...]
 
 
 def _needed(tree: _layer.FlaxCallLayer) -> dict[tuple[str, Path], Any]:
-    """``{(collection, path): current value}`` of every variable an un-mocked layer owns.
+    """``{(collection, path): current value}`` of every variable the tree gives values to.
 
-    Variables that hold no arrays (the ``AxisMetadata`` that ``param_with_axes`` puts in
-    ``params_axes``: static metadata, known from the conversion) need no values and are left
-    out.
+    Those an un-mocked layer owns, and the state mocks keep (``batch_stats``, a decode
+    ``cache``: a mock keeps state as state, with the values the tree is given). Variables that
+    hold no arrays (the ``AxisMetadata`` that ``param_with_axes`` puts in ``params_axes``:
+    static metadata, known from the conversion) need no values and are left out.
     """
-    flat = _vars.flatten_variables(_assemble.assemble(tree).variables)
-    return {k: v for k, v in flat.items() if not _vars.is_static(v)}
+    assembled = _assemble.assemble(tree)
+    needed = _vars.flatten_variables(assembled.variables)
+    for (col, path), var in assembled.kept.items():
+        if col != "params":
+            needed[(col, path)] = _vars.value_of(var)
+    return {k: v for k, v in needed.items() if not _vars.is_static(v)}
 
 
 def _with_values(root: _layer.FlaxCallLayer, values: dict[tuple[str, Path], Any]) -> Any:
@@ -204,8 +209,19 @@ def materialize(
         args, kwargs = root.info.in_spec
     arrays, rebuild = _specs.partition((tuple(args), dict(kwargs)))
 
-    assembled = _assemble.assemble(root)
-    mocks = _assemble.replacements_reachable(root)
+    # Mocks that keep state run their original code in this ``init``: the state's initial
+    # values are what that code creates (BatchNorm's zero mean), not random draws. XLA drops
+    # the rest of what it computes (the mocked parameters are no output).
+    stateful = [
+        m
+        for m in _assemble.replacements_reachable(root)
+        if isinstance(m, _mock.MockLayer)
+        and isinstance(m.info.original, _layer.FlaxCallLayer)
+        and any(col != "params" for col in m.kept)
+    ]
+    init_root = _unmock_these(root, stateful) if stateful else root
+    assembled = _assemble.assemble(init_root)
+    mocks = _assemble.replacements_reachable(init_root)
 
     def init(key: jax.Array, arg_arrays: list[Any]) -> list[Any]:
         a, kw = rebuild(arg_arrays)
@@ -215,10 +231,10 @@ def materialize(
         # derives each module's keys from its own scope path, so skipping the mocked modules
         # leaves every other module's values as ``init`` gives them.
         dispatcher = _dispatch.Dispatcher(
-            root, assembled.skip_setup, {id(m): 0 for m in mocks}, lenient=True
+            init_root, assembled.skip_setup, {id(m): 0 for m in mocks}, lenient=True
         )
         with (
-            _walk.jit_bodies_inline(_dispatch.has_jit_body(root)),
+            _walk.jit_bodies_inline(_dispatch.has_jit_body(init_root)),
             nn.intercept_methods(dispatcher),
         ):
             variables = root.module.init(
@@ -248,6 +264,22 @@ def materialize(
         for c, v in zip(currents, values, strict=True)
     ]
     return _with_values(root, dict(zip(needed, values, strict=True)))
+
+
+def _unmock_these(root: _layer.FlaxCallLayer, mocks: list[Any]) -> _layer.FlaxCallLayer:
+    """``root`` with these mocks put back to the layers they replaced."""
+    ids = {id(m) for m in mocks}
+
+    def put_back(layer: Any) -> Any:
+        if id(layer) in ids:
+            return layer.info.original
+        if not isinstance(layer, _layer.FlaxCallLayer):
+            return layer
+        return dataclasses.replace(
+            layer, submodule_calls={k: put_back(c) for k, c in layer.submodule_calls.items()}
+        )
+
+    return put_back(root)
 
 
 def _describe(value: Any) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from penzai import pz
 from penzai.toolshed.unflaxify import ArgsAndKwargs
 from treescope import formatting_util
@@ -109,12 +110,13 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
       info: The static :class:`MockLayerInfo`.
       mock_state: The mutable :class:`MockState` (spec cache, call history), shared by every
         tree derived from this mock.
-      kept: The replaced module's variables that held real values when it was mocked
-        (``{collection: nested dict}`` of the ``pz.Parameter`` and ``pz.StateVariable``
+      kept: The replaced module's state and the parameters that held real values when it was
+        mocked (``{collection: nested dict}`` of the ``pz.Parameter`` and ``pz.StateVariable``
         objects, shared with the layers that still use them): existing state (``batch_stats``,
-        a decode ``cache``) keeps its value under a mock, as the docs promise, and a real layer
-        that reads the mocked module's parameters (weight tying) still finds them. Abstract
-        ones are dropped.
+        a decode ``cache``) keeps its value under a mock, and state that was still abstract
+        gets its value from ``flaxmock.bind``/``materialize`` like the rest of the tree; a real
+        layer that reads the mocked module's parameters (weight tying) still finds them.
+        Abstract parameters are dropped.
     """
 
     module: nn.Module = dataclasses.field(metadata={"pytree_node": False})
@@ -136,12 +138,35 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
         return self.info.variables
 
     def reserve_count(self) -> Any:
-        """Returns the call counter's value and advances it (when it is bound penzai state)."""
+        """Returns the call counter's value and advances it (when it is bound penzai state).
+
+        Where the counter was closed over by a staging trace (a ``jax.jit`` of a closure over
+        the tree, a ``lax.fori_loop``/``while_loop`` body), the trace must not write it (that
+        would leave its tracer in the tree); the count is then taken on the host each time the
+        traced code runs (a host callback), so each run and each
+        loop iteration still draws anew. With a counter that holds a value, that host count
+        advances the counter itself, as an eager call would.
+        """
+        if not isinstance(self.counter, pz.StateVariable):
+            return self.counter.value
         with _COUNTER_LOCK:
             count = self.counter.value
-            if isinstance(self.counter, pz.StateVariable):
-                self.counter.value = count + 1
-            return count
+            advanced = jnp.add(count, jnp.uint32(1))
+            if not _mockcore.closed_over(count, advanced):
+                self.counter.value = advanced
+                return count
+        if isinstance(count, jax.core.Tracer):
+            # The counter is the state of an outer trace (``pz.variable_jit`` around a loop):
+            # its value is unknown on the host. Counts from the mock's host sequence.
+            return _mockcore.host_count(self.mock_state.next_host_count)
+        return _mockcore.host_count(self._advance_on_host)
+
+    def _advance_on_host(self) -> np.uint32:
+        # Runs in a host callback, when the compiled code runs: the counter holds a value.
+        with _COUNTER_LOCK:
+            count = int(np.asarray(self.counter.value))
+            self.counter.value = np.uint32((count + 1) % 2**32)
+            return np.uint32(count)
 
     def release_count(self, count: Any) -> None:
         """Gives back a reserved count that was not used, if no later one was taken."""
@@ -170,6 +195,8 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
             index=invocation.index,
             fold=invocation.fold,
             vmap_axis_name=self.info.vmap_axis_name,
+            inputs=(args_and_kwargs.args, args_and_kwargs.kwargs),
+            prefixes=["", *(_sown_name(entry) for entry in sown)],
         )
         invocation.write_sown(list(zip(sown, sown_values, strict=True)))
         return out
@@ -189,7 +216,7 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
     # Call records (flaxmock._core.mockcore.CallRecords).
 
     def _count(self) -> int:
-        return int(self.counter.value)
+        return int(np.asarray(self.counter.value)) + self.mock_state.host_calls
 
     def _reset_count(self) -> None:
         if isinstance(self.counter, pz.StateVariable):
@@ -229,6 +256,7 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
                 mesh=info.mesh,
                 rules=info.rules,
                 path=self._label(),
+                per_step=bool(info.call.transforms),
             )
         return out_spec, sown
 
@@ -249,12 +277,32 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
         return root.out_spec, root.sown
 
 
+def _sown_name(entry: _record.SownEntry) -> str:
+    """``intermediates/attn_weights``: a sown value's path, as fill dicts name it."""
+    return "/".join((entry.collection, *entry.path))
+
+
+def _output_names(info: MockLayerInfo) -> list[str]:
+    """The paths of a mock's output and sown leaves, as fill dicts name them."""
+    names = [n for n, leaf in _fill.leaf_paths(info.call.out_spec) if _specs.is_array(leaf)]
+    for entry in info.call.sown:
+        names += [
+            n
+            for n, leaf in _fill.leaf_paths(entry.spec, _sown_name(entry))
+            if _specs.is_array(leaf)
+        ]
+    return names
+
+
 def _new_mock(module: nn.Module, method_name: str, info: MockLayerInfo, kept: Any) -> MockLayer:
     """A :class:`MockLayer` with a fresh counter and state, after checking its fill."""
     _fill.check_fillable(info.call.out_spec, info.fill, path=f"{info.path}.{method_name}")
     for entry in info.call.sown:
         _fill.check_fillable(
-            entry.spec, info.fill, path=f"{info.path}.{method_name} (sown {entry.collection})"
+            entry.spec,
+            info.fill,
+            path=f"{info.path}.{method_name} (sown {entry.collection})",
+            prefix=_sown_name(entry),
         )
     counter = pz.StateVariable(
         value=jnp.zeros((), jnp.uint32),
@@ -308,11 +356,16 @@ def mock_layer(
         mesh=mesh,
         rules=rules,
     )
-    return _new_mock(layer.module, layer.method_name, info, _concrete(assembled.objects))
+    return _new_mock(layer.module, layer.method_name, info, _kept(assembled.objects))
 
 
-def _concrete(objects: dict[tuple[str, tuple[str, ...]], Any]) -> dict[str, Any]:
-    """The variables that hold values (abstract specs dropped), nested.
+def _kept(objects: dict[tuple[str, tuple[str, ...]], Any]) -> dict[str, Any]:
+    """What a mock keeps of the replaced subtree's variables, nested.
+
+    Its state (every collection but ``params``: ``batch_stats``, a decode ``cache``), abstract
+    or not: state keeps its value under a mock, and an abstract one gets its value when the
+    tree does (``flaxmock.bind``, ``flaxmock.materialize``). Of its parameters, those that hold
+    values (a real layer may read them: weight tying); abstract parameters are dropped.
 
     The objects themselves are kept, not their values: a parameter the mock keeps is the same
     ``pz.Parameter`` as in the un-mocked layers that share it (a tied embedding stays one
@@ -322,7 +375,8 @@ def _concrete(objects: dict[tuple[str, tuple[str, ...]], Any]) -> dict[str, Any]
         {
             k: var
             for k, var in objects.items()
-            if not any(
+            if k[0] != "params"
+            or not any(
                 isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(_vars.value_of(var))
             )
         }
@@ -383,7 +437,13 @@ def mock(
         :func:`flaxmock.nnx.mock`, in the overview's "Selecting modules").
       seed: Seed of the mocks' random numbers (each mock also folds in its call path).
       fill: How to fill: None or ``"normal"`` (the default rules), ``"zeros"``, ``"ones"``,
-        ``"uniform"``, or a callable ``(key, ShapeDtypeStruct) -> array``.
+        ``"uniform"``, a callable ``(key, ShapeDtypeStruct) -> array``, a fill with a meaning
+        from ``flaxmock.fills`` (``fills.indices(64)``, ``fills.nonnegative()``,
+        ``fills.probabilities(axis=-1)``, ``fills.copy_input(0)``), or a dict from output
+        paths to these: ``{"1": fills.indices(64)}`` for a call returning ``(weights,
+        indices)``, ``{"intermediates/**": fills.probabilities()}`` for what it sows (globs as
+        in ``where``; unmatched outputs get the default; a key that matches no output of the
+        mocked calls raises ``FillError``).
       out: An explicit output spec (a pytree of ``jax.ShapeDtypeStruct``), for calls whose
         output shape depends on values and cannot be inferred.
       vmap_axis_name: Fold the lane index of this ``jax.vmap`` axis into the key, so that each
@@ -431,17 +491,31 @@ def mock(
         call="flaxmock.mock",
         taken_fix="flaxmock.unmock(tree, where) first puts back the original layers",
     )
-    return selection.apply(
-        lambda layer: mock_layer(
-            layer,
-            seed=seed,
-            fill=fill,
-            out=out,
-            vmap_axis_name=vmap_axis_name,
-            mesh=mesh,
-            rules=rules,
+    made: list[MockLayer] = []
+
+    def make(layer: _layer.FlaxCallLayer) -> MockLayer:
+        made.append(
+            mock_layer(
+                layer,
+                seed=seed,
+                fill=fill,
+                out=out,
+                vmap_axis_name=vmap_axis_name,
+                mesh=mesh,
+                rules=rules,
+            )
         )
+        return made[-1]
+
+    new = selection.apply(make)
+    # A key of a fill dict that names no output of any mock made here would leave the output
+    # it meant with the default fill.
+    _fill.check_fill_keys(
+        fill,
+        sorted({n for m in made for n in _output_names(m.info)}),
+        where=f"flaxmock.mock(tree, {where!r})",
     )
+    return new
 
 
 def unmock(tree: Any, where: _select.Where = "**") -> Any:

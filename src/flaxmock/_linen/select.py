@@ -82,6 +82,12 @@ def select_layers(
 ) -> pz.Selection:
     """The outermost layers of the given kinds that ``where`` selects, as a penzai selection.
 
+    A module called from several places (a shared module passed to two children: its calls
+    sit at ``a/...`` and ``b/...`` in the tree, under one scope path) is one module: when
+    ``where`` selects one of its calls of a method (a predicate over the layer can), every call
+    of that method of that module is selected, as the NNX side replaces a module reachable at
+    several paths at all of them.
+
     ``pz.select(...).at_instances_of`` would stop at the root (the outermost instance), so the
     choice, made beforehand by the grammar, goes in one ``at_subtrees_where`` predicate, which
     reaches nested layers and keeps the outermost of nested matches.
@@ -101,8 +107,22 @@ def select_layers(
         subject=type(root).__name__,
         taken_fix=taken_fix,
     )
-    ids = {id(c.node) for c in chosen}
-    return pz.select(tree).at_subtrees_where(lambda node: id(node) in ids)
+    modules = {_module_key(c.node) for c in chosen}
+    return pz.select(tree).at_subtrees_where(
+        lambda node: isinstance(node, kinds) and _module_key(node) in modules
+    )
+
+
+def _module_key(layer: Any) -> tuple[Any, ...]:
+    """Which module and method a layer calls: the same for every call of a shared module.
+
+    Calls inside a nested ``module.apply`` have scope paths of their own, so they are told
+    apart by the layer itself.
+    """
+    info = layer.replaced().info if isinstance(layer, _layer.ReplacementLayer) else layer.info
+    if info.nested:
+        return ("nested", id(layer))
+    return (info.scope_path, layer.method_name, info.transforms)
 
 
 def selector(where: _select.Where) -> Callable[[Any], bool]:

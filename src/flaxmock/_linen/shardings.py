@@ -89,6 +89,27 @@ def real_output_shardings(
     return list(compiled.output_shardings)
 
 
+def _one_step_variables(
+    module: nn.Module, method: Any, arrays: list[Any], rebuild: Any, path: str
+) -> Any:
+    """The abstract variables (boxed) of one step of a lifted body: its own ``init``'s."""
+
+    def init(arg_arrays: list[Any]) -> Any:
+        a, kw = rebuild(arg_arrays)
+        return module.init(default_rngs(), *a, method=method, **kw)
+
+    specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in arrays]
+    try:
+        with _walk.isolated():
+            return jax.eval_shape(init, specs)
+    except Exception as e:
+        e.add_note(
+            f"flaxmock: initialising one step of the lifted body {path}, to compile it on the "
+            "mock's mesh, failed. Mock it without mesh= to get unsharded outputs."
+        )
+        raise
+
+
 def mock_output_shardings(
     module: nn.Module,
     method: Any,
@@ -100,8 +121,14 @@ def mock_output_shardings(
     mesh: Any,
     rules: Any,
     path: str,
+    per_step: bool = False,
 ) -> Any:
     """``out_spec`` with the shardings XLA gives the real call's outputs on ``mesh``.
+
+    With ``per_step`` (the call is the body of a lifted ``nn.scan``/``nn.vmap``, whose
+    ``variables`` are stacked over the steps), the real call is compiled for one step: with the
+    variables one step's ``init`` gives, partitioned as the body's own metadata says (without
+    the axis the transform adds).
 
     The real call is compiled (never run) with its parameters sharded as their partitioning
     metadata says and the arguments sharded as given (replicated when not arrays on the mesh);
@@ -128,6 +155,8 @@ def mock_output_shardings(
         # concrete call with this signature, if any (else: replicated arguments).
         found = cache.latest(lambda k: k[0] == sig)
     if found is None:
+        if per_step:
+            variables = _one_step_variables(module, method, arrays, rebuild, path)
         found = real_output_shardings(
             module,
             method,

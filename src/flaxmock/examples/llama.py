@@ -4,7 +4,10 @@ Token embedding, blocks of RMSNorm, grouped-query attention with rotary position
 (RoPE) and a SwiGLU MLP, a final norm and an output projection, either tied to the embedding
 (``embed.attend``) or a separate ``lm_head``. Parameters carry logical partitioning metadata
 (``nn.with_logical_partitioning``), as in MaxText-style models. With ``scan_layers`` the blocks
-are stacked with ``nn.scan(nn.remat(...))`` over a leading layer axis.
+are stacked with ``nn.scan(nn.remat(...))`` over a leading layer axis. With ``decode`` the
+attention keeps a decode cache (``cache`` collection: keys, values and the next position), as
+Flax's ``MultiHeadDotProductAttention(decode=True)`` does: ``init`` with a full-length input
+sizes it, and each ``apply(..., mutable=["cache"])`` appends the given tokens.
 
 It exercises what real models do and flaxmock must handle: ``setup()`` and ``@nn.compact``
 modules, a self-method call (``Attention._split_heads``), ``super().__call__`` (the scanned
@@ -50,6 +53,7 @@ class LlamaConfig:
       dtype: Dtype of the computation.
       tie_embeddings: Project to the vocabulary with the embedding (``embed.attend``).
       scan_layers: Stack the blocks with ``nn.scan(nn.remat(Block))``.
+      decode: Keep a decode cache in each attention (``cache`` collection).
     """
 
     vocab_size: int = 256
@@ -65,6 +69,7 @@ class LlamaConfig:
     dtype: Any = jnp.float32
     tie_embeddings: bool = True
     scan_layers: bool = False
+    decode: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -163,6 +168,29 @@ def rotary(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).astype(x.dtype)
 
 
+class KVCache(nn.Module):
+    """The decode cache of one attention: keys and values so far, and the next position.
+
+    ``init`` only creates it, sized by its input (the longest sequence to decode); each later
+    call appends the given keys and values.
+    """
+
+    @nn.compact
+    def __call__(self, k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Returns the positions of the given tokens and the whole cache's keys and values."""
+        initialising = not self.has_variable("cache", "cached_key")
+        cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+        cached_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+        index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+        if initialising:
+            return jnp.arange(k.shape[1]), k, v
+        start = index.value
+        cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k, (0, start, 0, 0))
+        cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v, (0, start, 0, 0))
+        index.value = start + k.shape[1]
+        return start + jnp.arange(k.shape[1]), cached_k.value, cached_v.value
+
+
 class Attention(nn.Module):
     """Causal grouped-query attention with rotary embeddings (a ``setup()`` module)."""
 
@@ -185,20 +213,29 @@ class Attention(nn.Module):
         self.k = dense(c.n_kv_heads * c.head_dim, ("embed", "kv_heads"), "k")
         self.v = dense(c.n_kv_heads * c.head_dim, ("embed", "kv_heads"), "v")
         self.o = dense(c.dim, ("heads", "embed"), "o")
+        if c.decode:
+            self.cache = KVCache()
 
     def _split_heads(self, x: jax.Array, heads: int) -> jax.Array:
         return x.reshape(x.shape[:-1] + (heads, self.config.head_dim))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        positions = jnp.arange(x.shape[1])
-        q = rotary(self._split_heads(self.q(x), c.n_heads), positions, c.rope_theta)
-        k = rotary(self._split_heads(self.k(x), c.n_kv_heads), positions, c.rope_theta)
+        seq = x.shape[1]
+        positions = jnp.arange(seq)
+        q = self._split_heads(self.q(x), c.n_heads)
+        k = self._split_heads(self.k(x), c.n_kv_heads)
         v = self._split_heads(self.v(x), c.n_kv_heads)
+        key_positions = positions
+        if c.decode:
+            positions, k, v = self.cache(k, v)
+            key_positions = jnp.arange(k.shape[1])
+        q = rotary(q, positions, c.rope_theta)
+        k = rotary(k, key_positions, c.rope_theta)
         groups = c.n_heads // c.n_kv_heads
         k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / c.head_dim**0.5
-        causal = jnp.tril(jnp.ones((x.shape[1], x.shape[1]), bool))
+        causal = key_positions[None, :] <= positions[:, None]
         weights = jax.nn.softmax(jnp.where(causal, logits, -1e30), axis=-1)
         self.sow("intermediates", "attn_weights", weights)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(c.dtype), v)
@@ -265,7 +302,7 @@ class Llama(nn.Module):
         if c.scan_layers:
             self.blocks = nn.scan(
                 nn.remat(ScannedBlock),
-                variable_axes={"params": 0, "intermediates": 0},
+                variable_axes={"params": 0, "intermediates": 0, "cache": 0},
                 split_rngs={"params": True},
                 length=c.n_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
