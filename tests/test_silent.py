@@ -1,0 +1,101 @@
+"""Every case where flaxmock gave a plausible wrong answer, and the test that now pins it.
+
+Each case is a small model of our own with the shape of the public model that showed it; the
+test asserts the right result (against ``module.apply`` / the real NNX call) or the specific
+error class and message. Sections by area; add new cases to the table and a test below.
+
+NNX cases (issues #12, #19):
+
+====================  =================================================  ==========
+case                  public model that showed it                        outcome
+====================  =================================================  ==========
+12.7 scan fn cached   flax docs scan-over-layers (module-level nnx.scan) fixed
+====================  =================================================  ==========
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import flaxmock.nnx
+
+# ---------------------------------------------------------------------------------------------
+# NNX (issues #12 and #19, NNX cases)
+# ---------------------------------------------------------------------------------------------
+
+
+class _ScanBlock(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.lin = nnx.Linear(4, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return nnx.relu(self.lin(x))
+
+
+# The Flax docs' scan over layers: the body is a module-level function, traced once and then
+# reused by JAX for every later call with the same shapes.
+@nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+def _scan_blocks(x, block):
+    return block(x)
+
+
+@nnx.vmap(in_axes=(0, None), out_axes=0)
+def _vmap_blocks(block, x):
+    return block(x)
+
+
+class _ScanModel(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs, n: int = 3):
+        @nnx.split_rngs(splits=n)
+        @nnx.vmap
+        def make(rngs):
+            return _ScanBlock(rngs)
+
+        self.blocks = make(rngs)
+
+    def __call__(self, x):
+        return _scan_blocks(x, self.blocks), _vmap_blocks(self.blocks, x)
+
+
+def _calls_seen(fn):
+    seen = []
+
+    def log(next_fun, args, kwargs, context):
+        seen.append((type(context.module).__name__, context.method_name))
+        return next_fun(*args, **kwargs)
+
+    with flaxmock.nnx.intercept_methods(log):
+        fn()
+    return seen
+
+
+@pytest.mark.parametrize("jitted", [False, True], ids=["eager", "nnx.jit"])
+def test_12_7_cached_scan_function_is_intercepted(jitted):
+    model = _ScanModel(nnx.Rngs(0))
+    x = jnp.ones((2, 4))
+    run = nnx.jit(lambda m, x: m(x)) if jitted else (lambda m, x: m(x))
+    expected = run(model, x)  # JAX traces (and caches) every body here, outside any context.
+    # Under nnx.jit the calls are seen while the context's fresh trace runs.
+    one_call = [("_ScanModel", "__call__")] + [
+        ("_ScanBlock", "__call__"),
+        ("Linear", "__call__"),
+    ] * 2
+    assert _calls_seen(lambda: run(model, x)) == one_call
+    if not jitted:
+        # Twice in one context: seen twice (a fresh trace per outermost call).
+        assert _calls_seen(lambda: (run(model, x), run(model, x))) == one_call * 2
+
+    def zero_linear(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        return jnp.zeros_like(out) if isinstance(context.module, nnx.Linear) else out
+
+    with flaxmock.nnx.intercept_methods(zero_linear):
+        altered = run(model, x)
+    for leaf in jax.tree.leaves(altered):
+        np.testing.assert_array_equal(leaf, 0.0)
+    # Outside the context the cached traces run again, unchanged.
+    jax.tree.map(np.testing.assert_array_equal, run(model, x), expected)
