@@ -10,10 +10,17 @@ NNX cases (issues #12, #19):
 case                  public model that showed it                        outcome
 ====================  =================================================  ==========
 12.7 scan fn cached   flax docs scan-over-layers (module-level nnx.scan) fixed
+12.8 checkpoint       tunix RematConfig.DECODER (jax.checkpoint)         warning
+12.8 jax.jit          bonsai jitted forward over split/merge             warning
+19.3 loops            lax.fori_loop / gspmd guide raw lax.scan           warning
+19.3 nnx.remat        (Flax transform, state written back)               fixed
 ====================  =================================================  ==========
 """
 
 from __future__ import annotations
+
+import re
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -99,3 +106,89 @@ def test_12_7_cached_scan_function_is_intercepted(jitted):
         np.testing.assert_array_equal(leaf, 0.0)
     # Outside the context the cached traces run again, unchanged.
     jax.tree.map(np.testing.assert_array_equal, run(model, x), expected)
+
+
+class _Layer(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.lin = nnx.Linear(4, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.lin(x)
+
+
+class _Decoder(nnx.Module):
+    """One layer run through a transform, as tunix (remat), bonsai (jit) and gspmd (scan) do."""
+
+    def __init__(self, rngs: nnx.Rngs, how: str):
+        self.layer = _Layer(rngs)
+        self.how = how
+
+    def __call__(self, x):
+        graphdef, state = nnx.split(self.layer)
+
+        def run(state, x):
+            return nnx.merge(graphdef, state)(x)
+
+        if self.how == "jax.checkpoint":  # tunix RematConfig.DECODER
+            return jax.checkpoint(run)(state, x)
+        if self.how == "fori_loop":  # a loop over split state
+            return jax.lax.fori_loop(0, 2, lambda i, x: run(state, x), x)
+        if self.how == "lax.scan":  # the gspmd guide's raw scan over split state
+            return jax.lax.scan(lambda c, _: (run(state, c), None), x, None, length=2)[0]
+        if self.how == "nnx.remat":  # Flax's own transform writes the state back
+            return nnx.remat(lambda layer, x: layer(x))(self.layer, x)
+        raise AssertionError(self.how)
+
+
+_FROZEN = {"jax.checkpoint": "checkpoint / remat", "fori_loop": "fori_loop", "lax.scan": "scan"}
+
+
+@pytest.mark.parametrize("how", [*_FROZEN, "nnx.remat"])
+@pytest.mark.parametrize("jitted", [False, True], ids=["eager", "nnx.jit"])
+def test_12_8_19_3_mock_in_a_copy_not_written_back_warns(how, jitted):
+    mocked = flaxmock.nnx.mock(_Decoder(nnx.Rngs(0), how), "layer/lin")
+    x = jnp.ones((2, 4))
+    run = nnx.jit(lambda m, x: m(x)) if jitted else (lambda m, x: m(x))
+    if how == "nnx.remat":
+        # The state flows back: fresh draws on every call, every call counted, no warning.
+        first, second = run(mocked, x), run(mocked, x)
+        assert not np.array_equal(first, second)
+        assert mocked.layer.lin.call_count == 2
+        return
+    match = (
+        rf"layer/lin \(a mock of Linear\) ran inside a JAX transform \({re.escape(_FROZEN[how])}\)"
+    )
+    with pytest.warns(flaxmock.nnx.FrozenMockWarning, match=match):
+        first = run(mocked, x)
+    # Warned once per mock; the draws are frozen and the count says these calls are not counted.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = run(mocked, x)
+    np.testing.assert_array_equal(first, second)
+    assert mocked.layer.lin.call_count == 0
+
+
+def test_12_8_plain_jax_jit_over_split_merge():
+    # bonsai's jitted forward: jax.jit over (graphdef, state), the state not returned.
+    mocked = flaxmock.nnx.mock(_Layer(nnx.Rngs(0)), "lin")
+    graphdef, state = nnx.split(mocked)
+    forward = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
+    x = jnp.ones((2, 4))
+    with pytest.warns(flaxmock.nnx.FrozenMockWarning, match=r"lin .*\(jit\).*nnx\.update"):
+        forward(state, x)
+    assert mocked.lin.call_count == 0
+
+    # Returning the state and applying it makes the count advance and the draws differ.
+    @jax.jit
+    def step(state, x):
+        model = nnx.merge(graphdef, state)
+        return model(x), nnx.state(model)
+
+    fresh = flaxmock.nnx.mock(_Layer(nnx.Rngs(0)), "lin")
+    graphdef, state = nnx.split(fresh)
+    with pytest.warns(flaxmock.nnx.FrozenMockWarning):
+        first, state = step(state, x)
+    second, state = step(state, x)
+    nnx.update(fresh, state)
+    assert not np.array_equal(first, second)
+    assert fresh.lin.call_count == 2

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import warnings
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from flax import errors as flax_errors
 from flax import nnx
+from flax.nnx import graphlib
+from jax._src import core as jax_core
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
@@ -101,6 +104,14 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
     returns them. What the replaced module sows on itself (``self.sow(nnx.Intermediate, ...)``)
     the mock sows too, with random values. It records its calls as ``unittest.mock`` does
     (``call_count``, ``call_args_list``, ``assert_called_once_with``, ``reset_mock``...).
+
+    ``call_count`` counts the calls whose counter update reached this model: eager calls and
+    calls inside Flax's transforms (``nnx.jit``, ``nnx.scan``, ``nnx.vmap``, ``nnx.remat``),
+    which write state back. A call inside a raw JAX transform over a copy whose state is not
+    written back (``jax.checkpoint`` or ``jax.jit`` over ``nnx.split`` state, ``jax.lax``
+    loops over a closure) cannot advance the counter: it is not counted, draws what the
+    previous such call drew, and the mock says so once with a
+    :class:`~flaxmock.nnx.FrozenMockWarning`.
 
     Other attributes of the replaced module that hold no arrays (configuration such as
     ``features`` or ``num_feature_axes``) read through the mock; setting one on the mock
@@ -251,6 +262,31 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             call["value"] = spec
         return out, tuple(sown)
 
+    def _warn_frozen(self) -> None:
+        """Warns (once per mock) that this call's counter update is lost with its copy."""
+        if _nnx_shapes.evaluating():
+            return  # Shape evaluation advances nothing, by design.
+        info = self.info
+        transform = _current_transform()
+
+        def warn() -> bool:
+            warnings.warn(
+                f"{info.path} (a mock of {info.module_type.__name__}) ran inside a JAX "
+                f"transform ({transform}) on a copy of the model whose state is not written "
+                "back (a raw JAX transform over nnx.split state or over a closure): its call "
+                "counter cannot "
+                "advance, so it draws the same values on every such call and call_count does "
+                "not count them. For fresh draws, use Flax's transform instead (nnx.jit, "
+                "nnx.remat, nnx.scan, nnx.fori_loop), or return nnx.state(model) from the "
+                "function and apply it with nnx.update(model, state) (then the counts advance "
+                "and this warning can be ignored).",
+                _errors.FrozenMockWarning,
+                stacklevel=4,
+            )
+            return True
+
+        self.mock_state.memo("warned_frozen", warn)
+
     def _emit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Returns random arrays shaped like ``method``'s real output, and advances the counter."""
         info = self.info
@@ -267,7 +303,10 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             # Called inside a raw JAX transform (`jax.lax.scan` over a closure) that cannot
             # update this module's state, as for the real module's own state: the draw stays
             # the same for every step of that transform.
-            pass
+            self._warn_frozen()
+        else:
+            if isinstance(counter, jax_core.Tracer) and not _written_back(self.counter):
+                self._warn_frozen()
         # One layer's counter is `[lane, count]`; a whole stack called at once (outside scan)
         # draws once for all of it, from the first layer's count.
         lane, count = (counter[0], counter[1]) if counter.ndim == 1 else (None, counter[0, 1])
@@ -283,6 +322,37 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             # else onto the module (Flax's deprecated way, with Flax's warning).
             self.sow(**{**entry, "value": value})
         return out
+
+
+def _written_back(variable: nnx.Variable) -> bool:
+    """Whether an NNX transform in progress will write ``variable``'s new value back.
+
+    Flax's transforms (``nnx.jit``, ``nnx.scan``, ``nnx.vmap``, ``nnx.remat``...) merge the
+    modules given to them into copies inside the trace, record each copy's variables in their
+    update context, and after the trace update the originals from them. A variable merged by
+    the user inside a raw JAX transform (``jax.checkpoint``, ``jax.jit`` over ``nnx.split``
+    state) is in no such record: its new value stays in a copy nobody reads, unless the user
+    returns the state and applies it with ``nnx.update`` (which flaxmock cannot see).
+    """
+    for stack in graphlib.GRAPH_CONTEXT.update_context_stacks.values():
+        for context in stack:
+            inner = getattr(context, "inner_ref_outer_index", None)
+            if inner is not None and variable in inner:
+                return True
+    return False
+
+
+def _current_transform() -> str:
+    """The name of the innermost JAX transform being traced (``jit``, ``checkpoint / remat``)."""
+    trace = jax_core.trace_ctx.trace
+    debug = getattr(getattr(trace, "frame", None), "debug_info", None)
+    name = getattr(debug, "traced_for", None)
+    if name:
+        return str(name)
+    kind = type(trace).__name__
+    return {"BatchTrace": "vmap", "JVPTrace": "jvp / grad", "LinearizeTrace": "grad"}.get(
+        kind, kind
+    )
 
 
 def _holds_state(value: Any) -> list[Any]:

@@ -11,7 +11,9 @@ objects are never seen by JAX.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +26,28 @@ from flaxmock._core import specs as _specs
 
 #: A path in a module graph: attribute names and list indices.
 Path = tuple[Any, ...]
+
+
+class _Evaluating(threading.local):
+    def __init__(self) -> None:
+        self.depth = 0
+
+
+_EVALUATING = _Evaluating()
+
+
+def evaluating() -> bool:
+    """Whether this thread is inside :func:`eval_shape` (where no state is meant to advance)."""
+    return _EVALUATING.depth > 0
+
+
+@contextlib.contextmanager
+def _shape_evaluation() -> Any:
+    _EVALUATING.depth += 1
+    try:
+        yield
+    finally:
+        _EVALUATING.depth -= 1
 
 
 def path_str(path: Path) -> str:
@@ -120,7 +144,8 @@ def eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         (call, call_args, call_kwargs), _ = rebuild(traced)
         return call(*call_args, **call_kwargs)
 
-    return _specs.eval_shape(run, traced)
+    with _shape_evaluation():
+        return _specs.eval_shape(run, traced)
 
 
 def split_inputs(tree: Any) -> tuple[Any, Callable[[Any], tuple[Any, Any]]]:
