@@ -14,6 +14,7 @@ case                  public model that showed it                        outcome
 12.8 jax.jit          bonsai jitted forward over split/merge             warning
 19.3 loops            lax.fori_loop / gspmd guide raw lax.scan           warning
 19.3 nnx.remat        (Flax transform, state written back)               fixed
+12.9 children sow     flax examples/gemma Block mocked (layers/N/mlp)    fixed
 ====================  =================================================  ==========
 """
 
@@ -192,3 +193,64 @@ def test_12_8_plain_jax_jit_over_split_merge():
     nnx.update(fresh, state)
     assert not np.array_equal(first, second)
     assert fresh.lin.call_count == 2
+
+
+class _SowingMlp(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.lin = nnx.Linear(4, 4, rngs=rngs)
+
+    def __call__(self, x):
+        h = self.lin(x)
+        self.sow(nnx.Intermediate, "act", h)
+        return h
+
+
+class _SowingBlock(nnx.Module):
+    """flax examples/gemma's Block: its children sow (``layers/N/mlp/...``), so does it."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.mlp = _SowingMlp(rngs)
+        self.experts = nnx.List([_SowingMlp(rngs), _SowingMlp(rngs)])
+
+    def __call__(self, x):
+        self.sow(nnx.Intermediate, "inp", x.sum())
+        return self.mlp(x) + self.experts[1](x)
+
+
+class _SowingModel(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.layers = nnx.List([_SowingBlock(rngs), _SowingBlock(rngs)])
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def _spec_tree(tree):
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+
+
+@pytest.mark.filterwarnings(
+    "ignore:.*outside of 'nnx.capture\\(\\)' is deprecated:DeprecationWarning"
+)
+@pytest.mark.parametrize("jitted", [False, True], ids=["eager", "nnx.jit"])
+def test_12_9_mock_replays_what_its_children_sow(jitted):
+    x = jnp.ones((2, 4))
+    run = nnx.jit(lambda m, x: m(x)) if jitted else (lambda m, x: m(x))
+    real = _SowingModel(nnx.Rngs(0))
+    run(real, x)
+    mocked = flaxmock.nnx.mock(_SowingModel(nnx.Rngs(0)), _SowingBlock)
+    run(mocked, x)
+    expected = nnx.to_pure_dict(nnx.state(real, nnx.Intermediate))
+    got = nnx.to_pure_dict(nnx.state(mocked, nnx.Intermediate))
+    assert _spec_tree(got) == _spec_tree(expected)
+    assert set(got["layers"][0]["mlp"]) == {"act"} and 0 not in got["layers"][0]["experts"]
+    assert not np.array_equal(got["layers"][0]["mlp"]["act"], expected["layers"][0]["mlp"]["act"])
+
+    # The same under nnx.capture, called twice.
+    _, expected = nnx.capture(_SowingModel(nnx.Rngs(0)), nnx.Intermediate)(x)
+    mocked = flaxmock.nnx.mock(_SowingModel(nnx.Rngs(0)), _SowingBlock)
+    for _ in range(2):
+        _, got = nnx.capture(mocked, nnx.Intermediate)(x)
+        assert _spec_tree(nnx.to_pure_dict(got)) == _spec_tree(nnx.to_pure_dict(expected))

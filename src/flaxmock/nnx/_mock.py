@@ -5,15 +5,15 @@
 static data only: its graph definition and *abstract* state (no arrays), so a mocked part of a
 real model frees nothing of the user's but holds no array of its own either.
 
-On a call, the mock infers the real output's specs by shape-evaluating the replaced module on
-the call's input specs (:func:`flaxmock.nnx.eval_shape`: nothing computed, nothing mutated),
-once per input signature, and fills them. The same evaluation records what the module sows on
-itself (``self.sow``), which the mock sows again with random values. The spec cache, the call
-records, the key schedule and the grouped draw are the linen ``MockLayer``'s
-(``flaxmock._core.mockcore``, ``flaxmock._core.mockdraw``); the call counter is an
-``nnx.Variable`` (:class:`MockCounter`), so successive calls differ, also under ``nnx.jit``. The
-counter of a mock replacing a layer stack has the stack's leading axis, so that
-``nnx.scan``/``nnx.vmap`` slice it with the stack.
+On a call, the mock infers the real output's specs by shape-evaluating the replaced module on the
+call's input specs (:func:`flaxmock.nnx.eval_shape`: nothing computed, nothing mutated), once per
+input signature, and fills them. The same evaluation records what the module and every module under
+it sow (``self.sow``), which the mock sows again with random values, at the same paths. The spec
+cache, the call records, the key schedule and the grouped draw are the linen ``MockLayer``'s
+(``flaxmock._core.mockcore``, ``flaxmock._core.mockdraw``); the call counter is an ``nnx.Variable``
+(:class:`MockCounter`), so successive calls differ, also under ``nnx.jit``. The counter of a mock
+replacing a layer stack has the stack's leading axis, so that ``nnx.scan``/``nnx.vmap`` slice it
+with the stack.
 """
 
 from __future__ import annotations
@@ -88,6 +88,16 @@ _PRIVATE_PREFIXES = ("__", "_pytree__", "_object__", "_graph_node", "_flaxmock",
 
 # `nnx.Module.sow`'s signature, to record a replaced module's calls in a replayable form.
 _SOW_SIGNATURE = inspect.signature(nnx.Module.sow)
+# The key of a recorded sow call under which the sowing module's path (relative to the
+# replaced module) is kept.
+_SOWN_AT = "_flaxmock_sown_at"
+
+
+class _SownValues(nnx.Module):
+    """Holds what a child of a mocked module sowed, at the child's path under the mock."""
+
+    _flaxmock_no_intercept = True
+
 
 # The mock's own attributes; any other attribute set on it (``model.eval()`` sets
 # ``deterministic`` on every module having one) is passed on to the replaced module when the
@@ -99,11 +109,13 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
     """An ``nnx.Module`` returning random arrays with the replaced module's output specs.
 
     Built by :func:`mock`. Calling it (or any public method of the replaced module, e.g.
-    ``embed.attend(x)``) returns random arrays of exactly the structure, shapes and dtypes the
-    real module returns for these inputs; non-array outputs are returned as the real module
-    returns them. What the replaced module sows on itself (``self.sow(nnx.Intermediate, ...)``)
-    the mock sows too, with random values. It records its calls as ``unittest.mock`` does
-    (``call_count``, ``call_args_list``, ``assert_called_once_with``, ``reset_mock``...).
+    ``embed.attend(x)``) returns random arrays of exactly the structure, shapes and dtypes the real
+    module returns for these inputs; non-array outputs are returned as the real module returns them.
+    What the replaced module and its submodules sow (``self.sow(nnx.Intermediate, ...)``) the mock
+    sows too, with random values of the same structure, shapes and dtypes, at the same paths (a
+    child's at the child's path under the mock, in a small holder module). It records its calls as
+    ``unittest.mock`` does (``call_count``, ``call_args_list``, ``assert_called_once_with``,
+    ``reset_mock``...).
 
     ``call_count`` counts the calls whose counter update reached this model: eager calls and
     calls inside Flax's transforms (``nnx.jit``, ``nnx.scan``, ``nnx.vmap``, ``nnx.remat``),
@@ -232,15 +244,18 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         sown: list[dict[str, Any]] = []
 
         def on_merge(copy: Any) -> None:
-            # Record the replaced module's own `self.sow(...)` calls (its children are gone
-            # with it), to replay them with random values. An instance attribute, set past
-            # NNX's `__setattr__`: the traced copy's graph stays as it is.
-            def record_sow(*sow_args: Any, **sow_kwargs: Any) -> bool:
-                bound = _SOW_SIGNATURE.bind(copy, *sow_args, **sow_kwargs)
-                sown.append(dict(list(bound.arguments.items())[1:]))
-                return True
+            # Record the `sow(...)` calls of the replaced module and of every module under it
+            # (its children are gone with it), with the sowing module's path relative to it,
+            # to replay them with random values. Instance attributes, set past NNX's
+            # `__setattr__`: the traced copy's graph stays as it is.
+            for rel, module in _nnx_shapes.iter_module_paths(copy):
 
-            object.__setattr__(copy, "sow", record_sow)
+                def record_sow(*sow_args: Any, _rel: Any = rel, **sow_kwargs: Any) -> bool:
+                    bound = _SOW_SIGNATURE.bind(None, *sow_args, **sow_kwargs)
+                    sown.append({_SOWN_AT: _rel, **dict(list(bound.arguments.items())[1:])})
+                    return True
+
+                object.__setattr__(module, "sow", record_sow)
 
         fix = "flaxmock.nnx.mock(model, where,"
         with _mockcore.inferring(f"{info.path}.{method}", spec_in, fix=fix):
@@ -319,9 +334,43 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         )
         for entry, value in zip(sown, sown_values, strict=True):
             # As the replaced module did: into `nnx.capture`'s collections when one is active,
-            # else onto the module (Flax's deprecated way, with Flax's warning).
-            self.sow(**{**entry, "value": value})
+            # else onto the module (Flax's deprecated way, with Flax's warning). What a child
+            # of the replaced module sowed is sown at the child's path under the mock.
+            entry = dict(entry)
+            target = self._sown_holder(entry.pop(_SOWN_AT))
+            target.sow(**{**entry, "value": value})
         return out
+
+    def _sown_holder(self, rel: tuple[Any, ...]) -> nnx.Module:
+        """The module at ``rel`` under the mock that takes a child's sown values (made once).
+
+        A :class:`_SownValues` module per path segment (an ``nnx.List`` of them for list
+        indices), so that the values land at the paths of the real run
+        (``layers/0/mlp/act``). Inside ``nnx.capture`` the holders get capture collections of
+        the mock's kinds, so that ``nnx.capture`` finds them at their paths.
+        """
+        node: Any = self
+        for i, key in enumerate(rel):
+            container = node if isinstance(node, list | nnx.List) else None
+            if container is not None:
+                while len(container) <= key:
+                    container.append(self._new_holder())
+                node = container[key]
+                continue
+            child = vars(node).get(key)
+            if child is None:
+                nxt = rel[i + 1] if i + 1 < len(rel) else None
+                child = nnx.List([]) if isinstance(nxt, int) else self._new_holder()
+                setattr(node, key, child)
+            node = child
+        return node
+
+    def _new_holder(self) -> nnx.Module:
+        holder = _SownValues()
+        captures = vars(self).get("__captures__")
+        if captures is not None:
+            holder.__captures__ = nnx.data(tuple(type(var)({}) for var in captures))
+        return holder
 
 
 def _written_back(variable: nnx.Variable) -> bool:
