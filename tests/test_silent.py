@@ -15,6 +15,7 @@ case                  public model that showed it                        outcome
 19.3 loops            lax.fori_loop / gspmd guide raw lax.scan           warning
 19.3 nnx.remat        (Flax transform, state written back)               fixed
 12.9 children sow     flax examples/gemma Block mocked (layers/N/mlp)    fixed
+12.10 never called    bonsai Qwen3 reads self.embedder.embedding[...]    fixed
 ====================  =================================================  ==========
 """
 
@@ -227,13 +228,15 @@ class _SowingModel(nnx.Module):
         return x
 
 
+# Flax deprecates `self.sow` outside `nnx.capture` (the models sow as flax examples/gemma does).
+_SOW_DEPRECATED = "ignore:.*outside of 'nnx.capture\\(\\)' is deprecated:DeprecationWarning"
+
+
 def _spec_tree(tree):
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
 
 
-@pytest.mark.filterwarnings(
-    "ignore:.*outside of 'nnx.capture\\(\\)' is deprecated:DeprecationWarning"
-)
+@pytest.mark.filterwarnings(_SOW_DEPRECATED)
 @pytest.mark.parametrize("jitted", [False, True], ids=["eager", "nnx.jit"])
 def test_12_9_mock_replays_what_its_children_sow(jitted):
     x = jnp.ones((2, 4))
@@ -254,3 +257,50 @@ def test_12_9_mock_replays_what_its_children_sow(jitted):
     for _ in range(2):
         _, got = nnx.capture(mocked, nnx.Intermediate)(x)
         assert _spec_tree(nnx.to_pure_dict(got)) == _spec_tree(nnx.to_pure_dict(expected))
+
+
+class _Embedder(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.embedding = nnx.Param(jax.random.normal(rngs.params(), (10, 4)))
+
+
+class _ReadsEmbedding(nnx.Module):
+    """bonsai Qwen3: ``self.embedder.embedding[...]`` read directly, never called."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.embedder = _Embedder(rngs)
+        self.out = nnx.Linear(4, 4, rngs=rngs)
+        self.spare = nnx.Linear(4, 2, rngs=rngs)  # built, never used
+
+    def __call__(self, tokens):
+        return self.out(self.embedder.embedding[...][tokens])
+
+
+def _param_count(model) -> int:
+    return sum(int(np.prod(v.shape)) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def test_12_10_summary_counts_modules_never_called():
+    model = flaxmock.nnx.abstract(_ReadsEmbedding, nnx.Rngs(0))
+    table = flaxmock.nnx.summary(model, jax.ShapeDtypeStruct((3,), jnp.int32))
+    assert table.total_params == _param_count(model) == 40 + 20 + 10
+    not_called = {row.path: row for row in table.rows if row.note == "not called"}
+    assert set(not_called) == {"embedder", "spare"}
+    assert not_called["embedder"].param_count == 40
+    assert not_called["embedder"].module_type == "_Embedder"
+    assert re.search(r"embedder\s+_Embedder\s+-\s+-\s+-\s+40\s+160 B\s+not called", str(table))
+
+
+@pytest.mark.parametrize(
+    "make, args",
+    [
+        (lambda: _ReadsEmbedding(nnx.Rngs(0)), (jnp.zeros((3,), jnp.int32),)),
+        (lambda: _ScanModel(nnx.Rngs(0)), (jnp.ones((2, 4)),)),
+        (lambda: _SowingModel(nnx.Rngs(0)), (jnp.ones((2, 4)),)),
+    ],
+    ids=["reads_embedding", "scan_model", "sowing_model"],
+)
+@pytest.mark.filterwarnings(_SOW_DEPRECATED)
+def test_12_10_summary_total_is_the_param_count(make, args):
+    model = flaxmock.nnx.abstract(make)
+    assert flaxmock.nnx.summary(model, *args).total_params == _param_count(model)
