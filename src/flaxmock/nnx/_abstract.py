@@ -293,8 +293,9 @@ def materialize(model: Any, key: Any = None) -> Any:
     with randomness from ``key`` in place of each ``nnx.Rngs`` argument it was called with.
     ``key`` is, as for the linen :func:`flaxmock.materialize`:
 
-    * an ``nnx.Rngs``: used as it is, so a part that is not mocked gets exactly the values
-      ``factory(..., rngs=key)`` would give it (and ``key`` advances as in that build). Its
+    * an ``nnx.Rngs``: used as it is, so a part that is not mocked gets the values
+      ``factory(..., rngs=key)`` gives it under ``jax.jit`` (and ``key`` advances as in that
+      build). Its
       streams must have the shapes of the factory's (forked the same way, if those were);
     * an int seed or a ``jax.Array`` PRNG key: each ``nnx.Rngs`` argument is rebuilt with all of
       its streams, reseeded from it: the stream parameters are drawn from (``params``, else
@@ -306,7 +307,11 @@ def materialize(model: Any, key: Any = None) -> Any:
     * None: the recorded ``nnx.Rngs`` arguments themselves (advanced since, and by this build).
 
     The factory runs under ``jax.jit`` returning only the values still abstract, so XLA
-    computes nothing else: the parameters of mocked parts are never allocated. Values that are
+    computes nothing else: the parameters of mocked parts are never allocated. The values are
+    what ``jax.jit`` of the factory gives, up to XLA fusion of the pruned computation (at most
+    the last bit, one ulp); they are not necessarily those of an eager ``factory(...)`` call:
+    initialisers whose eager and jitted results differ (``nnx.initializers.normal()`` in an
+    ``nnx.Einsum``) differ from the eager build in the last bit. Values that are
     already real stay. ``model`` itself is untouched; the copy's modules have their original
     classes back.
 
