@@ -24,6 +24,7 @@ case                  public model that showed it                        outcome
 12 eval_shape error   shape error deep in a submodule                    note names module call
 12 abstract + jit     partly abstract model through nnx.jit / jax.jit    documented limit
 19.14 Rngs(0,noise=1) materialize(model, 0) kept every stream            fixed (vocabulary work)
+19.13 value_and_grad  flax gspmd guide train_step (jax.value_and_grad)   fixed (+ warning)
 ====================  =================================================  ==========
 """
 
@@ -474,3 +475,30 @@ def test_19_14_materialize_reseeds_every_stream_of_the_factory_rngs():
     assert got.keys() == want.keys() and any("noise" in path for path in got)
     for path in want:
         np.testing.assert_array_equal(got[path], want[path])
+
+
+class _Encoder(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.a = nnx.Linear(4, 4, rngs=rngs)
+        self.b = nnx.Linear(4, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.b(self.a(x))
+
+
+def test_19_13_value_and_grad_over_a_whole_mocked_model():
+    # The gspmd guide's train_step differentiates the model itself with jax.value_and_grad.
+    mocked = flaxmock.nnx.mock(_Encoder(nnx.Rngs(0)), "a")
+    x = jnp.ones((3, 4))
+
+    def loss(model):
+        return (model(x) ** 2).sum()
+
+    # jax.value_and_grad differentiates a copy of the model, which is not written back (#12.8).
+    with pytest.warns(flaxmock.nnx.FrozenMockWarning, match=r"a \(a mock of Linear\).*\(grad"):
+        value, grads = jax.value_and_grad(loss)(mocked)
+    ref_value, ref_grads = nnx.value_and_grad(loss)(mocked)  # Params only, the oracle
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    np.testing.assert_allclose(grads.b.kernel[...], ref_grads["b"]["kernel"][...], rtol=1e-6)
+    np.testing.assert_array_equal(grads.a.counter[...], 0.0)
+    assert mocked.a.call_count == 1  # the nnx.value_and_grad call, written back

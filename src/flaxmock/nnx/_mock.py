@@ -44,7 +44,11 @@ from flaxmock.nnx import _shapes as _nnx_shapes
 
 
 class MockCounter(nnx.Variable):
-    """The call counter of a :class:`MockModule`: ``[lane, count]`` (``uint32``).
+    """The call counter of a :class:`MockModule`: ``[lane, count]`` (``float32``).
+
+    Floating point, so that ``jax.grad``/``jax.value_and_grad`` over a whole mocked model (the
+    model as the differentiated argument) accept it (they refuse integer inputs); its gradient
+    is zero. Counts are exact integers up to ``2**24`` (16.7 million) calls of one mock.
 
     ``lane`` tells the layers of a stacked mock apart: the counter of a mock replacing a stack of
     ``n`` layers (built with ``nnx.vmap``) gets a leading axis of ``n``, so that
@@ -139,7 +143,7 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
     def __init__(self, info: MockModuleInfo):
         self.info = info
         self.mock_state = _mockcore.MockState()
-        lanes = jnp.arange(info.stack_size or 1, dtype=jnp.uint32)
+        lanes = jnp.arange(info.stack_size or 1, dtype=jnp.float32)
         counter = jnp.stack([lanes, jnp.zeros_like(lanes)], axis=-1)
         self.counter = MockCounter(counter if info.stack_size else counter[0])
 
@@ -324,6 +328,8 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
                 self._warn_frozen()
         # One layer's counter is `[lane, count]`; a whole stack called at once (outside scan)
         # draws once for all of it, from the first layer's count.
+        # The key takes integers; the conversion is not differentiated (a zero gradient).
+        counter = jax.lax.stop_gradient(counter).astype(jnp.uint32)
         lane, count = (counter[0], counter[1]) if counter.ndim == 1 else (None, counter[0, 1])
         out, *sown_values = _mockdraw.draw(
             info,
@@ -369,7 +375,10 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         holder = _SownValues()
         captures = vars(self).get("__captures__")
         if captures is not None:
-            holder.__captures__ = nnx.data(tuple(type(var)({}) for var in captures))
+            # The attribute `nnx.capture` sets on every module it finds.
+            holder.__captures__ = nnx.data(  # type: ignore[attr-defined]
+                tuple(type(var)({}) for var in captures)
+            )
         return holder
 
 
