@@ -25,6 +25,7 @@ case                  public model that showed it                        outcome
 12 abstract + jit     partly abstract model through nnx.jit / jax.jit    documented limit
 19.14 Rngs(0,noise=1) materialize(model, 0) kept every stream            fixed (vocabulary work)
 19.13 value_and_grad  flax gspmd guide train_step (jax.value_and_grad)   fixed (+ warning)
+19.5 shared module    tied module at two paths, selected by one path     fixed
 ====================  =================================================  ==========
 """
 
@@ -502,3 +503,29 @@ def test_19_13_value_and_grad_over_a_whole_mocked_model():
     np.testing.assert_allclose(grads.b.kernel[...], ref_grads["b"]["kernel"][...], rtol=1e-6)
     np.testing.assert_array_equal(grads.a.counter[...], 0.0)
     assert mocked.a.call_count == 1  # the nnx.value_and_grad call, written back
+
+
+class _Tied(nnx.Module):
+    """One module at two paths (``self.dec = self.enc``), as tied encoders/decoders are."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.enc = nnx.Linear(4, 4, rngs=rngs)
+        self.dec = self.enc
+
+    def __call__(self, x):
+        return self.dec(nnx.relu(self.enc(x)))
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["enc", "dec", "*c", lambda module: isinstance(module, nnx.Linear), nnx.Linear],
+    ids=["path_enc", "path_dec", "glob", "predicate", "class"],
+)
+def test_19_5_a_shared_module_is_mocked_at_every_path(where):
+    model = _Tied(nnx.Rngs(0))
+    mocked = flaxmock.nnx.mock(model, where)
+    assert isinstance(mocked.enc, flaxmock.nnx.MockModule)
+    assert mocked.dec is mocked.enc
+    x = jnp.ones((2, 4))
+    assert _spec_tree(mocked(x)) == _spec_tree(model(x))
+    assert mocked.enc.call_count == 2

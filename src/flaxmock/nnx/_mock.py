@@ -515,6 +515,16 @@ def mock(
     _nnx_abstract.unguard(copy)
     modules = dict(_nnx_shapes.iter_module_paths(copy))
     selected = [(path, modules[path]) for path in paths]
+    # A module reachable at several paths (shared: `self.dec = self.enc`) is replaced at all of
+    # them, whichever path selected it, as a class selector does; not inside a replaced module.
+    chosen = {id(module) for _, module in selected}
+    selected += [
+        (path, module)
+        for path, module in modules.items()
+        if id(module) in chosen
+        and path not in paths
+        and not any(path[: len(other)] == other for other in paths)
+    ]
     mocks: dict[int, MockModule] = {}
     for path, module in selected:
         if id(module) not in mocks:
