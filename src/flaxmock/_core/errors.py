@@ -109,6 +109,16 @@ class StackSizeError(FlaxmockError, ValueError):
     """``flaxmock.nnx.mock(stack_size=n)`` does not match the selected module's layer axis."""
 
 
+class FlaxmockWarning(UserWarning):
+    """Base class of every flaxmock warning: a result that is usable but not what it seems."""
+
+
+class FrozenMockWarning(FlaxmockWarning):
+    """A mock ran in a copy of the model whose state is not written back (``jax.checkpoint``,
+    ``jax.jit``/``jax.lax`` loops over split state): its call counter did not advance, so it
+    draws the same values on every such call and ``call_count`` does not count these calls."""
+
+
 def note_raised_in(error: BaseException, where: str) -> None:
     """Names the innermost call an error was raised in (once), keeping its type and message.
 

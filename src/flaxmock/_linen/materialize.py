@@ -155,11 +155,13 @@ def materialize(
     CPU the random bits are generated fused with the initializers (JAX's own unrolled threefry
     lowering, bit-identical), so initialising an array needs no scratch beyond it.
 
-    The values equal those of ``jax.jit(model.init)``; an eager ``model.init`` may differ from
-    them in the last bit where XLA fuses the initializer's arithmetic differently. ``init`` runs
-    on ``args``/``kwargs`` when given, else on zeros of the recorded argument shapes: variables
-    computed from the inputs (data-dependent initialisers, values ``init`` sows into
-    collections it returns, such as ``plots``) need the real inputs to match.
+    The values equal those of ``jax.jit(model.init)`` up to XLA fusion: the pruned computation (only
+    the needed outputs) may be fused differently, which can change a value in its last bit (one ulp;
+    seen on ``nn.SpectralNorm``'s ``sigma``). An eager ``model.init`` may differ from both in the
+    last bit where XLA fuses the initializer's arithmetic differently. ``init`` runs on
+    ``args``/``kwargs`` when given, else on zeros of the recorded argument shapes: variables
+    computed from the inputs (data-dependent initialisers, values ``init`` sows into collections it
+    returns, such as ``plots``) need the real inputs to match.
 
     With ``mesh``, parameters that carry partitioning metadata (``nn.with_partitioning`` or
     ``nn.with_logical_partitioning`` boxes) are created sharded over it (``out_shardings``), never

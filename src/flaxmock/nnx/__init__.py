@@ -25,6 +25,8 @@ Examples:
   (2, 4096)
 """
 
+from flaxmock._core.errors import FlaxmockWarning as FlaxmockWarning
+from flaxmock._core.errors import FrozenMockWarning as FrozenMockWarning
 from flaxmock._core.errors import MockAttributeError as MockAttributeError
 from flaxmock._core.errors import StackSizeError as StackSizeError
 from flaxmock._core.errors import UnknownFactoryError as UnknownFactoryError
@@ -42,6 +44,8 @@ from flaxmock.nnx._summary import summary as summary
 from flaxmock.nnx._unmock import unmock as unmock
 
 __all__ = [
+    "FlaxmockWarning",
+    "FrozenMockWarning",
     "InterceptorContext",
     "MockAttributeError",
     "MockCounter",

@@ -173,10 +173,11 @@ def abstract(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     naming the abstract parts. Its modules have guard subclasses of their classes (same names,
     ``isinstance`` unchanged) until materialized.
 
-    ``nnx.jit`` cannot run it either: JAX traces the call, then refuses the
-    ``ShapeDtypeStruct`` arguments (``TypeError: ... is not a valid JAX type``). A trace cannot
-    tell a compiled run from shape evaluation (JAX shares one trace cache between them), so no
-    earlier error is possible. Mock the abstract parts or materialize them first, or evaluate
+    ``nnx.jit`` cannot run it either, nor ``jax.jit`` over its ``nnx.split`` state, nor
+    ``nnx.scan``/``nnx.vmap`` over its abstract parts: JAX refuses the ``ShapeDtypeStruct``
+    arguments (``TypeError: ... is not a valid JAX type``) before flaxmock sees the call. A trace
+    cannot tell a compiled run from shape evaluation (JAX shares one trace cache between them), so
+    no earlier error is possible. Mock the abstract parts or materialize them first, or evaluate
     shapes only: ``nnx.jit(f).eval_shape(model, x)`` or :func:`flaxmock.nnx.eval_shape`.
 
     Args:
@@ -188,7 +189,8 @@ def abstract(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
       The abstract module.
 
     Raises:
-      InvalidArgumentError: ``factory`` is not callable.
+      InvalidArgumentError: ``factory`` is not callable, is a built module, or returns
+        something other than an ``nnx.Module``.
 
     Examples:
       >>> import jax
@@ -204,13 +206,31 @@ def abstract(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             f"builds the model, got {type(factory).__name__}. Fix: "
             "flaxmock.nnx.abstract(nnx.Linear, 3, 4, rngs=nnx.Rngs(0)), or a lambda."
         )
+    if isinstance(factory, nnx.Module):
+        name = type(factory).__name__
+        raise _errors.InvalidArgumentError(
+            f"abstract(factory, *args, **kwargs) takes the function or class that builds the "
+            f"model, got a built {name} (calling it would run its __call__). Fix it in one of "
+            "these ways:\n"
+            f"  1. pass the class and its arguments: flaxmock.nnx.abstract({name}, ..., "
+            "rngs=nnx.Rngs(0));\n"
+            f"  2. pass a function building it: flaxmock.nnx.abstract(lambda: {name}(...))."
+        )
     traced, rebuild = _nnx_shapes.split_inputs((args, kwargs))
     graphdefs: list[Any] = []
 
     def build(traced: Any) -> Any:
         (call_args, call_kwargs), _ = rebuild(traced)
         with _nnx_intercept.suspended():
-            graphdef, state = nnx.split(factory(*call_args, **call_kwargs))
+            built = factory(*call_args, **call_kwargs)
+        if not isinstance(built, nnx.Module):
+            raise _errors.InvalidArgumentError(
+                f"abstract: the factory {getattr(factory, '__name__', factory)!r} returned a "
+                f"{type(built).__name__}, not an nnx.Module. Fix: return one module; wrap "
+                "several in a module of your own, or in nnx.Sequential (a list of layers) "
+                "or nnx.List."
+            )
+        graphdef, state = nnx.split(built)
         graphdefs.append(graphdef)
         return state
 
@@ -293,8 +313,9 @@ def materialize(model: Any, key: Any = None) -> Any:
     with randomness from ``key`` in place of each ``nnx.Rngs`` argument it was called with.
     ``key`` is, as for the linen :func:`flaxmock.materialize`:
 
-    * an ``nnx.Rngs``: used as it is, so a part that is not mocked gets exactly the values
-      ``factory(..., rngs=key)`` would give it (and ``key`` advances as in that build). Its
+    * an ``nnx.Rngs``: used as it is, so a part that is not mocked gets the values
+      ``factory(..., rngs=key)`` gives it under ``jax.jit`` (and ``key`` advances as in that
+      build). Its
       streams must have the shapes of the factory's (forked the same way, if those were);
     * an int seed or a ``jax.Array`` PRNG key: each ``nnx.Rngs`` argument is rebuilt with all of
       its streams, reseeded from it: the stream parameters are drawn from (``params``, else
@@ -306,7 +327,11 @@ def materialize(model: Any, key: Any = None) -> Any:
     * None: the recorded ``nnx.Rngs`` arguments themselves (advanced since, and by this build).
 
     The factory runs under ``jax.jit`` returning only the values still abstract, so XLA
-    computes nothing else: the parameters of mocked parts are never allocated. Values that are
+    computes nothing else: the parameters of mocked parts are never allocated. The values are
+    what ``jax.jit`` of the factory gives, up to XLA fusion of the pruned computation (at most
+    the last bit, one ulp); they are not necessarily those of an eager ``factory(...)`` call:
+    initialisers whose eager and jitted results differ (``nnx.initializers.normal()`` in an
+    ``nnx.Einsum``) differ from the eager build in the last bit. Values that are
     already real stay. ``model`` itself is untouched; the copy's modules have their original
     classes back.
 

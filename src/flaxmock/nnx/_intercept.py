@@ -16,10 +16,14 @@ does that as narrowly as it can:
 
 Unlike ``nnx.tabulate``, nothing is left patched when a call fails.
 
-Calls are seen when Python runs them: under ``nnx.jit`` at trace time only (a cached trace runs
-no Python), and a ``nnx.scan`` body as often as JAX traces it. JAX also reuses the trace of a
-lifted-transform body it has seen with the same shapes and graph: the body of a method decorated
-with ``@nnx.scan``/``@nnx.vmap``, once traced, runs no Python on later calls.
+Calls are seen when Python runs them, and a cached trace runs no Python: JAX reuses the trace of
+a ``jax.jit``/``nnx.jit`` function, and of a lifted-transform body (a module-level function or
+method decorated with ``@nnx.scan``/``@nnx.vmap``), that it has seen with the same shapes. So
+that no call is missed, an active context sets a JAX *user context*
+(``jax.make_user_context``, part of every trace cache key) to a fresh value when it opens and
+whenever an outermost intercepted method starts in the thread: JAX traces such functions
+anew instead of reusing a trace made without (or before) the interceptor. Afterwards the
+previous value is back, so traces made outside any context stay cached as before.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import jax
 from flax import nnx
 
 from flaxmock._core import errors as _errors
@@ -59,9 +65,23 @@ class InterceptorContext:
 class _Stack(threading.local):
     def __init__(self) -> None:
         self.interceptors: list[Interceptor] = []
+        # How many intercepted method calls are running in this thread.
+        self.depth = 0
 
 
 _STACK = _Stack()
+
+# A JAX user context (part of every trace and compilation cache key), set to a fresh value
+# while interceptors run, so that JAX traces cached functions anew and the interceptors see
+# their calls. Made once, at import (making one is not thread-safe).
+_FRESH_TRACE = jax.make_user_context(None)
+_TOKENS = itertools.count(1)
+
+
+def fresh_trace() -> contextlib.AbstractContextManager[None]:
+    """A context in which JAX reuses no trace made outside it (a fresh user-context value)."""
+    return _FRESH_TRACE(("flaxmock.intercept", next(_TOKENS)))
+
 
 # Guards the installation state below; held while wrappers are installed or removed, never
 # during a call.
@@ -145,7 +165,16 @@ def _run(fn: Callable[..., Any], name: str, module: Any, args: Any, kwargs: Any)
     # outermost interceptor runs first and each `next_fun` leads one level in.
     for interceptor in reversed(stack):
         fun = _wrap(interceptor, fun, context)
-    return fun(*args, **kwargs)
+    if _STACK.depth:
+        return fun(*args, **kwargs)
+    # An outermost call: the transformed functions inside it are traced anew, even if this
+    # context traced them before (a second model call in one context is seen too).
+    _STACK.depth += 1
+    try:
+        with fresh_trace():
+            return fun(*args, **kwargs)
+    finally:
+        _STACK.depth -= 1
 
 
 def _wrap(interceptor: Interceptor, fun: Callable[..., Any], context: InterceptorContext) -> Any:
@@ -221,10 +250,14 @@ def intercept_methods(interceptor: Interceptor) -> contextlib.AbstractContextMan
 
     Contexts nest like linen's: the outermost interceptor runs first. Interception is
     per thread: another thread's calls run unchanged. When the last context closes, even
-    after an exception, every class attribute is the original object again. Under ``nnx.jit``
-    calls are seen when traced, not on cached calls; likewise the body of a method decorated
-    with ``@nnx.scan``/``@nnx.vmap`` that JAX already traced for these shapes (the interceptor
-    neither sees nor changes those calls; :func:`flaxmock.nnx.summary` forces a new trace).
+    after an exception, every class attribute is the original object again.
+
+    Calls inside ``jax.jit``/``nnx.jit`` functions and ``nnx.scan``/``nnx.vmap`` bodies
+    (module-level ``@nnx.scan`` functions included) are seen even if JAX traced them before the
+    context opened: the context makes JAX trace them anew (see the module docstring), once per
+    context for a jitted function called from outside any module, and on every outermost module
+    call for the transforms inside it. So interception costs a new trace (and compilation) of
+    those functions; nothing cached outside the context is dropped.
 
     Args:
       interceptor: A function ``(next_fun, args, kwargs, context) -> output``.
@@ -272,7 +305,10 @@ def _intercepting(interceptor: Interceptor) -> Iterator[None]:
         _ACTIVE += 1
     _STACK.interceptors.append(interceptor)
     try:
-        yield
+        # A jitted function called inside the context (not from a module method) is traced
+        # anew once per context.
+        with fresh_trace():
+            yield
     finally:
         popped = _STACK.interceptors.pop()
         assert popped is interceptor, "intercept_methods contexts closed out of order"

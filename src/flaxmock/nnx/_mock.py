@@ -5,27 +5,30 @@
 static data only: its graph definition and *abstract* state (no arrays), so a mocked part of a
 real model frees nothing of the user's but holds no array of its own either.
 
-On a call, the mock infers the real output's specs by shape-evaluating the replaced module on
-the call's input specs (:func:`flaxmock.nnx.eval_shape`: nothing computed, nothing mutated),
-once per input signature, and fills them. The same evaluation records what the module sows on
-itself (``self.sow``), which the mock sows again with random values. The spec cache, the call
-records, the key schedule and the grouped draw are the linen ``MockLayer``'s
-(``flaxmock._core.mockcore``, ``flaxmock._core.mockdraw``); the call counter is an
-``nnx.Variable`` (:class:`MockCounter`), so successive calls differ, also under ``nnx.jit``. The
-counter of a mock replacing a layer stack has the stack's leading axis, so that
-``nnx.scan``/``nnx.vmap`` slice it with the stack.
+On a call, the mock infers the real output's specs by shape-evaluating the replaced module on the
+call's input specs (:func:`flaxmock.nnx.eval_shape`: nothing computed, nothing mutated), once per
+input signature, and fills them. The same evaluation records what the module and every module under
+it sow (``self.sow``), which the mock sows again with random values, at the same paths. The spec
+cache, the call records, the key schedule and the grouped draw are the linen ``MockLayer``'s
+(``flaxmock._core.mockcore``, ``flaxmock._core.mockdraw``); the call counter is an ``nnx.Variable``
+(:class:`MockCounter`), so successive calls differ, also under ``nnx.jit``. The counter of a mock
+replacing a layer stack has the stack's leading axis, so that ``nnx.scan``/``nnx.vmap`` slice it
+with the stack.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import warnings
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from flax import errors as flax_errors
 from flax import nnx
+from flax.nnx import graphlib
+from jax._src import core as jax_core
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
@@ -41,7 +44,11 @@ from flaxmock.nnx import _shapes as _nnx_shapes
 
 
 class MockCounter(nnx.Variable):
-    """The call counter of a :class:`MockModule`: ``[lane, count]`` (``uint32``).
+    """The call counter of a :class:`MockModule`: ``[lane, count]`` (``float32``).
+
+    Floating point, so that ``jax.grad``/``jax.value_and_grad`` over a whole mocked model (the
+    model as the differentiated argument) accept it (they refuse integer inputs); its gradient
+    is zero. Counts are exact integers up to ``2**24`` (16.7 million) calls of one mock.
 
     ``lane`` tells the layers of a stacked mock apart: the counter of a mock replacing a stack of
     ``n`` layers (built with ``nnx.vmap``) gets a leading axis of ``n``, so that
@@ -85,6 +92,16 @@ _PRIVATE_PREFIXES = ("__", "_pytree__", "_object__", "_graph_node", "_flaxmock",
 
 # `nnx.Module.sow`'s signature, to record a replaced module's calls in a replayable form.
 _SOW_SIGNATURE = inspect.signature(nnx.Module.sow)
+# The key of a recorded sow call under which the sowing module's path (relative to the
+# replaced module) is kept.
+_SOWN_AT = "_flaxmock_sown_at"
+
+
+class _SownValues(nnx.Module):
+    """Holds what a child of a mocked module sowed, at the child's path under the mock."""
+
+    _flaxmock_no_intercept = True
+
 
 # The mock's own attributes; any other attribute set on it (``model.eval()`` sets
 # ``deterministic`` on every module having one) is passed on to the replaced module when the
@@ -96,11 +113,21 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
     """An ``nnx.Module`` returning random arrays with the replaced module's output specs.
 
     Built by :func:`mock`. Calling it (or any public method of the replaced module, e.g.
-    ``embed.attend(x)``) returns random arrays of exactly the structure, shapes and dtypes the
-    real module returns for these inputs; non-array outputs are returned as the real module
-    returns them. What the replaced module sows on itself (``self.sow(nnx.Intermediate, ...)``)
-    the mock sows too, with random values. It records its calls as ``unittest.mock`` does
-    (``call_count``, ``call_args_list``, ``assert_called_once_with``, ``reset_mock``...).
+    ``embed.attend(x)``) returns random arrays of exactly the structure, shapes and dtypes the real
+    module returns for these inputs; non-array outputs are returned as the real module returns them.
+    What the replaced module and its submodules sow (``self.sow(nnx.Intermediate, ...)``) the mock
+    sows too, with random values of the same structure, shapes and dtypes, at the same paths (a
+    child's at the child's path under the mock, in a small holder module). It records its calls as
+    ``unittest.mock`` does (``call_count``, ``call_args_list``, ``assert_called_once_with``,
+    ``reset_mock``...).
+
+    ``call_count`` counts the calls whose counter update reached this model: eager calls and
+    calls inside Flax's transforms (``nnx.jit``, ``nnx.scan``, ``nnx.vmap``, ``nnx.remat``),
+    which write state back. A call inside a raw JAX transform over a copy whose state is not
+    written back (``jax.checkpoint`` or ``jax.jit`` over ``nnx.split`` state, ``jax.lax``
+    loops over a closure) cannot advance the counter: it is not counted, draws what the
+    previous such call drew, and the mock says so once with a
+    :class:`~flaxmock.nnx.FrozenMockWarning`.
 
     Other attributes of the replaced module that hold no arrays (configuration such as
     ``features`` or ``num_feature_axes``) read through the mock; setting one on the mock
@@ -116,7 +143,7 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
     def __init__(self, info: MockModuleInfo):
         self.info = info
         self.mock_state = _mockcore.MockState()
-        lanes = jnp.arange(info.stack_size or 1, dtype=jnp.uint32)
+        lanes = jnp.arange(info.stack_size or 1, dtype=jnp.float32)
         counter = jnp.stack([lanes, jnp.zeros_like(lanes)], axis=-1)
         self.counter = MockCounter(counter if info.stack_size else counter[0])
 
@@ -221,15 +248,18 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         sown: list[dict[str, Any]] = []
 
         def on_merge(copy: Any) -> None:
-            # Record the replaced module's own `self.sow(...)` calls (its children are gone
-            # with it), to replay them with random values. An instance attribute, set past
-            # NNX's `__setattr__`: the traced copy's graph stays as it is.
-            def record_sow(*sow_args: Any, **sow_kwargs: Any) -> bool:
-                bound = _SOW_SIGNATURE.bind(copy, *sow_args, **sow_kwargs)
-                sown.append(dict(list(bound.arguments.items())[1:]))
-                return True
+            # Record the `sow(...)` calls of the replaced module and of every module under it
+            # (its children are gone with it), with the sowing module's path relative to it,
+            # to replay them with random values. Instance attributes, set past NNX's
+            # `__setattr__`: the traced copy's graph stays as it is.
+            for rel, module in _nnx_shapes.iter_module_paths(copy):
 
-            object.__setattr__(copy, "sow", record_sow)
+                def record_sow(*sow_args: Any, _rel: Any = rel, **sow_kwargs: Any) -> bool:
+                    bound = _SOW_SIGNATURE.bind(None, *sow_args, **sow_kwargs)
+                    sown.append({_SOWN_AT: _rel, **dict(list(bound.arguments.items())[1:])})
+                    return True
+
+                object.__setattr__(module, "sow", record_sow)
 
         fix = "flaxmock.nnx.mock(model, where,"
         with _mockcore.inferring(f"{info.path}.{method}", spec_in, fix=fix):
@@ -251,6 +281,31 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             call["value"] = spec
         return out, tuple(sown)
 
+    def _warn_frozen(self) -> None:
+        """Warns (once per mock) that this call's counter update is lost with its copy."""
+        if _nnx_shapes.evaluating():
+            return  # Shape evaluation advances nothing, by design.
+        info = self.info
+        transform = _current_transform()
+
+        def warn() -> bool:
+            warnings.warn(
+                f"{info.path} (a mock of {info.module_type.__name__}) ran inside a JAX "
+                f"transform ({transform}) on a copy of the model whose state is not written "
+                "back (a raw JAX transform over nnx.split state or over a closure): its call "
+                "counter cannot "
+                "advance, so it draws the same values on every such call and call_count does "
+                "not count them. For fresh draws, use Flax's transform instead (nnx.jit, "
+                "nnx.remat, nnx.scan, nnx.fori_loop), or return nnx.state(model) from the "
+                "function and apply it with nnx.update(model, state) (then the counts advance "
+                "and this warning can be ignored).",
+                _errors.FrozenMockWarning,
+                stacklevel=4,
+            )
+            return True
+
+        self.mock_state.memo("warned_frozen", warn)
+
     def _emit(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Returns random arrays shaped like ``method``'s real output, and advances the counter."""
         info = self.info
@@ -267,9 +322,14 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             # Called inside a raw JAX transform (`jax.lax.scan` over a closure) that cannot
             # update this module's state, as for the real module's own state: the draw stays
             # the same for every step of that transform.
-            pass
+            self._warn_frozen()
+        else:
+            if isinstance(counter, jax_core.Tracer) and not _written_back(self.counter):
+                self._warn_frozen()
         # One layer's counter is `[lane, count]`; a whole stack called at once (outside scan)
         # draws once for all of it, from the first layer's count.
+        # The key takes integers; the conversion is not differentiated (a zero gradient).
+        counter = jax.lax.stop_gradient(counter).astype(jnp.uint32)
         lane, count = (counter[0], counter[1]) if counter.ndim == 1 else (None, counter[0, 1])
         out, *sown_values = _mockdraw.draw(
             info,
@@ -280,9 +340,77 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         )
         for entry, value in zip(sown, sown_values, strict=True):
             # As the replaced module did: into `nnx.capture`'s collections when one is active,
-            # else onto the module (Flax's deprecated way, with Flax's warning).
-            self.sow(**{**entry, "value": value})
+            # else onto the module (Flax's deprecated way, with Flax's warning). What a child
+            # of the replaced module sowed is sown at the child's path under the mock.
+            entry = dict(entry)
+            target = self._sown_holder(entry.pop(_SOWN_AT))
+            target.sow(**{**entry, "value": value})
         return out
+
+    def _sown_holder(self, rel: tuple[Any, ...]) -> nnx.Module:
+        """The module at ``rel`` under the mock that takes a child's sown values (made once).
+
+        A :class:`_SownValues` module per path segment (an ``nnx.List`` of them for list
+        indices), so that the values land at the paths of the real run
+        (``layers/0/mlp/act``). Inside ``nnx.capture`` the holders get capture collections of
+        the mock's kinds, so that ``nnx.capture`` finds them at their paths.
+        """
+        node: Any = self
+        for i, key in enumerate(rel):
+            container = node if isinstance(node, list | nnx.List) else None
+            if container is not None:
+                while len(container) <= key:
+                    container.append(self._new_holder())
+                node = container[key]
+                continue
+            child = vars(node).get(key)
+            if child is None:
+                nxt = rel[i + 1] if i + 1 < len(rel) else None
+                child = nnx.List([]) if isinstance(nxt, int) else self._new_holder()
+                setattr(node, key, child)
+            node = child
+        return node
+
+    def _new_holder(self) -> nnx.Module:
+        holder = _SownValues()
+        captures = vars(self).get("__captures__")
+        if captures is not None:
+            # The attribute `nnx.capture` sets on every module it finds.
+            holder.__captures__ = nnx.data(  # type: ignore[attr-defined]
+                tuple(type(var)({}) for var in captures)
+            )
+        return holder
+
+
+def _written_back(variable: nnx.Variable) -> bool:
+    """Whether an NNX transform in progress will write ``variable``'s new value back.
+
+    Flax's transforms (``nnx.jit``, ``nnx.scan``, ``nnx.vmap``, ``nnx.remat``...) merge the
+    modules given to them into copies inside the trace, record each copy's variables in their
+    update context, and after the trace update the originals from them. A variable merged by
+    the user inside a raw JAX transform (``jax.checkpoint``, ``jax.jit`` over ``nnx.split``
+    state) is in no such record: its new value stays in a copy nobody reads, unless the user
+    returns the state and applies it with ``nnx.update`` (which flaxmock cannot see).
+    """
+    for stack in graphlib.GRAPH_CONTEXT.update_context_stacks.values():
+        for context in stack:
+            inner = getattr(context, "inner_ref_outer_index", None)
+            if inner is not None and variable in inner:
+                return True
+    return False
+
+
+def _current_transform() -> str:
+    """The name of the innermost JAX transform being traced (``jit``, ``checkpoint / remat``)."""
+    trace = jax_core.trace_ctx.trace
+    debug = getattr(getattr(trace, "frame", None), "debug_info", None)
+    name = getattr(debug, "traced_for", None)
+    if name:
+        return str(name)
+    kind = type(trace).__name__
+    return {"BatchTrace": "vmap", "JVPTrace": "jvp / grad", "LinearizeTrace": "grad"}.get(
+        kind, kind
+    )
 
 
 def _holds_state(value: Any) -> list[Any]:
@@ -387,6 +515,16 @@ def mock(
     _nnx_abstract.unguard(copy)
     modules = dict(_nnx_shapes.iter_module_paths(copy))
     selected = [(path, modules[path]) for path in paths]
+    # A module reachable at several paths (shared: `self.dec = self.enc`) is replaced at all of
+    # them, whichever path selected it, as a class selector does; not inside a replaced module.
+    chosen = {id(module) for _, module in selected}
+    selected += [
+        (path, module)
+        for path, module in modules.items()
+        if id(module) in chosen
+        and path not in paths
+        and not any(path[: len(other)] == other for other in paths)
+    ]
     mocks: dict[int, MockModule] = {}
     for path, module in selected:
         if id(module) not in mocks:

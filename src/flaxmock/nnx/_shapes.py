@@ -11,7 +11,9 @@ objects are never seen by JAX.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,10 +22,33 @@ import jax
 from flax import nnx
 from flax.nnx import graphlib
 
+from flaxmock._core import errors as _errors
 from flaxmock._core import specs as _specs
 
 #: A path in a module graph: attribute names and list indices.
 Path = tuple[Any, ...]
+
+
+class _Evaluating(threading.local):
+    def __init__(self) -> None:
+        self.depth = 0
+
+
+_EVALUATING = _Evaluating()
+
+
+def evaluating() -> bool:
+    """Whether this thread is inside :func:`eval_shape` (where no state is meant to advance)."""
+    return _EVALUATING.depth > 0
+
+
+@contextlib.contextmanager
+def _shape_evaluation() -> Any:
+    _EVALUATING.depth += 1
+    try:
+        yield
+    finally:
+        _EVALUATING.depth -= 1
 
 
 def path_str(path: Path) -> str:
@@ -115,12 +140,60 @@ def eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         # The module behind a bound method is an argument like any other: split, then copied.
         fun, args = fun.__func__, (owner, *args)
     traced, rebuild = split_inputs((fun, args, kwargs))
+    merged: list[Any] = []
 
     def run(traced: Any) -> Any:
-        (call, call_args, call_kwargs), _ = rebuild(traced)
+        (call, call_args, call_kwargs), nodes = rebuild(traced)
+        merged[:] = [nodes]
         return call(*call_args, **call_kwargs)
 
-    return _specs.eval_shape(run, traced)
+    outermost = not evaluating()
+    try:
+        with _shape_evaluation():
+            return _specs.eval_shape(run, traced)
+    except Exception as e:
+        if outermost and not isinstance(e, _errors.FlaxmockError):
+            _note_failing_call(e, lambda: _specs.eval_shape(run, traced), merged)
+        raise
+
+
+def _note_failing_call(error: Exception, rerun: Callable[[], Any], merged: list[Any]) -> None:
+    """Names the module call an evaluation failed in (``flaxmock: raised in inner.__call__``).
+
+    JAX's shape errors (``dot_general requires contracting dimensions...``) name no module. Only
+    after a failure, the evaluation runs again under interception; the innermost module call
+    the exception passes through is the one named, by its path in the modules given (or
+    ``<Class>`` for a copy a lifted transform made).
+    """
+    from flaxmock.nnx import _intercept  # A cycle at import time: _intercept is light.
+
+    found: list[tuple[Any, str]] = []
+
+    def locate(next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
+        try:
+            return next_fun(*args, **kwargs)
+        except Exception:
+            if not found:
+                found.append((context.module, context.method_name))
+            raise
+
+    try:
+        with _intercept.intercept_methods(locate), _shape_evaluation():
+            rerun()
+    except Exception:  # The same failure, expected; only `found` matters.
+        pass
+    if not found:
+        return
+    module, method = found[0]
+    paths = {
+        id(node): path
+        for root in merged
+        for path, node in iter_module_paths(root[0] if len(root) == 1 else root)
+    }
+    path = paths.get(id(module))
+    name = type(module).__name__
+    where = f"<{name}>.{method}" if path is None else f"{path_str(path)}.{method} ({name})"
+    _errors.note_raised_in(error, where)
 
 
 def split_inputs(tree: Any) -> tuple[Any, Callable[[Any], tuple[Any, Any]]]:

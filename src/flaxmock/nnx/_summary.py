@@ -37,6 +37,16 @@ from flaxmock.nnx import _shapes as _nnx_shapes
 _TAG = "flaxmock_summary_path"
 
 
+class _NotCalled:
+    """The inputs and outputs of a row for a module the call never called (shown ``-``)."""
+
+    def __repr__(self) -> str:
+        return "-"
+
+
+NOT_CALLED = _NotCalled()
+
+
 def _owned_params(
     model: Any, sizes: dict[str, int] | None = None, rules: Any = None
 ) -> dict[str, tuple[int, int, int]]:
@@ -83,16 +93,19 @@ def summary(
     """Returns the table of every module method call made by ``model(*args, **kwargs)``.
 
     One row per call, in call order: the module's path (``/``-joined attribute names and list
-    indices), its class, the method, the input and output specs, and the number and bytes of
-    the parameters (``nnx.Param``) the module owns itself, so that the rows add up to the
-    model's total. Helper methods (``self.encode(x)``) and Flax's built-in modules get their
-    own rows; mocks are marked ``mocked``. The call is shape-evaluated: it works on abstract
-    models (:func:`flaxmock.nnx.abstract`), allocates nothing, and leaves ``model`` untouched.
-    The body of an ``nnx.scan``/``nnx.vmap`` over a layer stack is listed with per-layer (per
-    lane) shapes, its rows named after the stack's modules, its parameters counted for all
-    layers, and a note ``scan x3``/``vmap x3`` (as the linen summary notes lifted transforms);
-    it appears as often as JAX traces it (usually once). Bodies JAX traced before, e.g. of a
-    method decorated with ``@nnx.scan``, are traced anew so that none is missing.
+    indices), its class, the method, the input and output specs, and the number and bytes of the
+    parameters (``nnx.Param``) the module owns itself, so that the rows add up to the model's total.
+    A module that owns parameters and is never called (the model reads
+    ``self.embedder.embedding[...]`` directly, or never uses it) gets a row after the calls, with
+    method, inputs and outputs ``-`` and the note ``not called``: ``total_params`` is always the
+    count of ``nnx.state(model, nnx.Param)``. Helper methods (``self.encode(x)``) and Flax's
+    built-in modules get their own rows; mocks are marked ``mocked``. The call is shape-evaluated:
+    it works on abstract models (:func:`flaxmock.nnx.abstract`), allocates nothing, and leaves
+    ``model`` untouched. The body of an ``nnx.scan``/``nnx.vmap`` over a layer stack is listed with
+    per-layer (per lane) shapes, its rows named after the stack's modules, its parameters counted
+    for all layers, and a note ``scan x3``/``vmap x3`` (as the linen summary notes lifted
+    transforms); it appears as often as JAX traces it (usually once). Bodies JAX traced before, e.g.
+    of a method decorated with ``@nnx.scan``, are traced anew so that none is missing.
 
     Costs are opt-in, and counted as :func:`flaxmock.summary` counts them: with
     ``flops=True`` each row gets the forward FLOPs of its own work (``flops``) and of its
@@ -295,6 +308,30 @@ def summary(
     done = [row for row in rows if row is not None]
     if priced:
         done = _with_costs(done, recorded, flops, vjp_flops)
+    # Modules whose parameters the call reads without calling them (`self.embedder.embedding[
+    # ...]`) or never uses: one row each, so that the total is the model's parameter count.
+    by_path = {
+        _nnx_shapes.path_str(path): module for path, module in _nnx_shapes.iter_module_paths(model)
+    }
+    zero = 0 if priced else None
+    for path, params in owned.items():
+        done.append(
+            _table.make_row(
+                path=path,
+                module_type=_nnx_abstract.public_type(by_path[path]).__name__,
+                method="-",
+                inputs=NOT_CALLED,
+                outputs=NOT_CALLED,
+                param_count=params[0],
+                param_bytes=params[1],
+                note="not called",
+                depth=1,
+                mocked=False,
+                flops=zero if flops else None,
+                vjp_flops=zero if vjp_flops else None,
+                device_param_bytes=params[2] if sizes is not None else None,
+            )
+        )
     if title is None:
         title = _nnx_abstract.public_type(model).__name__
     return _table.finish(
