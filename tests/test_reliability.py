@@ -511,7 +511,10 @@ def test_mocker_explicit_out_with_unsupported_dtype():
 
 
 def test_mock_out_with_unsupported_dtype_fails_at_mock_time():
-    tree = flaxmock.unflaxify(nn.Sequential([nn.Dense(2)]), jnp.ones((1, 2)))
+    # The output given at conversion, so mock's out= is not compared with a recorded one (an
+    # out= that differs from the recorded output raises OutputSpecError first).
+    out = {"layers_0": jax.ShapeDtypeStruct((1, 2), jnp.float32)}
+    tree = flaxmock.unflaxify(nn.Sequential([nn.Dense(2)]), jnp.ones((1, 2)), out=out)
     with pytest.raises(flaxmock.UnsupportedDtypeError, match=r"layers_0.__call__"):
         flaxmock.mock(tree, "layers_0", out=jax.ShapeDtypeStruct((2,), np.dtype("O")))
 

@@ -73,6 +73,20 @@ def _owned(
     return count, nbytes, device, state
 
 
+def _kept_state_bytes(layer: _layer.ReplacementLayer, seen: set[Any]) -> int:
+    """Bytes of the state (not parameters) a replacement keeps, each variable counted once."""
+    nbytes = 0
+    for (col, path), var in _vars.flatten_variables(layer.kept_variables()).items():
+        if col == "params":
+            continue
+        ident = getattr(var, "label", None) or (col, path, id(layer))
+        if ident in seen:
+            continue
+        seen.add(ident)
+        nbytes += sum(_leaf_size(leaf)[1] for leaf in jax.tree.leaves(_vars.value_of(var)))
+    return nbytes
+
+
 def _passthrough_note(layer: _layer.FlaxCallLayer) -> str:
     """``"4,096 given params unused by decode, not counted"`` for a root that passes them on."""
     count = sum(
@@ -217,8 +231,13 @@ def summary(
                 visit(child, layer, (*call_path, child_key))
         elif isinstance(layer, _layer.ReplacementLayer):
             replaced = layer.replaced()
-            note = ", ".join(filter(None, [layer.summary_note(), _transform_note(replaced.info)]))
-            add(call_path, _fields(replaced, replaced.info, note), True)
+            # A mock keeps the replaced call's state (materialize gives it values): its bytes.
+            state = _kept_state_bytes(layer, seen)
+            state_note = f"incl. {_table.format_bytes(state)} state" if state else ""
+            notes = [layer.summary_note(), _transform_note(replaced.info), state_note]
+            fields = _fields(replaced, replaced.info, ", ".join(filter(None, notes)))
+            fields.update(param_bytes=state)
+            add(call_path, fields, True)
         else:
             # Any other penzai layer put in by tree surgery: named by its key in the parent.
             key = call_path[-1] if call_path else None
