@@ -31,7 +31,11 @@ def flax_labels(variables):
 
 
 def layers_at(tree, path):
-    return [layer for _, layer in _layer.iter_layers(tree) if layer.path_str == path]
+    return [
+        layer
+        for _, layer in _layer.iter_layers(tree)
+        if isinstance(layer, _layer.FlaxCallLayer) and layer.path_str == path
+    ]
 
 
 def bound_trees():

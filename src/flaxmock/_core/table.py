@@ -552,7 +552,7 @@ class Summary:
 
     @property
     def total_flops(self) -> int | None:
-        """Forward FLOPs of one call of the root: the rows' ``flops`` summed (mocks excluded).
+        """Forward FLOPs of one call of the root, the rows' ``flops`` summed (mocks excluded).
 
         None when FLOPs were not computed, or when a row's are unknown.
         """
@@ -726,7 +726,7 @@ class Summary:
 
     @property
     def figures(self) -> frozenset[str]:
-        """The optional figures computed: ``computed`` if given, else those some row holds."""
+        """The optional figures computed (``computed`` if given, else those some row holds)."""
         if self.computed is not None:
             return self.computed
         return frozenset(
