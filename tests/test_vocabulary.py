@@ -401,9 +401,14 @@ def test_fill_helpers_take_path_unflaxify_takes_out():
         def __call__(self, x):
             return nn.Dense(2, name="router")(x)
 
-    out = {"router": jax.ShapeDtypeStruct((4,), jnp.int32)}
+    out = {"router": jax.ShapeDtypeStruct((1, 2), jnp.float32)}
     tree = flaxmock.unflaxify(Routed(), jnp.ones((1, 3)), out=out)
     assert tree.submodule_calls[(0, "router.__call__")].info.out_spec == out["router"]
+    # A spec that contradicts the real output (which can be inferred here) is an error.
+    with pytest.raises(flaxmock.OutputSpecError, match="router"):
+        flaxmock.unflaxify(
+            Routed(), jnp.ones((1, 3)), out={"router": jax.ShapeDtypeStruct((4,), jnp.int32)}
+        )
     with pytest.raises(flaxmock.InvalidArgumentError, match=r"unflaxify\(out=...\) takes a dict"):
         flaxmock.unflaxify(Routed(), jnp.ones((1, 3)), out=[1])
 
