@@ -49,6 +49,7 @@ from jax.interpreters import ad, batching, mlir
 from flaxmock._core import errors as _errors
 from flaxmock._core import prng as _prng
 from flaxmock._core import specs as _specs
+from flaxmock._core import traces as _traces
 
 # ---------------------------------------------------------------------------------------------
 # The stub primitive.
@@ -283,19 +284,6 @@ def _occurrences(
             _occurrences(sub, *inner, found, own)
 
 
-def _stub_in_jit(jaxpr: Any, inside: bool) -> bool:
-    """Whether a stub sits in ``jaxpr`` inside a ``jit`` equation (a cached trace)."""
-    for eqn in jaxpr.eqns:
-        if eqn.primitive is _stub_p:
-            if inside:
-                return True
-            continue
-        deeper = inside or eqn.primitive.name in ("pjit", "jit")
-        if any(_stub_in_jit(sub, deeper) for sub in _subjaxprs(eqn.params)):
-            return True
-    return False
-
-
 #: The occurrences of a call whose output is never used.
 DEAD: tuple[Occurrence, ...] = (Occurrence(0, 0, "its output is never used (dead code)"),)
 
@@ -437,21 +425,6 @@ class Pricer:
     def __init__(self, *, vjp: bool):
         self.vjp = vjp
         self._cache: dict[tuple[str, int], tuple[int | None, int | None, int | None, str]] = {}
-        # Whether a stub was traced inside a jit of the model (nnx.jit): see close().
-        self.cached_stubs = False
-
-    def close(self) -> None:
-        """Forgets JAX's cached traces if a stub was traced inside a jit of the model.
-
-        ``nnx.jit`` and ``jax.jit`` cache a trace by their function, static arguments and
-        shapes, not by the interceptors active: a trace made while pricing, with stubs in it,
-        would be reused by the model's next real call with those shapes, which would then
-        compute zeros. Clearing JAX's caches costs the next calls a new trace, never a wrong
-        result.
-        """
-        if self.cached_stubs:
-            jax.clear_caches()
-            self.cached_stubs = False
 
     def price(
         self,
@@ -489,8 +462,11 @@ class Pricer:
             if any(d == -1 for d in dims):
                 return CallCost(None, None, None, {}, "batched in a way not priced (ragged)")
             traced = jax.vmap(traced, in_axes=list(dims), axis_size=size)
-        closed = jax.jit(traced).trace(*avals).jaxpr
-        self.cached_stubs = self.cached_stubs or _stub_in_jit(closed.jaxpr, False)
+        # Traced in a fresh JAX user context: a jit inside the model (``nn.jit``, ``nnx.jit``)
+        # is traced anew with the stubs in it, and that trace is never reused by the model's
+        # own later calls (which would then compute zeros).
+        with _traces.fresh_trace():
+            closed = jax.jit(traced).trace(*avals).jaxpr
         found: dict[int, list[Occurrence]] = {}
         own: set[str] = set()
         _occurrences(closed.jaxpr, 1, 0, "", found, own)

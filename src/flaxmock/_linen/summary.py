@@ -199,11 +199,7 @@ def summary(
     sizes = None if mesh is None else _costs.mesh_axis_sizes(mesh)
     priced: dict[Any, _linen_costs.LayerCost] = {}
     if flops or vjp_flops:
-        pricer = _costs.Pricer(vjp=vjp_flops)
-        try:
-            priced = _linen_costs.tree_costs(tree, pricer)
-        finally:
-            pricer.close()
+        priced = _linen_costs.tree_costs(tree, _costs.Pricer(vjp=vjp_flops))
     seen: set[Any] = set()
     rows: list[_table.CallRow] = []
 

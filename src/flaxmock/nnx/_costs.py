@@ -233,13 +233,9 @@ def _price_one(
         return _specs.partition(out)[0], _specs.partition(nnx.state(module))[0]
 
     try:
-        try:
-            return pricer.price(fun, arrays, batching, batched_avals)
-        except _Mismatch:
-            # A jit inside the model (nnx.jit) may have reused a trace made before, with the
-            # calls inside it unseen: traced again with JAX's caches empty.
-            jax.clear_caches()
-            return pricer.price(fun, arrays, batching, batched_avals)
+        # The pricer traces in a fresh JAX user context, and so does the interceptor: no
+        # trace made before (by an ``nnx.jit`` inside the model) hides a child call here.
+        return pricer.price(fun, arrays, batching, batched_avals)
     except _Mismatch:
         why = "it makes other calls when traced alone"
     except jax.errors.ConcretizationTypeError:

@@ -20,7 +20,7 @@ Calls are seen when Python runs them, and a cached trace runs no Python: JAX reu
 a ``jax.jit``/``nnx.jit`` function, and of a lifted-transform body (a module-level function or
 method decorated with ``@nnx.scan``/``@nnx.vmap``), that it has seen with the same shapes. So
 that no call is missed, an active context sets a JAX *user context*
-(``jax.make_user_context``, part of every trace cache key) to a fresh value when it opens and
+(see ``flaxmock._core.traces``, part of every trace cache key) to a fresh value when it opens and
 whenever an outermost intercepted method starts in the thread: JAX traces such functions
 anew instead of reusing a trace made without (or before) the interceptor. Afterwards the
 previous value is back, so traces made outside any context stay cached as before.
@@ -32,15 +32,14 @@ import contextlib
 import dataclasses
 import functools
 import inspect
-import itertools
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import jax
 from flax import nnx
 
 from flaxmock._core import errors as _errors
+from flaxmock._core import traces as _traces
 
 #: The interceptor signature, as in ``flax.linen.intercept_methods``.
 Interceptor = Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any], Any]
@@ -70,18 +69,6 @@ class _Stack(threading.local):
 
 
 _STACK = _Stack()
-
-# A JAX user context (part of every trace and compilation cache key), set to a fresh value
-# while interceptors run, so that JAX traces cached functions anew and the interceptors see
-# their calls. Made once, at import (making one is not thread-safe).
-_FRESH_TRACE = jax.make_user_context(None)
-_TOKENS = itertools.count(1)
-
-
-def fresh_trace() -> contextlib.AbstractContextManager[None]:
-    """A context in which JAX reuses no trace made outside it (a fresh user-context value)."""
-    return _FRESH_TRACE(("flaxmock.intercept", next(_TOKENS)))
-
 
 # Guards the installation state below; held while wrappers are installed or removed, never
 # during a call.
@@ -171,7 +158,7 @@ def _run(fn: Callable[..., Any], name: str, module: Any, args: Any, kwargs: Any)
     # context traced them before (a second model call in one context is seen too).
     _STACK.depth += 1
     try:
-        with fresh_trace():
+        with _traces.fresh_trace():
             return fun(*args, **kwargs)
     finally:
         _STACK.depth -= 1
@@ -307,7 +294,7 @@ def _intercepting(interceptor: Interceptor) -> Iterator[None]:
     try:
         # A jitted function called inside the context (not from a module method) is traced
         # anew once per context.
-        with fresh_trace():
+        with _traces.fresh_trace():
             yield
     finally:
         popped = _STACK.interceptors.pop()

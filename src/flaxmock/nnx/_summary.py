@@ -353,10 +353,7 @@ def _with_costs(
         if rec.parent is not None:
             children[rec.parent].append(i)
     pricer = _costs.Pricer(vjp=vjp_flops)
-    try:
-        priced = _nnx_costs.price(recorded, children, pricer, ignore=frozenset({_TAG}))
-    finally:
-        pricer.close()
+    priced = _nnx_costs.price(recorded, children, pricer, ignore=frozenset({_TAG}))
     out = []
     for row, (cost, runs) in zip(rows, priced, strict=True):
         if cost is None:
