@@ -7,9 +7,7 @@ each time this file is loaded, then executed on CPU by myst-nb.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import re
 from pathlib import Path
 
 import jupytext
@@ -32,12 +30,19 @@ copyright = "flaxmock authors"
 
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "myst_nb",
 ]
 
 html_theme = "alabaster"
+# Wide enough for a summary table's every column on a 1400-px screen (alabaster's default
+# text column is 720 px); docs/_static/flaxmock.css lets the page follow the window.
+html_theme_options = {"page_width": "auto", "body_max_width": "none", "sidebar_width": "230px"}
+html_static_path = ["_static"]
+html_css_files = ["flaxmock.css"]
+autosummary_generate = False
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 
 # autodoc / napoleon: Google-style docstrings, signatures as written.
@@ -111,17 +116,3 @@ def _convert_tutorials() -> list[str]:
 
 
 _convert_tutorials()
-
-# `flaxmock.nnx` is optional in the API page: its section (between the markers in api.md) is
-# dropped only when the module does not exist. Any other import error still fails the build.
-_HAS_NNX = importlib.util.find_spec("flaxmock.nnx") is not None
-_NNX_SECTION = re.compile(r"<!-- nnx-start -->.*?<!-- nnx-end -->", re.DOTALL)
-
-
-def _drop_missing_sections(app: object, docname: str, source: list[str]) -> None:
-    if docname == "api" and not _HAS_NNX:
-        source[0] = _NNX_SECTION.sub("", source[0])
-
-
-def setup(app):
-    app.connect("source-read", _drop_missing_sections)
