@@ -116,6 +116,16 @@ print(text.splitlines()[0][:100])
 assert text.startswith("block_0/attn.__call__: f32[2,8,32] -> f32[2,8,32]  # mock of SelfAttention")
 
 # %% [markdown]
+# In a notebook, the tree itself is the best view: treescope draws it with one line per call
+# (`path.method: inputs -> outputs`), each mock marked in colour with what it stands for, and
+# every node foldable. Penzai users turn this on once per session with
+# `treescope.basic_interactive_setup(autovisualize_arrays=True)`; `treescope.display` shows one
+# value.
+
+# %%
+treescope.display(no_attention)
+
+# %% [markdown]
 # ## Mock by glob: sown values still come out
 #
 # A string is a glob over call paths (`/`-separated scope paths): `"block_*/mlp"` selects the
