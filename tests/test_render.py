@@ -106,3 +106,18 @@ def test_penzai_tools_still_work_on_a_mocked_tree():
     fresh = _real_mocked()
     out = pz.variable_jit(lambda t, x: t(ArgsAndKwargs((x,), {})))(fresh, x)
     np.testing.assert_array_equal(out, expected)
+
+
+def test_static_metadata_renders_on_one_line_with_scalar_fields():
+    tree = flaxmock.unflaxify(Net(), X)
+    text = treescope.render_to_text(tree, ignore_exceptions=False)
+    lines = text.splitlines()
+    module_lines = [line.strip() for line in lines if line.strip().startswith("module=")]
+    # The root, mlp, up, down and head layers: each module on one line, its scalars shown.
+    assert len(module_lines) == 2  # the root and mlp; the leaf layers fit on one line each
+    assert "module=Dense(features=2, use_bias=True," in text
+    assert all(line.rstrip(",").endswith(")") for line in module_lines)
+    info_lines = [line.strip() for line in lines if line.strip().startswith("info=CallInfo(")]
+    assert info_lines and all("in_spec" not in line for line in info_lines)
+    # The parameters (pytree children) stay in full: penzai's labels are visible.
+    assert "label='params/head/kernel'" in text

@@ -6,9 +6,13 @@ node whose first line, shown collapsed or expanded, reads like a call::
     layers_0/attn.__call__: f32[1,16,64] -> f32[1,16,64]  # Attention, 16.4K params (64.00 KiB, …)
 
 A replacement's line has its own background colour and says what it is (``# mock of
-Attention``), so mocks stand out in a collapsed tree. Inside, the fields follow: the Flax module
-(its configuration), the scope data and the recorded ``info`` start collapsed; the submodule
-calls are shown one per line. Labels name paths, never Python object ids.
+Attention``), so mocks stand out in a collapsed tree. Inside, the fields follow: the static
+metadata (the Flax module's configuration, the recorded ``info``) on one line each, with only
+their scalar fields (``module=Dense(features=4096, use_bias=False, name='wq', ...)``; the whole
+objects are ``layer.module`` and ``layer.info``); the scope data (parameters, state) starts
+collapsed; the submodule calls are shown one per line. Labels name paths, never Python object
+ids. Rendering the static metadata in full multiplied the time and size of rendering an 8B
+tree by about four (see ``bench/render.py``).
 
 The plain ``repr`` of a layer is one short line (:func:`short_repr`): type, root call, number of
 calls and of replaced ones, instead of the whole tree.
@@ -77,6 +81,31 @@ def call_text(label: str, in_spec: Any, out_spec: Any) -> str:
     return f"{label}: {_table.describe_inputs(in_spec)} -> {_table.describe_specs(out_spec)}"
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _one_line(obj: Any, name: str, style: Any) -> Any:
+    """``name=Type(scalar fields..., ...)``: static metadata summarised on one line."""
+    if not dataclasses.is_dataclass(obj):
+        return rendering_parts.siblings(style(name), "=", rendering_parts.text(type(obj).__name__))
+    shown, omitted = [], False
+    for field in dataclasses.fields(obj):
+        if field.name == "parent" or not field.repr:
+            continue
+        value = getattr(obj, field.name, None)
+        if isinstance(value, _SCALARS) and len(repr(value)) <= 40:
+            shown.append(f"{field.name}={value!r}")
+        else:
+            omitted = True
+    inner = ", ".join(shown + (["..."] if omitted else []))
+    return rendering_parts.siblings(
+        style(name),
+        "=",
+        rendering_parts.maybe_qualified_type_name(type(obj)),
+        rendering_parts.comment_color(rendering_parts.text(f"({inner})")),
+    )
+
+
 def _collapsed_object(obj: Any, name: str, path: str | None, subtree_renderer: Any) -> Any:
     """``name=Type(fields...)`` as a node that starts collapsed (a dataclass's fields)."""
     child_path = None if path is None else f"{path}.{name}"
@@ -137,6 +166,8 @@ def _render_node(
                     subtree_renderer(value, path=child_path),
                 )
             )
+        elif not field.metadata.get("pytree_node", True):
+            children.append(_one_line(value, field.name, style))
         else:
             children.append(_collapsed_object(value, field.name, path, subtree_renderer))
     prefix = rendering_parts.siblings(
