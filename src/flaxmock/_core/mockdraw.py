@@ -40,6 +40,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import custom_batching
 
 from flaxmock._core import errors as _errors
@@ -271,12 +272,14 @@ def draw(
     except TypeError:  # An unhashable fill callable: draw eagerly.
         where = f"{info.path}.{method}"
         drawn = functools.partial(_draw, groups, fill, vmap_axis_name, where)
+    # NumPy scalars, not jnp ones: each jnp.uint32(...) is a device computation of its own
+    # (about 40 us each on CPU), while the compiled draw takes NumPy scalars as they are.
     filled = drawn(
-        jnp.uint32(info.seed),
-        jnp.uint32(stable_hash(info.stream)),
-        jnp.uint32(stable_hash(method)),
+        np.uint32(info.seed),
+        np.uint32(stable_hash(info.stream)),
+        np.uint32(stable_hash(method)),
         count,
-        jnp.uint32(index),
+        np.uint32(index),
         fold,
         lane,
         lane_witness(inputs),

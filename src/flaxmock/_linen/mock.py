@@ -152,7 +152,7 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
             return self.counter.value
         with _COUNTER_LOCK:
             count = self.counter.value
-            advanced = jnp.add(count, jnp.uint32(1))
+            advanced = jnp.add(count, np.uint32(1))
             if not _mockcore.closed_over(count, advanced):
                 self.counter.value = advanced
                 return count
@@ -191,9 +191,10 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
         else are drawn from a key without the call count, so every call writes the same
         value: state is initialised once, not redrawn per call.
         """
-        out_spec, sown = self.output_spec(args_and_kwargs)
         inputs = (args_and_kwargs.args, args_and_kwargs.kwargs)
-        self.mock_state.record_call(_specs.specs_of(inputs), out_spec)
+        spec_in = _specs.specs_of(inputs)
+        out_spec, sown = self.output_spec(args_and_kwargs, spec_in=spec_in)
+        self.mock_state.record_call(spec_in, out_spec)
         count = self.reserve_count() if invocation.count is None else invocation.count
         wanted = [e for e in sown if invocation.collects(e)]
         per_call = [e for e in wanted if e.append]
@@ -261,8 +262,12 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
 
     # Output specs.
 
-    def output_spec(self, args_and_kwargs: ArgsAndKwargs) -> tuple[Any, tuple]:
+    def output_spec(
+        self, args_and_kwargs: ArgsAndKwargs, *, spec_in: Any = None
+    ) -> tuple[Any, tuple]:
         """The output and sown specs for these arguments, inferred at most once per signature.
+
+        ``spec_in``, the arguments' specs when the caller has them, saves computing them again.
 
         Raises:
           InvalidArgumentError: a non-array argument cannot be hashed (so cannot be static).
@@ -272,7 +277,8 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
         info = self.info
         if info.out is not None:
             return info.out, info.sown
-        spec_in = _specs.specs_of((args_and_kwargs.args, args_and_kwargs.kwargs))
+        if spec_in is None:
+            spec_in = _specs.specs_of((args_and_kwargs.args, args_and_kwargs.kwargs))
         sig = _mockcore.signature_or_raise(spec_in, self._label())
         if sig == info.in_signature:
             out_spec, sown = info.out_spec, info.sown
