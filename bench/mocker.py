@@ -126,10 +126,14 @@ def main() -> None:
     parser.add_argument("--size", default="8b")
     parser.add_argument("--image", type=int, default=224)
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--parts", default="repeated,first", help="repeated, first, or both")
     args = parser.parse_args()
-    for seq_len in (128, 16):
-        repeated(args.size, seq_len, args.repeat)
-    first_calls(args.size, args.image)
+    parts = args.parts.split(",")
+    if "repeated" in parts:
+        for seq_len in (128, 16):
+            repeated(args.size, seq_len, args.repeat)
+    if "first" in parts:
+        first_calls(args.size, args.image)
 
 
 if __name__ == "__main__":
