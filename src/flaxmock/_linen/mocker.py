@@ -297,8 +297,10 @@ def wrap(value: Any, name: str, seed: int, fill: Any) -> Any:
 
 
 class MockerVariable:
-    """What :meth:`Mocker.variable` returns: a variable of the Mocker, read and written as
-    ``.value`` (as Flax's ``Variable``)."""
+    """A variable of a :class:`Mocker`, as :meth:`Mocker.variable` returns it.
+
+    Read and written as ``.value``, as Flax's ``Variable``.
+    """
 
     def __init__(self, owner: Mocker, collection: str, name: str):
         self.owner = owner
@@ -307,6 +309,7 @@ class MockerVariable:
 
     @property
     def value(self) -> Any:
+        """The variable's value (assign to it to write it)."""
         return self.owner._variables[self.collection][self.name]
 
     @value.setter
@@ -517,7 +520,7 @@ class Mocker:
 
     @property
     def variables(self) -> dict[str, Any]:
-        """Every variable of the Mocker, ``{collection: {name: value}}`` (a copy).
+        """Every variable of the Mocker, a copy, by collection and then by name.
 
         ``params`` from :meth:`param`, what :meth:`sow` stored, and :meth:`variable`'s.
         """
