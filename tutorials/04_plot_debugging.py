@@ -21,6 +21,7 @@
 
 # %%
 import importlib.util
+import io
 import tempfile
 from pathlib import Path
 
@@ -34,8 +35,23 @@ import flaxmock
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 if HAS_MATPLOTLIB:
     # No backend is forced: run as a script, matplotlib picks a non-interactive one (Agg) on a
-    # machine without a display; in a notebook, figures are shown inline.
+    # machine without a display. `show(fig)` displays a figure in a notebook, whatever the
+    # backend (the docs build runs the tutorials with Agg).
     import matplotlib.pyplot as plt
+
+
+def show(fig):
+    """Shows a figure in a notebook, whatever matplotlib's backend; does nothing in a script."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        display(Image(buffer.getvalue()))
+
 
 # %% [markdown]
 # ## A block that sows what we want to plot
@@ -184,6 +200,7 @@ if HAS_MATPLOTLIB:
     fig.tight_layout()
     assert len(left.lines) == len(right.lines) == 1
     assert jax.tree.structure(fake_sown) == jax.tree.structure(real_sown)
+    show(fig)
 
 # %% [markdown]
 # A heat map of real attention weights and one of random numbers look different, of course:

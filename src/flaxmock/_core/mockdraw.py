@@ -20,11 +20,12 @@ The key of one call of a mock is built in this order (every step a ``jax.random.
    draws the same eagerly and under ``jax.jit``.
 
 The key is then split once: the first half draws the output, the second (folded with ``j``)
-the ``j``-th sown value drawn (a front end draws only the sown values a call's caller collects:
-see ``flaxmock._linen.mock.MockLayer.run_replaced``). Within one such group the leaves of one dtype are slices of one draw
-(:func:`_draw_by_dtype`): a call with twenty outputs compiles two random draws instead of
-twenty. The draw is compiled once per output signature, fill and axis name and shared by every
-mock with that signature (the seed, stream and counts are arguments).
+the ``j``-th sown value drawn (a front end draws only the sown values a call's caller
+collects: see ``flaxmock._linen.mock.MockLayer.run_replaced``). Within one such group the
+leaves of one dtype are slices of one draw (:func:`_draw_by_dtype`): a call with twenty
+outputs compiles two random draws instead of twenty. The draw is compiled once per output
+signature, fill and axis name and shared by every mock with that signature (the seed, stream
+and counts are arguments).
 
 Hashes are ``zlib.crc32`` (:func:`stable_hash`), never ``hash()``, so seeds reproduce in every
 process.

@@ -160,7 +160,8 @@ class BoundMock(_mockcore.CallRecords):
     """A Flax module held by a :class:`Mocker`: every method returns random arrays.
 
     It answers every method of the module's class (``self.vae(x)``, ``self.vae.encode(x)``,
-    ``self.cell.initialize_carry(key, shape)``; see :func:`mocked_methods`) with random output
+    ``self.cell.initialize_carry(key, shape)``; not ``setup``, dunder methods or ``nn.Module``'s
+    own API) with random output
     of that method's real structure, shapes and dtypes, each method a :class:`MethodMock` with
     its own cached specs and call records. Other attributes (dataclass fields, properties,
     constants) are read from the real module; a submodule there is a :class:`BoundMock` too.
