@@ -29,6 +29,7 @@ linen: mock in a loop body                         19.8   flax lm1b while_loop s
 linen: mesh= in an nn.scan body                    19.9   MaxText scanned decoders       fixed
 linen: decode loops                                19.17  flax wmt/lm1b decoding         recipe
 linen: fills with meaning                          19.18  MaxText router, ogbg nets      fixed
+linen: model mocked whole, state it updates        13.4   ResNet train step mocked whole fixed
 =================================================  =====  =============================  =======
 
 NNX cases (issues #12, #19):
@@ -1491,3 +1492,24 @@ def test_19_5_a_shared_module_is_mocked_at_every_path(where):
     x = jnp.ones((2, 4))
     assert _spec_tree(mocked(x)) == _spec_tree(model(x))
     assert mocked.enc.call_count == 2
+
+
+# Mocks draw only what is collected; state is not a sown value (issue #13, items 4 and 5).
+
+
+def test_13_4_model_mocked_whole_gives_back_the_state_it_holds():
+    # A BatchNorm network in training mode updates batch_stats, so the recorded call "writes"
+    # them: a whole-model mock drew them as random sown values, though it holds their values.
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=True):
+            return nn.BatchNorm(use_running_average=not train)(nn.Dense(4)(x))
+
+    x = jnp.ones((2, 3))
+    variables = Net().init(jax.random.key(0), x)
+    tree = flaxmock.mock(flaxmock.unflaxify(Net(), x, variables=variables), "")
+    _, cols = flaxmock.call(tree, x, mutable=["batch_stats"])
+    _, real = Net().apply(variables, x, mutable=["batch_stats"])
+    assert jax.tree.structure(cols) == jax.tree.structure(real)
+    # The mock does not compute the update (documented); it gives back the state it holds.
+    jax.tree.map(np.testing.assert_array_equal, cols["batch_stats"], variables["batch_stats"])

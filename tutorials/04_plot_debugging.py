@@ -12,11 +12,16 @@
 #
 # - develop a model's `plot(intermediates)` function against `Mocker().block.intermediates(...)`;
 # - check that the same function runs on a real run's intermediates, of the same structure;
+# - write a plot *method* once (`flaxmock.intermediates(self.block, x)`) and run it on a
+#   `Mocker()` and on the trained model (`model.bind(variables)`);
+# - use the whole module: every method (`self.vae.encode(x)`), config fields, lists of modules,
+#   and the bound-module API on `self` (`sow`, `make_rng`, `variables`);
 # - call mocked modules, make mocked parameters with `Mocker.param`;
 # - read a mocked module's call records (`call_count`, `call_args_list`) and its `repr`.
 
 # %%
 import importlib.util
+import io
 import tempfile
 from pathlib import Path
 
@@ -29,10 +34,24 @@ import flaxmock
 # matplotlib is optional (`pip install flaxmock[plot]`); without it, the plot steps are skipped.
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 if HAS_MATPLOTLIB:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # No backend is forced: run as a script, matplotlib picks a non-interactive one (Agg) on a
+    # machine without a display. `show(fig)` displays a figure in a notebook, whatever the
+    # backend (the docs build runs the tutorials with Agg).
     import matplotlib.pyplot as plt
+
+
+def show(fig):
+    """Shows a figure in a notebook, whatever matplotlib's backend; does nothing in a script."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        display(Image(buffer.getvalue()))
+
 
 # %% [markdown]
 # ## A block that sows what we want to plot
@@ -142,6 +161,48 @@ if HAS_MATPLOTLIB:
     assert (out_dir / "real_analysis_cum_scores.png").exists()
 
 # %% [markdown]
+# ## One plot method, run on a `Mocker` and on the trained model
+#
+# Plot code often lives in a method of the model itself (`def plot(self, x)`), reading
+# `self.block`. `flaxmock.intermediates(self.block, x)` returns what the call sows in the
+# structure of `apply(..., mutable=["intermediates", "plots"])[1]`: random values when
+# `self` is a `Mocker`, the real ones when `self` is the bound model (`model.bind(variables)`,
+# which runs `apply` of that submodule with its own variables). The same method runs both
+# ways; here it draws into one of two axes, shown side by side.
+
+
+# %%
+class Model(nn.Module):
+    def setup(self):
+        self.block = ThoughtBlock()
+
+    def __call__(self, x):
+        return self.block(x)
+
+    def plot_scores(self, x, ax):
+        """Plots the cumulative attention each position received; returns the sown values."""
+        sown = flaxmock.intermediates(self.block, x)
+        ax.plot(sown["plots"]["new_cumulative_scores"][0][0])
+        ax.set_xlabel("position")
+        return sown
+
+
+mocker = flaxmock.Mocker(seed=0)
+mocker.block = ThoughtBlock()
+variables = Model().init(jax.random.key(0), x)
+bound = Model().bind(variables)
+if HAS_MATPLOTLIB:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3), sharey=False)
+    fake_sown = Model.plot_scores(mocker, x, left)  # `self` is the Mocker: random values
+    real_sown = bound.plot_scores(x, right)  # `self` is the bound model: real values
+    left.set_title("Mocker (random, real shapes)")
+    right.set_title("model.bind(variables) (real)")
+    fig.tight_layout()
+    assert len(left.lines) == len(right.lines) == 1
+    assert jax.tree.structure(fake_sown) == jax.tree.structure(real_sown)
+    show(fig)
+
+# %% [markdown]
 # A heat map of real attention weights and one of random numbers look different, of course:
 # the mock checks the *plumbing* (keys, tuple nesting, shapes, axes), which is where plot code
 # usually breaks.
@@ -204,6 +265,29 @@ print(self.attn.call_args_list[-1])
 assert self.attn.call_count == 3
 assert self.attn.call_args_list[0] == ((jax.ShapeDtypeStruct((1, 16, 512), jnp.float32),), {})
 assert "SelfAttention" in repr(self.attn) and "'attn'" in repr(self.attn)
+
+# %% [markdown]
+# ## The whole module, and the rest of `self`
+#
+# A module held by a `Mocker` answers every method of its class, each with its own output
+# specs (inferred once per input signature) and its own call records; configuration fields
+# read through to the real module. Lists, tuples and dicts of modules (the `setup()` idiom
+# `self.blocks = [...]`) are wrapped element by element. `self.sow`, `self.make_rng`,
+# `self.variable` and `self.variables` behave as on a module bound in `apply`.
+
+# %%
+self = flaxmock.Mocker(seed=0)
+self.embed = nn.Embed(num_embeddings=100, features=32)
+self.blocks = [nn.Dense(32) for _ in range(3)]
+h = self.embed(jnp.zeros((1, 8), jnp.int32))
+for block in self.blocks:
+    h = block(h)
+logits = self.embed.attend(h)  # another method: its own specs
+assert logits.shape == (1, 8, 100) and self.embed.num_embeddings == 100
+assert self.embed.attend.call_count == 1 and self.blocks[2].call_count == 1
+self.sow("intermediates", "logits", logits)
+noise = jax.random.normal(self.make_rng("dropout"), logits.shape)
+assert self.variables["intermediates"]["logits"][0].shape == noise.shape
 
 # %% [markdown]
 # ## Next steps

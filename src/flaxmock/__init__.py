@@ -57,7 +57,10 @@ from flaxmock._linen.mock import MockLayerInfo as MockLayerInfo
 from flaxmock._linen.mock import mock as mock
 from flaxmock._linen.mock import unmock as unmock
 from flaxmock._linen.mocker import BoundMock as BoundMock
+from flaxmock._linen.mocker import MethodMock as MethodMock
 from flaxmock._linen.mocker import Mocker as Mocker
+from flaxmock._linen.mocker import MockerVariable as MockerVariable
+from flaxmock._linen.mocker import intermediates as intermediates
 from flaxmock._linen.select import selector as selector
 from flaxmock._linen.summary import summary as summary
 
@@ -87,7 +90,9 @@ __all__ = [
     "MockLayer",
     "MockLayerInfo",
     "MockState",
+    "MethodMock",
     "Mocker",
+    "MockerVariable",
     "OutputSpecError",
     "ParseSpecError",
     "ReplacedCall",
@@ -105,6 +110,7 @@ __all__ = [
     "jit",
     "fill_array",
     "fill_tree",
+    "intermediates",
     "materialize",
     "mock",
     "selector",

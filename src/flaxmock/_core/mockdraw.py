@@ -20,10 +20,12 @@ The key of one call of a mock is built in this order (every step a ``jax.random.
    draws the same eagerly and under ``jax.jit``.
 
 The key is then split once: the first half draws the output, the second (folded with ``j``)
-the ``j``-th sown value. Within one such group the leaves of one dtype are slices of one draw
-(:func:`_draw_by_dtype`): a call with twenty outputs compiles two random draws instead of
-twenty. The draw is compiled once per output signature, fill and axis name and shared by every
-mock with that signature (the seed, stream and counts are arguments).
+the ``j``-th sown value drawn (a front end draws only the sown values a call's caller
+collects: see ``flaxmock._linen.mock.MockLayer.run_replaced``). Within one such group the
+leaves of one dtype are slices of one draw (:func:`_draw_by_dtype`): a call with twenty
+outputs compiles two random draws instead of twenty. The draw is compiled once per output
+signature, fill and axis name and shared by every mock with that signature (the seed, stream
+and counts are arguments).
 
 Hashes are ``zlib.crc32`` (:func:`stable_hash`), never ``hash()``, so seeds reproduce in every
 process.
@@ -40,6 +42,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import custom_batching
 
 from flaxmock._core import errors as _errors
@@ -271,12 +274,14 @@ def draw(
     except TypeError:  # An unhashable fill callable: draw eagerly.
         where = f"{info.path}.{method}"
         drawn = functools.partial(_draw, groups, fill, vmap_axis_name, where)
+    # NumPy scalars, not jnp ones: each jnp.uint32(...) is a device computation of its own
+    # (about 40 us each on CPU), while the compiled draw takes NumPy scalars as they are.
     filled = drawn(
-        jnp.uint32(info.seed),
-        jnp.uint32(stable_hash(info.stream)),
-        jnp.uint32(stable_hash(method)),
+        np.uint32(info.seed),
+        np.uint32(stable_hash(info.stream)),
+        np.uint32(stable_hash(method)),
         count,
-        jnp.uint32(index),
+        np.uint32(index),
         fold,
         lane,
         lane_witness(inputs),

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import flax
-import jax
 from penzai import pz
 from penzai.toolshed.unflaxify import ArgsAndKwargs
 
@@ -89,11 +88,11 @@ def call(tree: Any, *args: Any, mutable: Any = False, rngs: Any = None, **kwargs
         return out
     # What ``module.apply`` would return besides: the variables the mock keeps (those that
     # held values when it was mocked; their values are as they were), in the collections asked.
-    for col, values in tree.kept_variables().items():
-        if col not in collections and flax.core.scope.in_filter(mutable, col):
-            collections[col] = jax.tree.map(
-                _vars.value_of, values, is_leaf=lambda v: isinstance(v, _vars.VARIABLE_TYPES)
-            )
+    # State the mock holds a value for is not drawn: it comes back here, leaf by leaf.
+    drawn = _vars.flatten_variables(collections)
+    for (col, path), var in _vars.flatten_variables(tree.kept_variables()).items():
+        if (col, path) not in drawn and flax.core.scope.in_filter(mutable, col):
+            _vars.set_in(collections.setdefault(col, {}), path, _vars.value_of(var))
     return out, _dispatch.with_params_collection(collections, mutable, tree)
 
 

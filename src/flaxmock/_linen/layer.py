@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -221,6 +221,25 @@ class Invocation:
     random_streams: dict[str, pz.RandomStream] | None = None
     side_inputs: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    def collects(self, entry: _record.SownEntry) -> bool:
+        """Whether this run keeps what the replaced call writes for ``entry``.
+
+        It does when the entry's collection is mutable (the enclosing ``apply``'s ``mutable``,
+        or ``mutable`` here for a replacement called on its own) and, for state (a value
+        written whole: ``batch_stats``, a cache), when that state does not exist yet: existing
+        state keeps its value. A replacement draws only what is collected.
+        """
+        if self.module is not None:
+            scope = self.module.scope
+            if scope is None or not scope.is_mutable_collection(entry.collection):
+                return False
+            return entry.append or _existing(scope, entry) is None
+        return (
+            self.collections is not None
+            and self.mutable is not False
+            and flax_scope.in_filter(self.mutable, entry.collection)
+        )
+
     def write_sown(self, sown: list[tuple[_record.SownEntry, Any]]) -> None:
         """Writes a replaced call's sown values where ``sow`` would have put them."""
         if self.module is not None:
@@ -235,6 +254,14 @@ class Invocation:
                 node[entry.path[-1]] = tuple(value) if entry.append else value
 
 
+def _existing(scope: Any, entry: _record.SownEntry) -> Any:
+    """The value at ``entry``'s collection and path in ``scope``, or None."""
+    existing: Any = scope.variables().get(entry.collection, {})
+    for k in entry.path:
+        existing = existing.get(k) if isinstance(existing, Mapping) else None
+    return existing
+
+
 def _write_into_scope(module: nn.Module, sown: list[tuple[_record.SownEntry, Any]]) -> None:
     scope = module.scope
     if scope is None:
@@ -242,9 +269,7 @@ def _write_into_scope(module: nn.Module, sown: list[tuple[_record.SownEntry, Any
     for entry, value in sown:
         if not scope.is_mutable_collection(entry.collection):
             continue
-        existing: Any = scope.variables().get(entry.collection, {})
-        for k in entry.path:
-            existing = existing.get(k) if isinstance(existing, dict) else None
+        existing = _existing(scope, entry)
         if entry.append:
             new = (existing if isinstance(existing, tuple) else ()) + tuple(value)
         elif existing is not None:

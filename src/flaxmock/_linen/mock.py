@@ -12,6 +12,7 @@ here is linen's: the penzai layer, its counter, and the replacement protocol of
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 from typing import Any
@@ -151,7 +152,7 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
             return self.counter.value
         with _COUNTER_LOCK:
             count = self.counter.value
-            advanced = jnp.add(count, jnp.uint32(1))
+            advanced = jnp.add(count, np.uint32(1))
             if not _mockcore.closed_over(count, advanced):
                 self.counter.value = advanced
                 return count
@@ -181,25 +182,58 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
                 self.counter.value = count
 
     def run_replaced(self, args_and_kwargs: ArgsAndKwargs, invocation: _layer.Invocation) -> Any:
-        """Returns random arrays of the real output's specs and writes random sown values."""
-        out_spec, sown = self.output_spec(args_and_kwargs)
-        self.mock_state.record_call(
-            _specs.specs_of((args_and_kwargs.args, args_and_kwargs.kwargs)), out_spec
-        )
+        """Returns random arrays of the real output's specs and writes what the call sows.
+
+        Only what the run collects is drawn (:meth:`Invocation.collects`): a plain call draws
+        the output alone. Values sown by appending (``self.sow``'s default) are drawn anew on
+        every call; values written whole (state: BatchNorm's ``batch_stats``, a cache; a
+        ``sow`` with a custom ``reduce_fn``) keep the value the mock holds when it holds one,
+        else are drawn from a key without the call count, so every call writes the same
+        value: state is initialised once, not redrawn per call.
+        """
+        inputs = (args_and_kwargs.args, args_and_kwargs.kwargs)
+        spec_in = _specs.specs_of(inputs)
+        out_spec, sown = self.output_spec(args_and_kwargs, spec_in=spec_in)
+        self.mock_state.record_call(spec_in, out_spec)
         count = self.reserve_count() if invocation.count is None else invocation.count
-        out, *sown_values = _mockdraw.draw(
+        wanted = [e for e in sown if invocation.collects(e)]
+        per_call = [e for e in wanted if e.append]
+        state = [e for e in wanted if not e.append]
+        if state:
+            held = self._held_state()
+            state = [e for e in state if (e.collection, e.path) not in held]
+        draw = functools.partial(
+            _mockdraw.draw,
             self.info,
-            [out_spec, *(entry.spec for entry in sown)],
             method=self.method_name,
-            count=count,
-            index=invocation.index,
             fold=invocation.fold,
             vmap_axis_name=self.info.vmap_axis_name,
-            inputs=(args_and_kwargs.args, args_and_kwargs.kwargs),
-            prefixes=["", *(_sown_name(entry) for entry in sown)],
+            inputs=inputs,
         )
-        invocation.write_sown(list(zip(sown, sown_values, strict=True)))
+        out, *sown_values = draw(
+            [out_spec, *(e.spec for e in per_call)],
+            count=count,
+            index=invocation.index,
+            prefixes=["", *(_sown_name(e) for e in per_call)],
+        )
+        written = list(zip(per_call, sown_values, strict=True))
+        if state:
+            # No output (an empty first tree); count and index 0: the same on every call.
+            _, *state_values = draw(
+                [(), *(e.spec for e in state)],
+                count=jnp.uint32(0),
+                index=0,
+                prefixes=["", *(_sown_name(e) for e in state)],
+            )
+            written += list(zip(state, state_values, strict=True))
+        invocation.write_sown(written)
         return out
+
+    def _held_state(self) -> frozenset[tuple[str, tuple[str, ...]]]:
+        """``(collection, path)`` of the kept state that holds values (never drawn)."""
+
+        flat = _vars.flatten_variables(self.kept, skip=("params",))
+        return frozenset(k for k, var in flat.items() if _vars.holds_values(_vars.value_of(var)))
 
     def summary_note(self) -> str:
         replaced = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(self.info.variables))
@@ -228,8 +262,12 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
 
     # Output specs.
 
-    def output_spec(self, args_and_kwargs: ArgsAndKwargs) -> tuple[Any, tuple]:
+    def output_spec(
+        self, args_and_kwargs: ArgsAndKwargs, *, spec_in: Any = None
+    ) -> tuple[Any, tuple]:
         """The output and sown specs for these arguments, inferred at most once per signature.
+
+        ``spec_in``, the arguments' specs when the caller has them, saves computing them again.
 
         Raises:
           InvalidArgumentError: a non-array argument cannot be hashed (so cannot be static).
@@ -239,7 +277,8 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
         info = self.info
         if info.out is not None:
             return info.out, info.sown
-        spec_in = _specs.specs_of((args_and_kwargs.args, args_and_kwargs.kwargs))
+        if spec_in is None:
+            spec_in = _specs.specs_of((args_and_kwargs.args, args_and_kwargs.kwargs))
         sig = _mockcore.signature_or_raise(spec_in, self._label())
         if sig == info.in_signature:
             out_spec, sown = info.out_spec, info.sown
