@@ -3,14 +3,17 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 # wildcard drops paths that do not exist yet (ruff fails on a missing path).
-LINT_PATHS := $(wildcard src tests tutorials bench docs/conf.py)
+LINT_PATHS := $(wildcard src tests tutorials bench docs/conf.py docs/check_build.py)
 
 # Tests and tutorials run on CPU; never grab all accelerator memory up front.
 export JAX_PLATFORMS ?= cpu
 export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
 export MPLBACKEND ?= Agg
 
-.PHONY: venv demo lint typecheck pytest docs test format clean
+.PHONY: venv demo lint typecheck pytest docs test test-slow format clean
+
+# Extra pytest arguments (make pytest PYTEST_ARGS="-k mock").
+PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
@@ -32,15 +35,23 @@ typecheck: venv
 	$(PY) -m mypy
 
 pytest: venv
-	$(PY) -m pytest -p no:cacheprovider --durations=10
+	$(PY) -m pytest -p no:cacheprovider --durations=10 $(PYTEST_ARGS)
+
+# Every test, the heavy ones kept out of `make test` included: the whole zoo through every
+# test, the property test at 200 examples, big models.
+test-slow: venv
+	FLAXMOCK_SLOW=1 PROPERTY_EXAMPLES=200 $(PY) -m pytest -p no:cacheprovider --durations=20 $(PYTEST_ARGS)
 
 docs: venv
 	$(PY) -m sphinx -b html -W --keep-going -n docs docs/_build/html
+	$(PY) docs/check_build.py docs/_build/html
 
 test: venv
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory typecheck
-	$(MAKE) --no-print-directory pytest
+	# The tutorials run once, in the docs build (which fails on any error in them), not also
+	# as scripts in pytest (tests/test_tutorials.py, run by `make pytest`).
+	$(MAKE) --no-print-directory pytest PYTEST_ARGS="--ignore=tests/test_tutorials.py $(PYTEST_ARGS)"
 	$(MAKE) --no-print-directory docs
 
 format: venv

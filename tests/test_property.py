@@ -7,6 +7,9 @@ Hypothesis draws small Flax module trees (``strategies.models``); for each:
     ``model.apply``;
 (c) with a random subset of layers mocked (by glob or predicate) and the rest given values by
     ``materialize`` or ``bind``, the output and sown specs equal the real ones.
+
+``make test`` draws 40 models (derandomized, so every run draws the same ones);
+``make test-slow`` draws 200 (``PROPERTY_EXAMPLES``).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def assert_specs_equal(actual, expected):
 
 
 @settings(
-    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", 200)),
+    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", 40)),
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

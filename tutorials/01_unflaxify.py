@@ -109,15 +109,15 @@ assert attn.info.out_spec.shape == (2, 8, 32)
 # ## A summary table
 #
 # `flaxmock.summary(tree)` lists every call in call order with its shapes and the parameters its
-# module owns, from abstract values only. `print` it for a plain-text table; `.rows` and the
-# totals are there for code.
+# module owns, from abstract values only. In a notebook it shows as an HTML table; `print` it
+# for plain text; `.rows` and the totals are there for code.
 
 # %%
 summary = flaxmock.summary(tree)
-print(summary)
 abstract_variables = jax.eval_shape(model.init, jax.random.key(0), token_spec)
 n_params = sum(x.size for x in jax.tree.leaves(abstract_variables))
 assert summary.total_params == n_params
+summary
 
 # %% [markdown]
 # ## Call it with real variables

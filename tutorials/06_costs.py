@@ -38,8 +38,8 @@ from flaxmock.examples import llama
 model, (tokens,) = llama.llama3_70b_scan(seq_len=2048)
 tree = flaxmock.unflaxify(model, tokens)
 table = flaxmock.summary(tree, flops=True, vjp_flops=True, depth=2)
-print(table)
 print(f"forward {table.total_flops / 1e12:.1f} TFLOP, backward {table.total_vjp_flops / 1e12:.1f}")
+table  # an HTML table in a notebook; print(table) gives plain text
 
 # %% [markdown]
 # Each row shows the call's own FLOPs (`flops`, its callees excluded) and its subtree's
