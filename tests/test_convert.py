@@ -30,8 +30,7 @@ CASES = zoo.CASES
 IDS = [c.id for c in CASES]
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-@pytest.mark.parametrize("case", zoo.PARAMS, ids=IDS)
+@pytest.mark.parametrize(("case", "jit"), zoo.PARAMS_WITH_JIT)
 def test_real_variables_equal_apply(case, jit):
     model, variables = init_variables(case)
     tree = flaxmock.unflaxify(
@@ -67,7 +66,7 @@ def test_real_variables_equal_apply(case, jit):
     assert_trees_equal(out, ref)
 
 
-@pytest.mark.parametrize("case", zoo.PARAMS, ids=IDS)
+@pytest.mark.parametrize("case", zoo.IDIOM_PARAMS, ids=IDS)
 def test_abstract_eval_shape_equals_apply(case):
     model, variables = init_variables(case)
     tree = flaxmock.unflaxify(model, *case.args, method=case.method, **case.kwargs)
@@ -87,7 +86,7 @@ def test_abstract_eval_shape_equals_apply(case):
     assert_specs_equal(out, ref)
 
 
-@pytest.mark.parametrize("case", zoo.PARAMS, ids=IDS)
+@pytest.mark.parametrize("case", zoo.IDIOM_PARAMS, ids=IDS)
 def test_abstract_parameters_allocate_nothing(case):
     model = case.make()
     tree = flaxmock.unflaxify(model, *case.args, method=case.method, **case.kwargs)
@@ -101,7 +100,7 @@ def test_abstract_parameters_allocate_nothing(case):
         assert isinstance(leaf, jax.ShapeDtypeStruct)
 
 
-@pytest.mark.parametrize("case", zoo.PARAMS, ids=IDS)
+@pytest.mark.parametrize("case", zoo.IDIOM_PARAMS, ids=IDS)
 def test_abstract_call_names_layers_without_values(case):
     model = case.make()
     tree = flaxmock.unflaxify(model, *case.args, method=case.method, **case.kwargs)

@@ -18,7 +18,7 @@ CASES = zoo.CASES
 IDS = [c.id for c in CASES]
 
 
-@pytest.mark.parametrize("case", zoo.PARAMS, ids=IDS)
+@pytest.mark.parametrize("case", zoo.IDIOM_PARAMS, ids=IDS)
 def test_materialize_gives_init_values(case):
     model, variables = init_variables(case)
     tree = flaxmock.unflaxify(model, *case.args, method=case.method, **case.kwargs)

@@ -32,7 +32,7 @@ def specs(tree):
     )
 
 
-@pytest.mark.parametrize("case", zoo.PARAMS, ids=IDS)
+@pytest.mark.parametrize("case", zoo.IDIOM_PARAMS, ids=IDS)
 def test_whole_model_mock_has_real_structure(case):
     model, variables = init_variables(case)
     tree = flaxmock.unflaxify(model, *case.args, method=case.method, **case.kwargs)
@@ -67,8 +67,7 @@ def first_leaf_layer(tree):
     return None
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-@pytest.mark.parametrize("case", zoo.PARAMS, ids=IDS)
+@pytest.mark.parametrize(("case", "jit"), zoo.PARAMS_WITH_JIT)
 def test_partial_mock_rest_runs_exactly(case, jit):
     """Un-mocked layers compute what module.apply computes with the mocked output substituted."""
     model, variables = init_variables(case)

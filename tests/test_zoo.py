@@ -16,7 +16,7 @@ def _count(variables) -> int:
     return sum(x.size for x in jax.tree.leaves(variables["params"]))
 
 
-@pytest.mark.parametrize("case", zoo.PARAMS, ids=zoo.IDS)
+@pytest.mark.parametrize("case", zoo.IDIOM_PARAMS, ids=zoo.IDS)
 def test_case_inits_and_applies(case):
     model = case.make()
     rngs = {"params": jax.random.key(0), **{r: jax.random.key(1) for r in case.rngs}}

@@ -2,8 +2,9 @@
 
 Each :class:`ZooCase` builds a small linen model and concrete arguments so that
 ``model.init(key, *args, **kwargs)`` and ``model.apply`` both run. Tests use
-``pytest.mark.parametrize("case", PARAMS, ids=IDS)`` (the costliest marked ``slow``), or
-``cases("lifted")`` for a subset.
+``pytest.mark.parametrize("case", IDIOM_PARAMS, ids=IDS)`` (the idiom cases; the costliest and
+the wild ones marked ``slow``), ``PARAMS_WITH_JIT`` for the core eager/jit checks (every case
+eager), ``PARAMS`` for every non-slow case, or ``cases("lifted")`` for a subset.
 
 Tags: ``setup``, ``method`` (a ``method=`` other than ``__call__``), ``shared`` (one module called
 from several places or its variables read directly), ``mutable``, ``rng``, ``static_args``
@@ -501,6 +502,34 @@ PARAMS = [
 ]
 
 IDS = [case.id for case in CASES]
+
+#: Cases written after public models (``zoo_wild_*``): bigger and slower than the idiom cases
+#: above them. ``make test`` runs them through the two checks that matter most (exact
+#: equality with ``module.apply`` with real variables, and a partial mock running the rest
+#: exactly, both eager: :data:`PARAMS_WITH_JIT`); every other zoo test runs them under
+#: ``slow`` (:data:`IDIOM_PARAMS`), so that ``make test`` stays within its time on two cores.
+#: ``make test-slow`` runs all of them everywhere.
+WILD_IDS = frozenset(
+    case.id for module in (zoo_wild_vision, zoo_wild_text, zoo_wild_seq) for case in module.CASES
+)
+
+#: ``CASES`` with the slow ones and the wild ones marked ``slow``.
+IDIOM_PARAMS = [
+    pytest.param(case, marks=pytest.mark.slow) if case.id in SLOW_IDS | WILD_IDS else case
+    for case in CASES
+]
+
+#: ``(case, jit)`` pairs for tests run eagerly and under jit: a wild case's jit run is slow.
+PARAMS_WITH_JIT = [
+    pytest.param(
+        case,
+        jit,
+        id=f"{case.id}-{'jit' if jit else 'eager'}",
+        marks=([pytest.mark.slow] if case.id in SLOW_IDS or (jit and case.id in WILD_IDS) else []),
+    )
+    for case in CASES
+    for jit in (False, True)
+]
 
 _TAGS = frozenset(tag for case in CASES for tag in case.tags)
 
