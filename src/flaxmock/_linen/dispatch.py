@@ -142,7 +142,8 @@ class Dispatcher:
             except Exception as e:
                 _errors.note_raised_in(e, f"{node.path_str}.{node.method_name}")
                 raise
-            if isinstance(node, _spy.SpyLayer):
+            if isinstance(node, _spy.SpyLayer) and id(node) in self.spies:
+                # (A run that records: ``run``. Initialising for ``materialize`` does not.)
                 self._record_spy(node, context.module, args, kwargs, out, kind)
             return out
         call_args = ArgsAndKwargs(args=tuple(args), kwargs=dict(kwargs))
