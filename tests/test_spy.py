@@ -9,12 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import zoo
-from helpers import assert_trees_equal, init_variables
 from penzai import pz
 
 import flaxmock
+import zoo
 from flaxmock._linen.layer import iter_layers
+from helpers import assert_trees_equal, init_variables
 
 LIGHT = ["mlp_compact", "setup_module", "self_method", "embed_attend"]
 CASES = {case.id: case for case in zoo.CASES}
@@ -105,9 +105,7 @@ def test_scan_body_records_one_call_per_step_and_replays_at_that_step():
         np.testing.assert_array_equal(body.calls[k].args[0], body.outputs[k - 1][0])
     bound = model.bind(variables)
     for call in attn.calls:
-        np.testing.assert_allclose(
-            flaxmock.replay(call, bound), call.output, rtol=1e-5, atol=1e-6
-        )
+        np.testing.assert_allclose(flaxmock.replay(call, bound), call.output, rtol=1e-5, atol=1e-6)
 
 
 def test_records_survive_variable_jit_and_reset_mock():

@@ -21,8 +21,8 @@ from penzai.toolshed.unflaxify import ArgsAndKwargs
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import specs as _specs
-from flaxmock._core import table as _table
 from flaxmock._core import spycore as _spycore
+from flaxmock._core import table as _table
 from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import spy as _spy
 from flaxmock._linen import walk as _walk

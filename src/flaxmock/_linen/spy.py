@@ -19,8 +19,8 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-from flax.core import scope as flax_scope
 import jax.numpy as jnp
+from flax.core import scope as flax_scope
 from penzai import pz
 from treescope import formatting_util
 
@@ -151,8 +151,8 @@ def spy(tree: Any, where: _select.Where) -> Any:
     eagerly and under :func:`flaxmock.jit`. Inside an ``nn.scan`` body each step is recorded
     (read back as one call per step), inside an ``nn.vmap`` body each call's arrays have the
     lanes along a leading axis. Unlike :func:`flaxmock.mock`, a selected layer inside another
-    selected one is spied too (a block and its attention). A record made inside a lifted body leaves it through the
-    ``intermediates`` collection, so that transform must carry ``intermediates``
+    selected one is spied too (a block and its attention). A record made inside a lifted body
+    leaves it through the ``intermediates`` collection, so that transform must carry it
     (``variable_axes={"params": 0, "intermediates": 0}``), as it must for ``sow``. Spies and
     mocks combine on one tree (spy a real block, mock the rest).
 
@@ -280,9 +280,11 @@ def record_in_scope(module: Any, index: int, rec: _spycore.SpyRecord) -> bool:
     if scope is None or not scope.is_mutable_collection("intermediates"):
         return False
     name = record_name(index)
-    existing = scope.get_variable("intermediates", name) if scope.has_variable(
-        "intermediates", name
-    ) else ()
+    existing = (
+        scope.get_variable("intermediates", name)
+        if scope.has_variable("intermediates", name)
+        else ()
+    )
     scope.put_variable("intermediates", name, tuple(existing) + (rec,))
     return True
 
@@ -363,9 +365,11 @@ def replay(recorded: _spycore.SpyCall, target: Any) -> Any:
             )
         layer = found[0]
         if not recorded.step:
-            return layer.as_layer()(_layer.ArgsAndKwargs(args=args, kwargs=kwargs)) if isinstance(
-                layer, SpyLayer
-            ) else layer(_layer.ArgsAndKwargs(args=args, kwargs=kwargs))
+            return (
+                layer.as_layer()(_layer.ArgsAndKwargs(args=args, kwargs=kwargs))
+                if isinstance(layer, SpyLayer)
+                else layer(_layer.ArgsAndKwargs(args=args, kwargs=kwargs))
+            )
         from flaxmock._linen import assemble as _assemble
 
         assembled = _assemble.assemble(layer, include_kept=True)
@@ -394,9 +398,7 @@ def replay(recorded: _spycore.SpyCall, target: Any) -> Any:
     module, method = spy_layer.module, spy_layer.info.method
     if recorded.step:
         variables = _step_variables(module, method, variables, recorded, label)
-    return module.apply(
-        variables, *args, rngs=_layer.default_rngs(), method=method, **dict(kwargs)
-    )
+    return module.apply(variables, *args, rngs=_layer.default_rngs(), method=method, **dict(kwargs))
 
 
 def _step_variables(
