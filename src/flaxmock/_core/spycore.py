@@ -105,8 +105,8 @@ class SpyCall:
     module: Any = dataclasses.field(default=None, repr=False, compare=False)
 
 
-def calls_of(rec: SpyRecord, *, path: str, method: str, module: Any) -> list[SpyCall]:
-    """The calls in one record: one per step of its leading scan axes, in step order."""
+def _layout(rec: SpyRecord) -> tuple[list[tuple[int, ...]], tuple[str, ...]]:
+    """The steps of a record's leading scan axes (in step order), and its stacked lane axes."""
     lead = 0
     if rec.arrays:
         lead = int(np.ndim(rec.arrays[0])) - rec.ndims[0]
@@ -118,12 +118,23 @@ def calls_of(rec: SpyRecord, *, path: str, method: str, module: Any) -> list[Spy
     for axis in range(scans):
         n = int(np.shape(rec.arrays[0])[axis])
         steps = [s + (i,) for s in steps for i in range(n)]
+    return steps, tuple(lanes)
+
+
+def count_of(rec: SpyRecord) -> int:
+    """How many calls one record holds (one per step of its leading scan axes)."""
+    return len(_layout(rec)[0])
+
+
+def calls_of(rec: SpyRecord, *, path: str, method: str, module: Any) -> list[SpyCall]:
+    """The calls in one record: one per step of its leading scan axes, in step order."""
+    steps, lanes = _layout(rec)
     out = []
     for step in steps:
         arrays = iter(x[step] if step else x for x in rec.arrays)
         leaves = [next(arrays) if s is None else s for s in rec.statics]
         args, kwargs, output = jax.tree.unflatten(rec.treedef, leaves)
-        out.append(SpyCall(path, method, args, kwargs, output, step, tuple(lanes), module))
+        out.append(SpyCall(path, method, args, kwargs, output, step, lanes, module))
     return out
 
 
@@ -180,7 +191,7 @@ class SpyRecords(_mockcore.CallRecords):
         ]
 
     def _count(self) -> int:
-        return len(self.calls)
+        return sum(count_of(r) for r in self._records())
 
     @property
     def call_args_list(self) -> list[Any]:  # type: ignore[override]
