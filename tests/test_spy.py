@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from penzai import pz
 
 import flaxmock
@@ -181,3 +182,94 @@ def test_spy_in_a_vmap_body_that_carries_intermediates_records_lanes():
     assert spy.call_count == 1 and spy.calls[0].lanes == ("vmap",)
     np.testing.assert_array_equal(spy.outputs[0], out)
     assert isinstance(spy.records, pz.StateVariable)
+
+
+# NNX: the same core, NNX state for the records.
+
+
+class _NnxBlock(nnx.Module):
+    def __init__(self, rngs):
+        self.lin = nnx.Linear(4, 4, rngs=rngs)
+        self.bn = nnx.BatchNorm(4, rngs=rngs)
+
+    def __call__(self, x):
+        return jnp.tanh(self.bn(self.lin(x)))
+
+
+@nnx.vmap(in_axes=0, out_axes=0)
+def _nnx_stack(key):
+    return _NnxBlock(nnx.Rngs(key))
+
+
+class _NnxModel(nnx.Module):
+    """Three blocks stacked with ``nnx.vmap`` and run by ``nnx.scan``, then a head."""
+
+    def __init__(self):
+        self.blocks = _nnx_stack(jax.random.split(jax.random.key(0), 3))
+        self.head = nnx.Linear(4, 2, rngs=nnx.Rngs(1))
+
+    def __call__(self, x):
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def run(x, block):
+            return block(x)
+
+        return self.head(run(x, self.blocks))
+
+
+def _nnx_leaves(model):
+    return jax.tree.leaves(nnx.state(model))
+
+
+def test_nnx_spy_changes_nothing_and_records_each_scan_step():
+    model = _NnxModel()
+    reference = nnx.clone(model)
+    x = jnp.ones((2, 4))
+    spied = flaxmock.nnx.spy(model, ["blocks", "head"])
+    out = spied(x)
+    np.testing.assert_array_equal(out, reference(x))
+    # State (BatchNorm statistics) updated as the unspied model's; the user's model untouched.
+    for a, e in zip(_nnx_leaves(flaxmock.nnx.unspy(spied)), _nnx_leaves(reference), strict=True):
+        np.testing.assert_array_equal(a, e)
+    for a, e in zip(_nnx_leaves(model), _nnx_leaves(_NnxModel()), strict=True):
+        np.testing.assert_array_equal(a, e)
+    blocks, head = spied.blocks, spied.head
+    assert blocks.call_count == 3 and head.call_count == 1
+    assert [c.step for c in blocks.calls] == [(0,), (1,), (2,)]
+    for k in range(1, 3):  # Step k's input is step k-1's output (the carry).
+        np.testing.assert_array_equal(blocks.calls[k].args[0], blocks.outputs[k - 1])
+    np.testing.assert_array_equal(head.outputs[0], out)
+    head.assert_called_with(blocks.outputs[-1])
+    for call in blocks.calls:  # Replayed eagerly, on a copy of the (untouched) model.
+        np.testing.assert_allclose(
+            flaxmock.nnx.replay(call, model), call.output, rtol=1e-5, atol=1e-6
+        )
+    # Under nnx.jit the records are written back too.
+    nnx.jit(lambda m, x: m(x))(spied, x)
+    assert blocks.call_count == 6 and head.call_count == 2
+    assert not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(head.outputs))
+    head.reset_mock()
+    head.assert_not_called()
+
+
+def test_nnx_spy_errors():
+    model = _NnxModel()
+    spied = flaxmock.nnx.spy(model, "head")
+    x = jnp.ones((2, 4))
+    graphdef, state = nnx.split(spied)
+
+    @jax.jit
+    def raw(state, x):  # A copy merged inside a raw JAX transform: nothing is written back.
+        return nnx.merge(graphdef, state)(x)
+
+    with pytest.raises(flaxmock.RecordSpyError, match=r"head: .*not written back.*nnx.jit"):
+        raw(state, x)
+    assert spied.head.call_count == 0
+    with pytest.raises(flaxmock.SelectNothingError, match="already SpyModules"):
+        flaxmock.nnx.spy(spied, "head")
+    with pytest.raises(flaxmock.SelectNothingError, match="flaxmock.nnx.unspy"):
+        flaxmock.nnx.unspy(model)
+    spied(x)
+    with pytest.raises(flaxmock.SelectNothingError, match="no real module at 'head'"):
+        flaxmock.nnx.replay(spied.head.calls[0], flaxmock.nnx.mock(model, "head"))
+    with pytest.raises(flaxmock.InvalidArgumentError, match="recorded by an NNX spy"):
+        flaxmock.nnx.replay(spied.head.outputs[0], model)

@@ -36,6 +36,7 @@ class SpyRecord:
       ndims: The rank of each array when it was recorded.
       axes: The lifted transforms around the call that stack records, outermost first
         (``("scan", "vmap")``): each added one leading axis.
+      method: The called method, when the spy answers several (NNX), else None.
     """
 
     def __init__(
@@ -45,15 +46,17 @@ class SpyRecord:
         statics: tuple[Any, ...],
         ndims: tuple[int, ...],
         axes: tuple[str, ...],
+        method: str | None = None,
     ):
         self.arrays = tuple(arrays)
         self.treedef = treedef
         self.statics = statics
         self.ndims = ndims
         self.axes = axes
+        self.method = method
 
     def tree_flatten(self) -> tuple[tuple[Any, ...], Any]:
-        return self.arrays, (self.treedef, self.statics, self.ndims, self.axes)
+        return self.arrays, (self.treedef, self.statics, self.ndims, self.axes, self.method)
 
     @classmethod
     def tree_unflatten(cls, aux: Any, children: Any) -> SpyRecord:
@@ -63,7 +66,9 @@ class SpyRecord:
         return f"SpyRecord({len(self.arrays)} arrays, axes={self.axes})"
 
 
-def record(args: Any, kwargs: Any, output: Any, axes: tuple[str, ...] = ()) -> SpyRecord:
+def record(
+    args: Any, kwargs: Any, output: Any, axes: tuple[str, ...] = (), method: str | None = None
+) -> SpyRecord:
     """The :class:`SpyRecord` of one call.
 
     Args:
@@ -71,12 +76,13 @@ def record(args: Any, kwargs: Any, output: Any, axes: tuple[str, ...] = ()) -> S
       kwargs: The keyword arguments.
       output: What the call returned.
       axes: The lifted transforms around the call that will stack the record, outermost first.
+      method: The called method, for a spy that answers several.
     """
     leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs), output))
     arrays = tuple(x for x in leaves if _specs.is_array(x))
     statics = tuple(None if _specs.is_array(x) else x for x in leaves)
     ndims = tuple(int(np.ndim(x)) for x in arrays)
-    return SpyRecord(arrays, treedef, statics, ndims, tuple(axes))
+    return SpyRecord(arrays, treedef, statics, ndims, tuple(axes), method)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +140,8 @@ def calls_of(rec: SpyRecord, *, path: str, method: str, module: Any) -> list[Spy
         arrays = iter(x[step] if step else x for x in rec.arrays)
         leaves = [next(arrays) if s is None else s for s in rec.statics]
         args, kwargs, output = jax.tree.unflatten(rec.treedef, leaves)
-        out.append(SpyCall(path, method, args, kwargs, output, step, lanes, module))
+        name = rec.method or method
+        out.append(SpyCall(path, name, args, kwargs, output, step, lanes, module))
     return out
 
 
