@@ -83,6 +83,7 @@ from penzai import pz
 
 import flaxmock
 import flaxmock.nnx
+import zoo
 from helpers import nnx_values, run_on_8_cpu_devices
 
 # ---------------------------------------------------------------------------------------------
@@ -1527,25 +1528,10 @@ def test_13_4_model_mocked_whole_gives_back_the_state_it_holds():
 # Spies (#15).
 
 
-class _SpyEnsemble(nn.Module):
-    """``nn.vmap(nn.Dense)`` whose ``variable_axes`` carry only ``params`` (as zoo's)."""
-
-    @nn.compact
-    def __call__(self, x):
-        members = nn.vmap(
-            nn.Dense,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            in_axes=None,
-            out_axes=0,
-            axis_size=3,
-        )
-        return members(4, name="members")(x)
-
-
 def test_15_spy_in_a_lifted_body_that_drops_intermediates_raises():
-    x = jnp.ones((2, 5))
-    model = _SpyEnsemble()
+    # zoo's vmap_ensemble: nn.vmap(nn.Dense) with variable_axes={"params": 0}.
+    case = next(c for c in zoo.CASES if c.id == "vmap_ensemble")
+    (x,), model = case.args, case.make()
     variables = model.init(jax.random.key(0), x)
     tree = flaxmock.unflaxify(model, x, variables=variables)
     # The body's records cannot leave the vmap: an error naming the fix, not an empty record.
