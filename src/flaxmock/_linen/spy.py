@@ -28,6 +28,7 @@ from flaxmock._core import errors as _errors
 from flaxmock._core import mockcore as _mockcore
 from flaxmock._core import select as _select
 from flaxmock._core import spycore as _spycore
+from flaxmock._linen import assemble as _assemble
 from flaxmock._linen import layer as _layer
 from flaxmock._linen import select as _linen_select
 from flaxmock._linen import variables as _vars
@@ -311,8 +312,9 @@ def replay(recorded: _spycore.SpyCall, target: Any) -> Any:
     "Does the real block compute, inside the mocked model, what it computes inside the full
     model?" is then ``flaxmock.replay(spy.calls[-1], full_tree)`` compared with
     ``spy.outputs[-1]``. The call of the same module path and method is found in ``target``
-    and run with ``target``'s variables for it; a call recorded at step ``k`` of an
-    ``nn.scan`` body runs with step ``k`` of the stacked variables.
+    and run with ``target``'s variables for it, as ``target`` runs it (mocks inside that call
+    in ``target`` stay mocks); a call recorded at step ``k`` of an ``nn.scan`` body runs,
+    eagerly and natively, with step ``k`` of the stacked variables.
 
     Args:
       recorded: A recorded call (an element of a spy's ``calls``).
@@ -365,13 +367,9 @@ def replay(recorded: _spycore.SpyCall, target: Any) -> Any:
             )
         layer = found[0]
         if not recorded.step:
-            return (
-                layer.as_layer()(_layer.ArgsAndKwargs(args=args, kwargs=kwargs))
-                if isinstance(layer, SpyLayer)
-                else layer(_layer.ArgsAndKwargs(args=args, kwargs=kwargs))
-            )
-        from flaxmock._linen import assemble as _assemble
-
+            # Run as the target tree runs it (a spy there records nothing more).
+            plain = layer.as_layer() if isinstance(layer, SpyLayer) else layer
+            return plain(_layer.ArgsAndKwargs(args=args, kwargs=kwargs))
         assembled = _assemble.assemble(layer, include_kept=True)
         _assemble.check_concrete(layer, assembled)
         variables = assembled.variables
