@@ -34,8 +34,9 @@ class SpyModule(_spycore.SpyRecords, nnx.Module):
     Built by :func:`flaxmock.nnx.spy`; :func:`flaxmock.nnx.unspy` puts the module back. Calls
     of ``__call__`` and of the wrapped module's other public methods are recorded; any other
     attribute reads through to the wrapped module. The records have the call-history vocabulary
-    of mocks (``call_count``, ``call_args_list``, ``outputs``, ``calls``,
-    ``assert_called_with`` with arrays compared by value, ``reset_mock``).
+    of mocks (``call_count``, ``call_args_list``, ``outputs``, ``assert_called_with`` with
+    arrays compared by value, ``reset_mock``), and ``calls``: one ``flaxmock.SpyCall`` per
+    recorded call (per step inside ``nnx.scan``), for :func:`flaxmock.nnx.replay`.
 
     Attributes:
       wrapped: The real module.
