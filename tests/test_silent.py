@@ -55,6 +55,15 @@ case                  public model that showed it                        outcome
 19.13 value_and_grad  flax gspmd guide train_step (jax.value_and_grad)   fixed (+ warning)
 19.5 shared module    tied module at two paths, selected by one path     fixed
 ====================  =================================================  ==========
+
+Spy cases (issue #15): a spy never returns a silently empty record nor leaves a tracer.
+
+===========================  =======================================  ========
+case                         public model that showed it              outcome
+===========================  =======================================  ========
+15 spy in a vmap body        nn.vmap(variable_axes={'params': 0})     error
+15 jit closing over a spy    jax.jit closing over flaxmock.call       error
+===========================  =======================================  ========
 """
 
 from __future__ import annotations
@@ -74,6 +83,7 @@ from penzai import pz
 
 import flaxmock
 import flaxmock.nnx
+import zoo
 from helpers import nnx_values, run_on_8_cpu_devices
 
 # ---------------------------------------------------------------------------------------------
@@ -1513,3 +1523,37 @@ def test_13_4_model_mocked_whole_gives_back_the_state_it_holds():
     assert jax.tree.structure(cols) == jax.tree.structure(real)
     # The mock does not compute the update (documented); it gives back the state it holds.
     jax.tree.map(np.testing.assert_array_equal, cols["batch_stats"], variables["batch_stats"])
+
+
+# Spies (#15).
+
+
+def test_15_spy_in_a_lifted_body_that_drops_intermediates_raises():
+    # zoo's vmap_ensemble: nn.vmap(nn.Dense) with variable_axes={"params": 0}.
+    case = next(c for c in zoo.CASES if c.id == "vmap_ensemble")
+    (x,), model = case.args, case.make()
+    variables = model.init(jax.random.key(0), x)
+    tree = flaxmock.unflaxify(model, x, variables=variables)
+    # The body's records cannot leave the vmap: an error naming the fix, not an empty record.
+    with pytest.raises(flaxmock.RecordSpyError, match=r"members.__call__.*'intermediates': 0"):
+        flaxmock.call(flaxmock.spy(tree, "members"), x)
+    # Spying the module that calls it records (outside the vmap), with apply's output.
+    spied = flaxmock.spy(tree, "")
+    np.testing.assert_array_equal(flaxmock.call(spied, x), model.apply(variables, x))
+    np.testing.assert_array_equal(spied.outputs[0], model.apply(variables, x))
+
+
+def test_15_jit_closing_over_a_spied_tree_raises_instead_of_leaking_tracers():
+    x = jnp.ones((2, 5))
+    model = nn.Dense(3)
+    variables = model.init(jax.random.key(0), x)
+    spied = flaxmock.spy(flaxmock.unflaxify(model, x, variables=variables), "")
+    with pytest.raises(flaxmock.RecordSpyError, match=r"closes over the tree.*flaxmock\.jit"):
+        jax.jit(lambda x: flaxmock.call(spied, x))(x)
+    assert spied.call_count == 0
+    # The fix the message names: the tree as an argument of flaxmock.jit.
+    np.testing.assert_array_equal(
+        flaxmock.jit(flaxmock.call)(spied, x), jax.jit(model.apply)(variables, x)
+    )
+    assert spied.call_count == 1
+    flaxmock.call(spied, x)  # No tracer was left in the tree.

@@ -15,7 +15,9 @@
 # - take gradients through a partly mocked model the penzai way (`pz.unbind_params`): one
 #   gradient per parameter, a tied embedding included (mock outputs are constants);
 # - run a decode loop with a decode cache through a partly mocked model: eagerly, compiled,
-#   and inside `jax.lax.fori_loop`.
+#   and inside `jax.lax.fori_loop`;
+# - check that a real block computes what it computes in the full model, with spies
+#   (`flaxmock.spy`, `flaxmock.replay`), in a scanned stack too.
 
 # %%
 import flax.linen as nn
@@ -246,6 +248,45 @@ print(generated)
 assert int(final_cache["layers_0"]["attn"]["cache"]["cache_index"]) == length
 # The mocked MLPs drew anew at every step (a fresh count per iteration): the tokens vary.
 assert len({int(t) for t in generated[0]}) > 1
+
+# %% [markdown]
+# ## Check one real block with a spy
+#
+# A partial run is only useful if its real part computes what it computes in the full model.
+# `flaxmock.spy(tree, where)` wraps the selected calls in spies (`flaxmock.SpyLayer`): each
+# runs exactly as before and records its arguments and output, with the call-history vocabulary
+# of mocks (`call_count`, `call_args_list`, `outputs`, `calls`, `assert_called_with` with arrays
+# compared by value, `reset_mock()`). `flaxmock.replay(call, other)` runs a recorded call again,
+# on its recorded inputs, against another tree or a bound module. Here every part of the model
+# but its second block is mocked, and the block is checked against the full model in three
+# lines.
+
+# %%
+full = flaxmock.bind(tree, reference)
+partial = flaxmock.spy(flaxmock.mock(full, ["embed", "layers_0", "norm"]), "layers_1")
+flaxmock.call(partial, tokens)
+(block,) = pz.select(partial).at_instances_of(flaxmock.SpyLayer).get_sequence()
+seen = block.calls[-1]
+assert jnp.array_equal(flaxmock.replay(seen, full), seen.output)
+print(block.call_count, seen.args[0].shape, "->", seen.output.shape)
+
+# %% [markdown]
+# The same works inside a scanned stack (`scan_layers=True`: `nn.scan(nn.remat(Block))`). A
+# spy in the scan body records one call per step (`call.step`), carried out of the scan as
+# Flax carries a `sow` (the scan must carry the `intermediates` collection, as the example's
+# does); `replay` runs a step's call with that step's slice of the stacked parameters. The
+# scan compiles its body, the replay runs eagerly, so they agree up to XLA's rounding.
+
+# %%
+scan_model = llama.Llama(llama.LlamaConfig.tiny(scan_layers=True, tie_embeddings=False))
+scan_full = flaxmock.materialize(flaxmock.unflaxify(scan_model, tokens), jax.random.key(0))
+scan_partial = flaxmock.spy(flaxmock.mock(scan_full, ["embed", "norm", "lm_head"]), "blocks/attn")
+flaxmock.call(scan_partial, tokens)
+(attention,) = pz.select(scan_partial).at_instances_of(flaxmock.SpyLayer).get_sequence()
+print([call.step for call in attention.calls])
+assert attention.call_count == scan_model.config.n_layers
+for call in attention.calls:
+    assert jnp.allclose(flaxmock.replay(call, scan_full), call.output, rtol=1e-5, atol=1e-6)
 
 # %% [markdown]
 # ## Next steps

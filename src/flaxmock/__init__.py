@@ -28,6 +28,7 @@ from flaxmock._core.errors import LoadTargetError as LoadTargetError
 from flaxmock._core.errors import MockAttributeError as MockAttributeError
 from flaxmock._core.errors import OutputSpecError as OutputSpecError
 from flaxmock._core.errors import ParseSpecError as ParseSpecError
+from flaxmock._core.errors import RecordSpyError as RecordSpyError
 from flaxmock._core.errors import SelectContainerError as SelectContainerError
 from flaxmock._core.errors import SelectMethodError as SelectMethodError
 from flaxmock._core.errors import SelectNothingError as SelectNothingError
@@ -39,6 +40,7 @@ from flaxmock._core.fill import fill_tree as fill_tree
 from flaxmock._core.mockcore import CallRecords as CallRecords
 from flaxmock._core.mockcore import MockInfo as MockInfo
 from flaxmock._core.mockcore import MockState as MockState
+from flaxmock._core.spycore import SpyCall as SpyCall
 from flaxmock._core.table import CallRow as CallRow
 from flaxmock._core.table import Summary as Summary
 from flaxmock._linen.call import call as call
@@ -62,6 +64,10 @@ from flaxmock._linen.mocker import Mocker as Mocker
 from flaxmock._linen.mocker import MockerVariable as MockerVariable
 from flaxmock._linen.mocker import intermediates as intermediates
 from flaxmock._linen.select import selector as selector
+from flaxmock._linen.spy import SpyLayer as SpyLayer
+from flaxmock._linen.spy import replay as replay
+from flaxmock._linen.spy import spy as spy
+from flaxmock._linen.spy import unspy as unspy
 from flaxmock._linen.summary import summary as summary
 
 __version__ = importlib.metadata.version("flaxmock")
@@ -96,12 +102,15 @@ __all__ = [
     "OutputSpecError",
     "ParseSpecError",
     "ReplacedCall",
+    "RecordSpyError",
     "ReplacementLayer",
     "SelectContainerError",
     "SelectMethodError",
     "SelectNothingError",
     "ShapeInferenceError",
     "ShardParametersError",
+    "SpyCall",
+    "SpyLayer",
     "Summary",
     "UnsupportedDtypeError",
     "bind",
@@ -113,9 +122,12 @@ __all__ = [
     "intermediates",
     "materialize",
     "mock",
+    "replay",
     "selector",
+    "spy",
     "summary",
     "unflaxify",
     "unmock",
+    "unspy",
     "fills",
 ]

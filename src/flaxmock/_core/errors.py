@@ -109,6 +109,11 @@ class StackSizeError(FlaxmockError, ValueError):
     """``flaxmock.nnx.mock(stack_size=n)`` does not match the selected module's layer axis."""
 
 
+class RecordSpyError(FlaxmockError, RuntimeError):
+    """A spy could not record a call: its record cannot leave the trace it was made in (a
+    ``jax.jit`` closing over the tree, a lifted body whose transform drops ``intermediates``)."""
+
+
 class FlaxmockWarning(UserWarning):
     """Base class of every flaxmock warning: a result that is usable but not what it seems."""
 

@@ -21,8 +21,10 @@ from penzai.toolshed.unflaxify import ArgsAndKwargs
 
 from flaxmock._core import errors as _errors
 from flaxmock._core import specs as _specs
+from flaxmock._core import spycore as _spycore
 from flaxmock._core import table as _table
 from flaxmock._linen import assemble as _assemble
+from flaxmock._linen import spy as _spy
 from flaxmock._linen import walk as _walk
 from flaxmock._linen.layer import (
     FlaxCallLayer,
@@ -66,6 +68,30 @@ class Dispatcher:
         # every branch, or calls submodules only ``if self.is_initializing()``) is matched by
         # name alone, else runs natively, instead of raising CallStructureError.
         self.lenient = lenient
+        # Spies reachable in this run, by id: their index names their records in a run.
+        self.spies: dict[int, int] = {}
+        # Spies that ran where their records could not be written (a lifted body whose
+        # transform does not carry ``intermediates``), with where they ran.
+        self.lost: dict[int, str] = {}
+
+    def _record_spy(
+        self, node: Any, module: nn.Module, args: Any, kwargs: Any, out: Any, kind: str
+    ) -> None:
+        index = self.spies[id(node)]
+        # The lifted bodies around the call (the call itself when it is one), outermost first.
+        bodies = [f.payload for f in self.walk.stack if f.lifted or f.nested]
+        bodies += [node] if kind in (_walk.LIFTED, _walk.NESTED) else []
+        axes = tuple(
+            t
+            for body in bodies
+            if isinstance(body, FlaxCallLayer)
+            for t in body.info.transforms
+            if t in ("scan", "vmap")
+        )
+        rec = _spycore.record(args, kwargs, out, axes)
+        if not _spy.record_in_scope(module, index, rec):
+            body = next((b for b in reversed(bodies) if isinstance(b, FlaxCallLayer)), node)
+            self.lost[index] = f"{body.path_str}.{body.method_name}"
 
     def _step_fold(self, module: nn.Module, kind: str) -> Any:
         if not (kind == _walk.LIFTED or self.walk.in_lifted) or not module.has_rng("params"):
@@ -112,10 +138,14 @@ class Dispatcher:
             )
         if isinstance(node, FlaxCallLayer):
             try:
-                return self.walk.call_child(context.module, node, next_fun, args, kwargs, kind=kind)
+                out = self.walk.call_child(context.module, node, next_fun, args, kwargs, kind=kind)
             except Exception as e:
                 _errors.note_raised_in(e, f"{node.path_str}.{node.method_name}")
                 raise
+            if isinstance(node, _spy.SpyLayer) and id(node) in self.spies:
+                # (A run that records: ``run``. Initialising for ``materialize`` does not.)
+                self._record_spy(node, context.module, args, kwargs, out, kind)
+            return out
         call_args = ArgsAndKwargs(args=tuple(args), kwargs=dict(kwargs))
         if not isinstance(node, ReplacementLayer):
             return node(call_args, random_streams=self.random_streams, **self.side_inputs)
@@ -164,6 +194,11 @@ def run(
         random_streams=random_streams,
         side_inputs=side_inputs,
     )
+    spies = _spy.spies_reachable(layer)
+    dispatcher.spies = {id(s): i for i, s in enumerate(spies)}
+    # Spies record through the ``intermediates`` collection (carried out of lifted bodies as
+    # ``sow`` is); it is taken out of what the run returns.
+    run_mutable = _spy.with_intermediates(mutable) if spies else mutable
     try:
         with _walk.jit_bodies_inline(has_jit_body(layer)), nn.intercept_methods(dispatcher):
             out = layer.module.apply(
@@ -171,7 +206,7 @@ def run(
                 *args,
                 rngs=default_rngs() if rngs is None else rngs,
                 method=layer.info.method,
-                mutable=mutable,
+                mutable=run_mutable,
                 **kwargs,
             )
     except Exception as e:
@@ -198,9 +233,47 @@ def run(
     for r in replacements:
         if id(r) not in dispatcher.dispatched:
             r.release_count(counts[id(r)])
+    if spies:
+        out = _finish_spies(layer, spies, dispatcher, out, mutable, (tuple(args), dict(kwargs)))
     if mutable is not False and replacements:
         out = (out[0], with_params_collection(out[1], mutable, layer))
     return out
+
+
+def _finish_spies(
+    layer: FlaxCallLayer,
+    spies: list[Any],
+    dispatcher: Dispatcher,
+    out: Any,
+    mutable: Any,
+    given: tuple[tuple, dict],
+) -> Any:
+    """Moves the spies' records from the run's collections into their state.
+
+    Returns what the run returns without them (``module.apply``'s result for ``mutable``).
+    """
+    if dispatcher.lost:
+        index = min(dispatcher.lost)
+        raise _errors.RecordSpyError(
+            f"{spies[index]._label()}: the spy ran inside a lifted body ({dispatcher.lost[index]}) "
+            "whose transform does not carry the 'intermediates' collection, so its records "
+            "cannot leave the body. Fix: 1. add it to the transform's variable_axes, as for "
+            "sow: nn.scan(..., variable_axes={'params': 0, 'intermediates': 0}); or 2. spy on "
+            "the module that calls the lifted module instead."
+        )
+    value, collections = out
+    collections = dict(collections)
+    found = _spy.take_records(collections, len(spies))
+    if not flax.core.scope.in_filter(mutable, "intermediates") or not collections.get(
+        "intermediates", True
+    ):
+        # Flax returns no empty collection: one that held only records goes.
+        collections.pop("intermediates", None)
+    if isinstance(layer, _spy.SpyLayer):
+        found[0].append(_spycore.record(*given, value))
+    for s, recs in zip(spies, found, strict=True):
+        s.append(recs)
+    return value if mutable is False else (value, collections)
 
 
 def has_jit_body(layer: FlaxCallLayer) -> bool:

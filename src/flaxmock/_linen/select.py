@@ -52,12 +52,21 @@ def candidates(
     """
     found = []
     for _, layer in _layer.iter_layers(tree):
-        if isinstance(layer, kinds):
+        # A taken type at least as specific as the matching kind wins (a SpyLayer is a
+        # FlaxCallLayer, already spied).
+        matching = [k for k in kinds if isinstance(layer, k)]
+        reason = next(
+            (
+                why
+                for kind, why in taken.items()
+                if isinstance(layer, kind) and all(issubclass(kind, k) for k in matching)
+            ),
+            None,
+        )
+        if reason is not None:
+            found.append(_candidate(layer, reason))
+        elif matching:
             found.append(_candidate(layer))
-        else:
-            reason = next((why for kind, why in taken.items() if isinstance(layer, kind)), None)
-            if reason is not None:
-                found.append(_candidate(layer, reason))
     called = {c.segments for c in found}
     scopes: dict[tuple[str, ...], None] = {}
     for c in found:
@@ -71,7 +80,7 @@ def candidates(
     return found
 
 
-def select_layers(
+def choose(
     tree: Any,
     where: Any,
     kinds: tuple[type, ...],
@@ -79,8 +88,8 @@ def select_layers(
     taken: dict[type, str],
     call: str,
     taken_fix: str,
-) -> pz.Selection:
-    """The outermost layers of the given kinds that ``where`` selects, as a penzai selection.
+) -> set[tuple[Any, ...]]:
+    """The modules and methods (``_module_key``) of the layers ``where`` selects, nested included.
 
     A module called from several places (a shared module passed to two children: its calls
     sit at ``a/...`` and ``b/...`` in the tree, under one scope path) is one module: when
@@ -107,10 +116,29 @@ def select_layers(
         subject=type(root).__name__,
         taken_fix=taken_fix,
     )
-    modules = {_module_key(c.node) for c in chosen}
-    return pz.select(tree).at_subtrees_where(
-        lambda node: isinstance(node, kinds) and _module_key(node) in modules
-    )
+    return {_module_key(c.node) for c in chosen}
+
+
+def select_layers(
+    tree: Any,
+    where: Any,
+    kinds: tuple[type, ...],
+    *,
+    taken: dict[type, str],
+    call: str,
+    taken_fix: str,
+) -> pz.Selection:
+    """The outermost layers of the given kinds that ``where`` selects, as a penzai selection.
+
+    See :func:`choose` (which layers are chosen, and the errors).
+    """
+    modules = choose(tree, where, kinds, taken=taken, call=call, taken_fix=taken_fix)
+    return pz.select(tree).at_subtrees_where(lambda node: is_chosen(node, kinds, modules))
+
+
+def is_chosen(node: Any, kinds: tuple[type, ...], modules: set[tuple[Any, ...]]) -> bool:
+    """Whether ``node`` is a layer of ``kinds`` whose module and method are in ``modules``."""
+    return isinstance(node, kinds) and _module_key(node) in modules
 
 
 def _module_key(layer: Any) -> tuple[Any, ...]:

@@ -218,7 +218,8 @@ def summary(
             count, nbytes, device, state = _owned(layer, seen, sizes, rules)
             # Bytes include state (BatchNorm statistics), as materialize allocates it: say so.
             state_note = f"incl. {_table.format_bytes(state)} state" if state else ""
-            notes = [_transform_note(layer.info), _passthrough_note(layer), state_note]
+            spied = "spied" if hasattr(layer, "records") else ""  # a SpyLayer: runs as it is
+            notes = [_transform_note(layer.info), _passthrough_note(layer), state_note, spied]
             note = ", ".join(filter(None, notes))
             fields = _fields(layer, layer.info, note)
             fields.update(param_count=count, param_bytes=nbytes)

@@ -5,7 +5,9 @@
   from a state you have.
 * :func:`mock` returns a copy of a model whose selected submodules return random arrays of the
   real output specs (:class:`MockModule`); the rest computes as usual on them. :func:`unmock`
-  puts the replaced modules back.
+  puts the replaced modules back. :func:`spy` wraps selected submodules in spies
+  (:class:`SpyModule`) that run them unchanged and record each call; :func:`replay` runs a
+  recorded call again against another model.
 * :func:`intercept_methods` is linen's interceptor context for ``nnx.Module``, built-in modules
   included, thread-local and leaving no class patched.
 * :func:`eval_shape` (``eval_shape(fun, *args)``, like ``jax.eval_shape``) and :func:`summary`
@@ -40,6 +42,11 @@ from flaxmock.nnx._mock import MockModule as MockModule
 from flaxmock.nnx._mock import MockModuleInfo as MockModuleInfo
 from flaxmock.nnx._mock import mock as mock
 from flaxmock.nnx._shapes import eval_shape as eval_shape
+from flaxmock.nnx._spy import SpyModule as SpyModule
+from flaxmock.nnx._spy import SpyState as SpyState
+from flaxmock.nnx._spy import replay as replay
+from flaxmock.nnx._spy import spy as spy
+from flaxmock.nnx._spy import unspy as unspy
 from flaxmock.nnx._summary import summary as summary
 from flaxmock.nnx._unmock import unmock as unmock
 
@@ -51,6 +58,8 @@ __all__ = [
     "MockCounter",
     "MockModule",
     "MockModuleInfo",
+    "SpyModule",
+    "SpyState",
     "StackSizeError",
     "UnknownFactoryError",
     "abstract",
@@ -58,7 +67,10 @@ __all__ = [
     "eval_shape",
     "intercept_methods",
     "materialize",
+    "replay",
+    "spy",
     "mock",
     "summary",
     "unmock",
+    "unspy",
 ]

@@ -511,41 +511,22 @@ def mock(
         _fill.check_fillable(out, fill, path="mock(out=...)")
     else:
         _fill.check_fillable({}, fill)
-    copy = nnx.clone(model)
-    _nnx_abstract.unguard(copy)
-    modules = dict(_nnx_shapes.iter_module_paths(copy))
-    selected = [(path, modules[path]) for path in paths]
-    # A module reachable at several paths (shared: `self.dec = self.enc`) is replaced at all of
-    # them, whichever path selected it, as a class selector does; not inside a replaced module.
-    chosen = {id(module) for _, module in selected}
-    selected += [
-        (path, module)
-        for path, module in modules.items()
-        if id(module) in chosen
-        and path not in paths
-        and not any(path[: len(other)] == other for other in paths)
-    ]
-    mocks: dict[int, MockModule] = {}
-    for path, module in selected:
-        if id(module) not in mocks:
-            size = _nnx_select.stack_size(modules, path, module, stack_size)
-            graphdef, state = nnx.split(module)
-            info = MockModuleInfo(
-                path=_nnx_shapes.path_str(path),
-                stream=_nnx_shapes.path_str(path),
-                module_type=type(module),
-                graphdef=graphdef,
-                state=_specs.specs_of(state),
-                method_names=_method_names(type(module)),
-                seed=seed,
-                fill=fill,
-                out=out,
-                stack_size=size,
-            )
-            mocks[id(module)] = MockModule(info)
-        if not path:
-            return mocks[id(module)]
-        _nnx_select.set_at(copy, path, mocks[id(module)])
-    _nnx_abstract.guard(copy)
-    _nnx_abstract.set_origin(copy, _nnx_abstract.origin_of(model))
-    return copy
+
+    def make(path: Any, module: Any, modules: dict[Any, Any]) -> MockModule:
+        size = _nnx_select.stack_size(modules, path, module, stack_size)
+        graphdef, state = nnx.split(module)
+        info = MockModuleInfo(
+            path=_nnx_shapes.path_str(path),
+            stream=_nnx_shapes.path_str(path),
+            module_type=type(module),
+            graphdef=graphdef,
+            state=_specs.specs_of(state),
+            method_names=_method_names(type(module)),
+            seed=seed,
+            fill=fill,
+            out=out,
+            stack_size=size,
+        )
+        return MockModule(info)
+
+    return _nnx_select.replace_at(model, paths, make)

@@ -20,6 +20,7 @@ from flax import nnx
 from flaxmock._core import errors as _errors
 from flaxmock._core import select as _select
 from flaxmock._core import specs as _specs
+from flaxmock.nnx import _abstract as _nnx_abstract
 from flaxmock.nnx import _shapes as _nnx_shapes
 
 FRONT = _select.Front(
@@ -170,3 +171,42 @@ def stack_size(
             "leave the default stack_size='auto'."
         )
     return requested
+
+
+def replace_at(
+    model: Any,
+    paths: list[_nnx_shapes.Path],
+    make: Callable[[_nnx_shapes.Path, Any, dict[_nnx_shapes.Path, Any]], Any],
+) -> Any:
+    """A copy of ``model`` with the module at each of ``paths`` replaced by ``make(...)``.
+
+    ``make(path, module, modules)`` gets the copy's module and every module of the copy by
+    path. A module reachable at several paths (shared: ``self.dec = self.enc``) is replaced by
+    one replacement at all of them, whichever path selected it; not inside a replaced module.
+    ``model`` is only read.
+
+    Returns:
+      The copy, or the replacement itself when ``paths`` holds the root.
+    """
+    copy = nnx.clone(model)
+    _nnx_abstract.unguard(copy)
+    modules = dict(_nnx_shapes.iter_module_paths(copy))
+    selected = [(path, modules[path]) for path in paths]
+    chosen = {id(module) for _, module in selected}
+    selected += [
+        (path, module)
+        for path, module in modules.items()
+        if id(module) in chosen
+        and path not in paths
+        and not any(path[: len(other)] == other for other in paths)
+    ]
+    made: dict[int, Any] = {}
+    for path, module in selected:
+        if id(module) not in made:
+            made[id(module)] = make(path, module, modules)
+        if not path:
+            return made[id(module)]
+        set_at(copy, path, made[id(module)])
+    _nnx_abstract.guard(copy)
+    _nnx_abstract.set_origin(copy, _nnx_abstract.origin_of(model))
+    return copy
