@@ -29,6 +29,7 @@ linen: mock in a loop body                         19.8   flax lm1b while_loop s
 linen: mesh= in an nn.scan body                    19.9   MaxText scanned decoders       fixed
 linen: decode loops                                19.17  flax wmt/lm1b decoding         recipe
 linen: fills with meaning                          19.18  MaxText router, ogbg nets      fixed
+linen: a submodule's params read, never called     12.10  bonsai Qwen3 (its linen form)  fixed
 linen: model mocked whole, state it updates        13.4   ResNet train step mocked whole fixed
 =================================================  =====  =============================  =======
 
@@ -583,6 +584,32 @@ def test_param_with_axes_binds_params_only_and_init_output(given):
     )
     mocked = flaxmock.bind(flaxmock.mock(tree, where="_AxesDense_1", seed=0), values)
     assert flaxmock.call(mocked, x).shape == (2, 3)
+
+
+def test_12_10_linen_summary_names_a_submodule_read_but_never_called():
+    """Qwen3's idiom in linen: ``self.embed.embedding[ids]`` reads a setup submodule's param."""
+
+    class Reads(nn.Module):
+        def setup(self):
+            self.embed = nn.Embed(10, 4)
+            self.out = nn.Dense(3)
+
+        def __call__(self, ids):
+            return self.out(self.embed.embedding[ids])
+
+    model, ids = Reads(), jnp.zeros((2, 5), jnp.int32)
+    variables = model.init(jax.random.key(0), ids)
+    table = flaxmock.summary(flaxmock.unflaxify(model, ids))
+    assert table.total_params == sum(x.size for x in jax.tree.leaves(variables)) == 55
+    root = table.rows[0]
+    # The root's scope holds the embedding (it reads it); the row says whose it is.
+    assert root.param_count == 40
+    assert root.note == "incl. 40 params of embed (not called)"
+    assert [row.path for row in table.rows] == ["<root>", "out"]
+    # A module whose children are all called gets no such note (the zoo has none).
+    assert "not called" not in str(flaxmock.summary(flaxmock.unflaxify(nn.Dense(3), ids * 1.0)))
+    real = flaxmock.unflaxify(model, ids, variables=variables)
+    np.testing.assert_array_equal(flaxmock.call(real, ids), model.apply(variables, ids))
 
 
 # ---------------------------------------------------------------------------------------------

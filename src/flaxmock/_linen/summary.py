@@ -73,6 +73,30 @@ def _owned(
     return count, nbytes, device, state
 
 
+def _not_called_note(layer: _layer.FlaxCallLayer) -> str:
+    """Names the submodules whose variables ``layer`` holds although no call of theirs was seen.
+
+    A module that reads a submodule's variables directly (``self.embed.embedding[ids]``)
+    holds them in its own scope data: its row counts them, and this note says whose they are,
+    so that the row's figure is not mistaken for the module's own parameters.
+    """
+    depth = len(layer.info.scope_path)
+    called = set()
+    for key, child in layer.submodule_calls.items():
+        scope = _layer.replaced_path(layer, key, child)
+        if len(scope) > depth:
+            called.add(scope[depth])
+    counts: dict[str, int] = {}
+    for col, path, value, _ in _assemble.own_variables(layer):
+        if col == "params" and len(path) > 1 and path[0] not in called:
+            size = sum(_leaf_size(leaf)[0] for leaf in jax.tree.leaves(value))
+            counts[path[0]] = counts.get(path[0], 0) + size
+    return ", ".join(
+        f"incl. {_table.format_count(n)} params of {name} (not called)"
+        for name, n in counts.items()
+    )
+
+
 def _kept_state_bytes(layer: _layer.ReplacementLayer, seen: set[Any]) -> int:
     """Bytes of the state (not parameters) a replacement keeps, each variable counted once."""
     nbytes = 0
@@ -219,7 +243,13 @@ def summary(
             # Bytes include state (BatchNorm statistics), as materialize allocates it: say so.
             state_note = f"incl. {_table.format_bytes(state)} state" if state else ""
             spied = "spied" if hasattr(layer, "records") else ""  # a SpyLayer: runs as it is
-            notes = [_transform_note(layer.info), _passthrough_note(layer), state_note, spied]
+            notes = [
+                _transform_note(layer.info),
+                _passthrough_note(layer),
+                state_note,
+                _not_called_note(layer),
+                spied,
+            ]
             note = ", ".join(filter(None, notes))
             fields = _fields(layer, layer.info, note)
             fields.update(param_count=count, param_bytes=nbytes)
