@@ -39,7 +39,7 @@ extensions = [
 html_theme = "alabaster"
 # Wide enough for a summary table's every column on a 1400-px screen (alabaster's default
 # text column is 720 px); docs/_static/flaxmock.css lets the page follow the window.
-html_theme_options = {"page_width": "auto", "body_max_width": "none", "sidebar_width": "230px"}
+html_theme_options = {"page_width": "auto", "body_max_width": "none", "sidebar_width": "200px"}
 html_static_path = ["_static"]
 html_css_files = ["flaxmock.css"]
 autosummary_generate = False

@@ -23,15 +23,19 @@ _LONG = 60
 _IDS = itertools.count()
 
 _STYLE = """
-.flaxmock-summary { font-family: monospace; color: black; background: white;
-  line-height: 1.5; width: fit-content; max-width: 100%; }
+.flaxmock-summary { font-family: monospace; font-size: 0.8em; color: black;
+  background: white; line-height: 1.4; width: fit-content; max-width: 100%; }
 .flaxmock-summary .fm-title { font-weight: bold; padding: 0 0 0.3em 0; }
 .flaxmock-summary .fm-scroll { max-height: 36em; overflow: auto; border: 1px solid #ddd; }
 .flaxmock-summary table { border-collapse: separate; border-spacing: 0; white-space: pre; }
 .flaxmock-summary th { position: sticky; top: 0; background: #f3f3f3; z-index: 1;
-  text-align: left; padding: 0.1em 0.8em; border-bottom: 1px solid #ccc; font-weight: normal;
+  text-align: left; padding: 0.1em 0.4em; border-bottom: 1px solid #ccc; font-weight: normal;
   color: #555; }
-.flaxmock-summary td { padding: 0.05em 0.8em; border-bottom: 1px solid #f0f0f0; }
+.flaxmock-summary td { padding: 0.05em 0.4em; border-bottom: 1px solid #f0f0f0; }
+.flaxmock-summary td.fm-spec, .flaxmock-summary td.fm-note { white-space: normal;
+  overflow-wrap: break-word; }
+.flaxmock-summary td.fm-spec { min-width: 8em; max-width: 14em; }
+.flaxmock-summary td.fm-note { min-width: 10em; max-width: 18em; }
 .flaxmock-summary td.fm-num, .flaxmock-summary th.fm-num { text-align: right; }
 .flaxmock-summary td.fm-type span { padding: 0 0.3em; border-radius: 0.3em; }
 .flaxmock-summary td.fm-spec { color: #444; }
