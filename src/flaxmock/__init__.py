@@ -24,6 +24,7 @@ from flaxmock._core.errors import FillError as FillError
 from flaxmock._core.errors import FlaxmockError as FlaxmockError
 from flaxmock._core.errors import InvalidArgumentError as InvalidArgumentError
 from flaxmock._core.errors import InvalidSelectorError as InvalidSelectorError
+from flaxmock._core.errors import LoadCheckpointError as LoadCheckpointError
 from flaxmock._core.errors import LoadTargetError as LoadTargetError
 from flaxmock._core.errors import MockAttributeError as MockAttributeError
 from flaxmock._core.errors import OutputSpecError as OutputSpecError
@@ -35,6 +36,7 @@ from flaxmock._core.errors import SelectNothingError as SelectNothingError
 from flaxmock._core.errors import ShapeInferenceError as ShapeInferenceError
 from flaxmock._core.errors import ShardParametersError as ShardParametersError
 from flaxmock._core.errors import UnsupportedDtypeError as UnsupportedDtypeError
+from flaxmock._core.checkpoint import CheckpointReport as CheckpointReport
 from flaxmock._core.fill import fill_array as fill_array
 from flaxmock._core.fill import fill_tree as fill_tree
 from flaxmock._core.mockcore import CallRecords as CallRecords
@@ -46,6 +48,8 @@ from flaxmock._core.table import Summary as Summary
 from flaxmock._linen.call import call as call
 from flaxmock._linen.call import eval_shape as eval_shape
 from flaxmock._linen.call import jit as jit
+from flaxmock._linen.checkpoint import check_checkpoint as check_checkpoint
+from flaxmock._linen.checkpoint import load as load
 from flaxmock._linen.convert import unflaxify as unflaxify
 from flaxmock._linen.layer import CallInfo as CallInfo
 from flaxmock._linen.layer import FlaxCallLayer as FlaxCallLayer
@@ -81,6 +85,7 @@ __all__ = [
     "CallInfo",
     "CallRecords",
     "CallRow",
+    "CheckpointReport",
     "CallStructureError",
     "ConvertError",
     "FillError",
@@ -89,6 +94,7 @@ __all__ = [
     "InterceptedFlaxModuleMethod",
     "InvalidArgumentError",
     "InvalidSelectorError",
+    "LoadCheckpointError",
     "LoadTargetError",
     "Invocation",
     "MockAttributeError",
@@ -115,8 +121,10 @@ __all__ = [
     "UnsupportedDtypeError",
     "bind",
     "call",
+    "check_checkpoint",
     "eval_shape",
     "jit",
+    "load",
     "fill_array",
     "fill_tree",
     "intermediates",

@@ -180,3 +180,16 @@ def cut_list(items: Sequence[Any], limit: int, *, sep: str = ", ", indent: str =
     if len(items) > limit:
         shown.append(f"{indent}... and {len(items) - limit} more")
     return sep.join(shown)
+
+
+class LoadCheckpointError(FlaxmockError, ValueError):
+    """A checkpoint cannot be read, or does not fit the model it is loaded into.
+
+    ``load`` raises it, instead of loading a partial model, when the checkpoint's metadata does
+    not match the model (its ``report`` attribute is the :class:`~flaxmock.CheckpointReport`),
+    and for files that are no checkpoint flaxmock reads.
+    """
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -2,7 +2,8 @@
 
 * :func:`abstract` builds a model without allocating it; :func:`materialize` gives its
   un-mocked parts real values later, computing nothing else; :func:`bind` gives them values
-  from a state you have.
+  from a state you have; :func:`load` reads them from a checkpoint (only those), after
+  :func:`check_checkpoint` compares its metadata with the model.
 * :func:`mock` returns a copy of a model whose selected submodules return random arrays of the
   real output specs (:class:`MockModule`); the rest computes as usual on them. :func:`unmock`
   puts the replaced modules back. :func:`spy` wraps selected submodules in spies
@@ -29,12 +30,16 @@ Examples:
 
 from flaxmock._core.errors import FlaxmockWarning as FlaxmockWarning
 from flaxmock._core.errors import FrozenMockWarning as FrozenMockWarning
+from flaxmock._core.checkpoint import CheckpointReport as CheckpointReport
+from flaxmock._core.errors import LoadCheckpointError as LoadCheckpointError
 from flaxmock._core.errors import MockAttributeError as MockAttributeError
 from flaxmock._core.errors import StackSizeError as StackSizeError
 from flaxmock._core.errors import UnknownFactoryError as UnknownFactoryError
 from flaxmock.nnx._abstract import abstract as abstract
 from flaxmock.nnx._abstract import materialize as materialize
 from flaxmock.nnx._bind import bind as bind
+from flaxmock.nnx._checkpoint import check_checkpoint as check_checkpoint
+from flaxmock.nnx._checkpoint import load as load
 from flaxmock.nnx._intercept import InterceptorContext as InterceptorContext
 from flaxmock.nnx._intercept import intercept_methods as intercept_methods
 from flaxmock.nnx._mock import MockCounter as MockCounter
@@ -51,9 +56,11 @@ from flaxmock.nnx._summary import summary as summary
 from flaxmock.nnx._unmock import unmock as unmock
 
 __all__ = [
+    "CheckpointReport",
     "FlaxmockWarning",
     "FrozenMockWarning",
     "InterceptorContext",
+    "LoadCheckpointError",
     "MockAttributeError",
     "MockCounter",
     "MockModule",
@@ -64,8 +71,10 @@ __all__ = [
     "UnknownFactoryError",
     "abstract",
     "bind",
+    "check_checkpoint",
     "eval_shape",
     "intercept_methods",
+    "load",
     "materialize",
     "replay",
     "spy",
