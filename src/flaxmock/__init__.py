@@ -15,6 +15,7 @@ from flaxmock import fills as fills  # noqa: E402
 # The NNX front end, reachable as `flaxmock.nnx` after `import flaxmock` (imported last: it
 # imports the core, which must be initialised first).
 from flaxmock import nnx as nnx  # noqa: E402
+from flaxmock._core.checkpoint import CheckpointReport as CheckpointReport
 from flaxmock._core.errors import AbstractParameterError as AbstractParameterError
 from flaxmock._core.errors import BindVariablesError as BindVariablesError
 from flaxmock._core.errors import CallFactoryError as CallFactoryError
@@ -36,7 +37,6 @@ from flaxmock._core.errors import SelectNothingError as SelectNothingError
 from flaxmock._core.errors import ShapeInferenceError as ShapeInferenceError
 from flaxmock._core.errors import ShardParametersError as ShardParametersError
 from flaxmock._core.errors import UnsupportedDtypeError as UnsupportedDtypeError
-from flaxmock._core.checkpoint import CheckpointReport as CheckpointReport
 from flaxmock._core.fill import fill_array as fill_array
 from flaxmock._core.fill import fill_tree as fill_tree
 from flaxmock._core.mockcore import CallRecords as CallRecords

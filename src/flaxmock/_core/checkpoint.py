@@ -125,9 +125,7 @@ class OrbaxCheckpoint(Checkpoint):
             return {}
         restored = self._checkpointer.restore(
             self.path,
-            args=ocp.args.PyTreeRestore(
-                item=item, restore_args=restore_args, partial_restore=True
-            ),
+            args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True),
         )
         return {name: _get_in(restored, name.split("/")) for name in wanted}
 
@@ -185,8 +183,11 @@ def read_safetensors_header(file: str) -> dict[str, tuple[int, Spec]]:
             continue
         dtype = SAFETENSORS_DTYPES.get(entry.get("dtype"))
         if dtype is None:
-            raise _bad_file(file, f"tensor {name!r} has dtype {entry.get('dtype')!r}, not one of "
-                            f"{sorted(SAFETENSORS_DTYPES)}")
+            raise _bad_file(
+                file,
+                f"tensor {name!r} has dtype {entry.get('dtype')!r}, not one of "
+                f"{sorted(SAFETENSORS_DTYPES)}",
+            )
         spec = Spec(tuple(int(d) for d in entry["shape"]), np.dtype(dtype))
         begin, end = entry["data_offsets"]
         if end - begin != int(np.prod(spec.shape, dtype=np.int64)) * spec.dtype.itemsize:
@@ -365,8 +366,12 @@ class CheckpointReport:
         lines = [f"  layout: {layout}" for layout in self.layouts]
         lines += [f"  missing: {p} (expected {e})" for p, e in self.missing]
         lines += [f"  unexpected: {p} ({f})" for p, f in self.unexpected]
-        lines += [f"  wrong shape: {p}: expected {e}, found {f}" for p, e, f in self.shape_mismatched]
-        lines += [f"  wrong dtype: {p}: expected {e}, found {f}" for p, e, f in self.dtype_mismatched]
+        lines += [
+            f"  wrong shape: {p}: expected {e}, found {f}" for p, e, f in self.shape_mismatched
+        ]
+        lines += [
+            f"  wrong dtype: {p}: expected {e}, found {f}" for p, e, f in self.dtype_mismatched
+        ]
         return lines
 
     def text(self, limit: int | None = None) -> str:

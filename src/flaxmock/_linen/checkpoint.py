@@ -95,9 +95,7 @@ def check_checkpoint(tree: Any, path: Any, *, key_map: _ckpt.KeyMap = None) -> A
     """
     root = _materialize._check_root(tree, "check_checkpoint")
     expected, collections = _expected(root)
-    return _ckpt.check(
-        _subject(root), expected, path, key_map, _ckpt.default_names(collections)
-    )
+    return _ckpt.check(_subject(root), expected, path, key_map, _ckpt.default_names(collections))
 
 
 def load(

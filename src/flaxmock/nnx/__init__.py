@@ -28,9 +28,9 @@ Examples:
   (2, 4096)
 """
 
+from flaxmock._core.checkpoint import CheckpointReport as CheckpointReport
 from flaxmock._core.errors import FlaxmockWarning as FlaxmockWarning
 from flaxmock._core.errors import FrozenMockWarning as FrozenMockWarning
-from flaxmock._core.checkpoint import CheckpointReport as CheckpointReport
 from flaxmock._core.errors import LoadCheckpointError as LoadCheckpointError
 from flaxmock._core.errors import MockAttributeError as MockAttributeError
 from flaxmock._core.errors import StackSizeError as StackSizeError
