@@ -95,8 +95,8 @@ def reads(monkeypatch):
 
     read_tensor = _ckpt.read_tensor
 
-    def spy_tensor(file, offset, spec):
-        array = read_tensor(file, offset, spec)
+    def spy_tensor(file, offset, spec, sharding):
+        array = read_tensor(file, offset, spec, sharding)
         seen["safetensors"].append((offset, spec))
         return array
 

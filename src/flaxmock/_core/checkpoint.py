@@ -156,10 +156,7 @@ class SafetensorsCheckpoint(Checkpoint):
         out = {}
         for name, (spec, sharding) in wanted.items():
             file, offset, stored = index[name]
-            view = read_tensor(file, offset, stored)
-            out[name] = jax.make_array_from_callback(
-                spec.shape, sharding, lambda idx, view=view: np.ascontiguousarray(view[idx])
-            )
+            out[name] = read_tensor(file, offset, stored, sharding)
         return out
 
 
@@ -198,12 +195,31 @@ def read_safetensors_header(file: str) -> dict[str, tuple[int, Spec]]:
     return out
 
 
-def read_tensor(file: str, offset: int, spec: Spec) -> np.ndarray:
-    """One tensor of a safetensors file as a read-only memory map (nothing read until used)."""
+def read_tensor(file: str, offset: int, spec: Spec, sharding: Any) -> jax.Array:
+    """One tensor of a safetensors file, placed with ``sharding``; reads only its bytes.
+
+    On one device, its bytes are read into one host buffer (exactly those bytes: no read-ahead
+    of a memory map), then copied to the device: the tensor is held twice only while it is
+    copied. Over several devices, each addressable shard is read from a ``numpy.memmap`` of
+    the tensor alone (``jax.make_array_from_callback``).
+    """
     count = int(np.prod(spec.shape, dtype=np.int64))
     if count == 0:
-        return np.zeros(spec.shape, spec.dtype)
-    return np.memmap(file, dtype=spec.dtype, mode="r", offset=offset, shape=spec.shape)
+        return jax.device_put(np.zeros(spec.shape, spec.dtype), sharding)
+    if len(sharding.device_set) == 1:
+        host = np.empty(spec.shape, spec.dtype)
+        with open(file, "rb") as f:
+            f.seek(offset)
+            got = f.readinto(memoryview(host.reshape(-1).view(np.uint8)))
+        if got != host.nbytes:
+            raise _bad_file(file, f"a tensor at byte {offset} ends past the end of the file")
+        array = jax.device_put(host, sharding)
+        array.block_until_ready()
+        return array
+    view = np.memmap(file, dtype=spec.dtype, mode="r", offset=offset, shape=spec.shape)
+    return jax.make_array_from_callback(
+        spec.shape, sharding, lambda idx: np.ascontiguousarray(view[idx])
+    )
 
 
 def _bad_file(file: str, why: str) -> _errors.LoadCheckpointError:

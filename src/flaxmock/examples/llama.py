@@ -11,9 +11,9 @@ sizes it, and each ``apply(..., mutable=["cache"])`` appends the given tokens.
 
 It exercises what real models do and flaxmock must handle: ``setup()`` and ``@nn.compact``
 modules, a self-method call (``Attention._split_heads``), ``super().__call__`` (the scanned
-block), weight tying, sown attention weights, and lifted transforms. The 8B and 70B presets are
-meant to be used abstractly (``jax.eval_shape``, ``flaxmock.unflaxify``): their parameters take
-15 and 131 GiB.
+block), weight tying, sown attention weights, and lifted transforms. The 8B, 70B and 405B presets
+are meant to be used abstractly (``jax.eval_shape``, ``flaxmock.unflaxify``): their parameters
+take 15, 131 and 756 GiB.
 
 Examples:
   >>> import jax, jax.numpy as jnp
@@ -115,9 +115,36 @@ class LlamaConfig:
         return cls(**{**config, **overrides})
 
     @classmethod
+    def llama3_405b(cls, **overrides: Any) -> LlamaConfig:
+        """The sizes of Llama 3.1 405B (405.9B parameters, bfloat16, untied output).
+
+        Examples:
+          >>> LlamaConfig.llama3_405b().num_params()
+          405853388800
+        """
+        config = dict(
+            vocab_size=128_256,
+            dim=16_384,
+            n_layers=126,
+            n_heads=128,
+            n_kv_heads=8,
+            ffn_dim=53_248,
+            max_seq_len=8192,
+            param_dtype=jnp.bfloat16,
+            dtype=jnp.bfloat16,
+            tie_embeddings=False,
+        )
+        return cls(**{**config, **overrides})
+
+    @classmethod
     def preset(cls, name: str, **overrides: Any) -> LlamaConfig:
-        """``"tiny"``, ``"8b"`` or ``"70b"``."""
-        presets = {"tiny": cls.tiny, "8b": cls.llama3_8b, "70b": cls.llama3_70b}
+        """``"tiny"``, ``"8b"``, ``"70b"`` or ``"405b"``."""
+        presets = {
+            "tiny": cls.tiny,
+            "8b": cls.llama3_8b,
+            "70b": cls.llama3_70b,
+            "405b": cls.llama3_405b,
+        }
         if name not in presets:
             raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(presets)}.")
         return presets[name](**overrides)
@@ -364,6 +391,13 @@ def llama3_70b(
 ) -> tuple[Llama, tuple[jax.ShapeDtypeStruct]]:
     """The 70B model and a token spec (``flaxmock summary flaxmock.examples.llama:llama3_70b``)."""
     return _example(LlamaConfig.llama3_70b(scan_layers=scan_layers), seq_len, batch)
+
+
+def llama3_405b(
+    seq_len: int = 2048, batch: int = 1, scan_layers: bool = False
+) -> tuple[Llama, tuple[jax.ShapeDtypeStruct]]:
+    """The 405B model and a token spec (``flaxmock summary flaxmock.examples.llama:llama3_405b``)."""
+    return _example(LlamaConfig.llama3_405b(scan_layers=scan_layers), seq_len, batch)
 
 
 def llama3_70b_scan(
