@@ -12,6 +12,8 @@
 #   with `flaxmock.materialize`;
 # - measure the memory saved: bytes allocated against the whole model's parameter bytes;
 # - bind the un-mocked part from a partial checkpoint with `flaxmock.bind`;
+# - check a checkpoint against the model without reading it (`flaxmock.check_checkpoint`) and
+#   load only the un-mocked layers' weights from it (`flaxmock.load`);
 # - take gradients through a partly mocked model the penzai way (`pz.unbind_params`): one
 #   gradient per parameter, a tied embedding included (mock outputs are constants);
 # - run a decode loop with a decode cache through a partly mocked model: eagerly, compiled,
@@ -147,6 +149,57 @@ except flaxmock.BindVariablesError as err:
     message = str(err)
 print(message)
 assert embed_path in message
+
+# %% [markdown]
+# ## Load trained weights from a checkpoint
+#
+# A real checkpoint does not fit in memory when the model does not: `flaxmock.load(tree, path)`
+# reads from an Orbax checkpoint directory or safetensors files **only** the arrays the
+# un-mocked layers need, each straight into its dtype (and, with `mesh=`, its sharding). It
+# checks the checkpoint's metadata against the model first, without reading any array:
+# `flaxmock.check_checkpoint(tree, path)` returns that report. Here the "trained" variables are
+# the reference init above, saved with Orbax.
+
+# %%
+import tempfile  # noqa: E402
+
+import orbax.checkpoint as ocp  # noqa: E402
+
+ckpt_path = tempfile.mkdtemp() + "/trained"
+ocp.PyTreeCheckpointer().save(ckpt_path, reference)
+
+# A model built with another MLP width: the report names every entry that differs.
+wider = flaxmock.unflaxify(llama.Llama(llama.LlamaConfig.tiny(ffn_dim=96)), tokens)
+report = flaxmock.check_checkpoint(wider, ckpt_path)
+print(report)
+assert not report.ok and len(report.shape_mismatched) == 3 * config.n_layers
+
+# %% [markdown]
+# `load` refuses such a checkpoint with the same report (`LoadCheckpointError`) rather than
+# loading part of a model. On the right model, mock every block but `layers_1` and load: only
+# the embedding, `layers_1`, the final norm and the head are read; the block then computes
+# exactly as the same block of the full model with the trained weights.
+
+# %%
+try:
+    flaxmock.load(wider, ckpt_path)
+    raise AssertionError("load should refuse a checkpoint of another model")
+except flaxmock.LoadCheckpointError as err:
+    assert err.report == report
+
+one_block = flaxmock.mock(tree, lambda layer: layer.info.scope_path == ("layers_0",))
+loaded = flaxmock.load(one_block, ckpt_path)
+print(sorted(p.label for p in pz.unbind_params(loaded)[1]))
+block = (
+    pz.select(loaded)
+    .at_subtrees_where(
+        lambda x: isinstance(x, flaxmock.FlaxCallLayer) and x.info.scope_path == ("layers_1",)
+    )
+    .get()
+)
+h = jax.random.normal(jax.random.key(1), (1, 12, config.dim))
+expected = llama.Block(config).apply({"params": reference["params"]["layers_1"]}, h)
+assert jnp.array_equal(flaxmock.call(block, h), expected)
 
 # %% [markdown]
 # ## Gradients through mocks
