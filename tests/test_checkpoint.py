@@ -21,7 +21,7 @@ import flaxmock
 import flaxmock.nnx as fnnx
 from flaxmock._core import checkpoint as _ckpt
 from flaxmock.examples import llama
-from helpers import NnxMLP
+from helpers import NnxMLP, run_on_8_cpu_devices
 
 CONFIG = dict(vocab_size=32, dim=8, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=16)
 TOKENS = jnp.arange(6, dtype=jnp.int32).reshape(1, 6) % 32
@@ -451,3 +451,54 @@ def test_nnx_stacked_checkpoint_against_list_is_named(tmp_path):
         "the checkpoint stacks 3 layers along a leading axis under layers/... (scanned, nn.scan) "
         "where the model has them unrolled as layers/{0..2}/..."
     )
+
+
+SHARDED_LOAD = """
+import json, tempfile
+import jax, jax.numpy as jnp, numpy as np, flax.linen as nn
+import orbax.checkpoint as ocp
+import flaxmock
+from flaxmock.examples import llama
+
+config = llama.LlamaConfig.tiny(vocab_size=32, dim=8, n_layers=1, n_heads=2, n_kv_heads=2, ffn_dim=16)
+model, tokens = llama.Llama(config), jnp.zeros((1, 4), jnp.int32)
+variables = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), tokens))
+path = tempfile.mkdtemp() + "/ckpt"
+ocp.PyTreeCheckpointer().save(path, variables)
+flat = {}
+def walk(tree, prefix):
+    for k, v in tree.items():
+        walk(v, prefix + [k]) if isinstance(v, dict) else flat.__setitem__("/".join(prefix + [k]), v)
+walk(variables, [])
+header, blobs, offset = {}, [], 0
+for name, value in flat.items():
+    data = np.asarray(value).tobytes()
+    header[name] = {"dtype": "F32", "shape": list(value.shape), "data_offsets": [offset, offset + len(data)]}
+    blobs.append(data)
+    offset += len(data)
+head = json.dumps(header).encode()
+st = tempfile.mkdtemp() + "/m.safetensors"
+with open(st, "wb") as f:
+    f.write(len(head).to_bytes(8, "little") + head + b"".join(blobs))
+mesh = jax.make_mesh((2, 4), ("data", "model"))
+tree = flaxmock.unflaxify(model, tokens)
+for where in (path, st):
+    loaded = flaxmock.load(tree, where, mesh=mesh, rules=llama.RULES)
+    ref = flaxmock.materialize(tree, 0, mesh=mesh, rules=llama.RULES)
+    got = {p.label: nn.meta.unbox(p.value) for p in __import__("penzai").pz.unbind_params(loaded)[1]}
+    want = {p.label: nn.meta.unbox(p.value) for p in __import__("penzai").pz.unbind_params(ref)[1]}
+    for label, value in got.items():
+        assert value.sharding == want[label].sharding, (label, value.sharding, want[label].sharding)
+        parts = label.split("/")
+        leaf = variables
+        for part in parts:
+            leaf = leaf[part]
+        np.testing.assert_array_equal(np.asarray(value), leaf)
+    assert len(got["params/layers_0/mlp/up/kernel"].sharding.device_set) == 8
+print("OK")
+"""
+
+
+@pytest.mark.slow
+def test_load_with_mesh_shards_as_materialize():
+    run_on_8_cpu_devices(SHARDED_LOAD)

@@ -9,14 +9,15 @@ module to:
   API and partial restore, imported lazily) or safetensors files (one file, a directory of them,
   or a sharded ``*.index.json``), read in-house: a safetensors file is an 8-byte little-endian
   header length, a JSON header of ``{name: {dtype, shape, data_offsets}}`` and the raw
-  little-endian buffers, so the header is the metadata and one tensor is one ``numpy.memmap``
-  slice (no extra dependency, and nothing but the requested bytes is read);
+  little-endian buffers, so the header is the metadata and a tensor is read at its offset (one
+  ``readinto`` on one device, a ``numpy.memmap`` slice per shard on several): no extra
+  dependency, and nothing but the requested bytes is read;
 * compare the checkpoint's metadata with the model (:func:`compare`, giving a
   :class:`CheckpointReport`): missing, unexpected, shape- and dtype-mismatched entries, and a
   scanned-versus-unrolled layer layout (``blocks/...`` stacked over a leading axis against
   ``layers_0/...``, ``layers_1/...``) named as such;
 * read the arrays of some entries only (:meth:`Checkpoint.read`), each straight into its final
-  dtype and sharding (``jax.make_array_from_callback``, which asks for each addressable shard).
+  dtype and sharding.
 
 ``Checkpoint.read`` is the one place array data is read: tests instrument it (and the readers
 below it) to assert what was requested.
@@ -210,7 +211,7 @@ def read_tensor(file: str, offset: int, spec: Spec, sharding: Any) -> jax.Array:
         host = np.empty(spec.shape, spec.dtype)
         with open(file, "rb") as f:
             f.seek(offset)
-            got = f.readinto(memoryview(host.reshape(-1).view(np.uint8)))
+            got = f.readinto(host.reshape(-1).view(np.uint8).data)
         if got != host.nbytes:
             raise _bad_file(file, f"a tensor at byte {offset} ends past the end of the file")
         array = jax.device_put(host, sharding)
