@@ -457,10 +457,13 @@ SHARDED_LOAD = """
 import json, tempfile
 import jax, jax.numpy as jnp, numpy as np, flax.linen as nn
 import orbax.checkpoint as ocp
+from penzai import pz
 import flaxmock
 from flaxmock.examples import llama
 
-config = llama.LlamaConfig.tiny(vocab_size=32, dim=8, n_layers=1, n_heads=2, n_kv_heads=2, ffn_dim=16)
+config = llama.LlamaConfig.tiny(
+    vocab_size=32, dim=8, n_layers=1, n_heads=2, n_kv_heads=2, ffn_dim=16
+)
 model, tokens = llama.Llama(config), jnp.zeros((1, 4), jnp.int32)
 variables = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), tokens))
 path = tempfile.mkdtemp() + "/ckpt"
@@ -468,12 +471,17 @@ ocp.PyTreeCheckpointer().save(path, variables)
 flat = {}
 def walk(tree, prefix):
     for k, v in tree.items():
-        walk(v, prefix + [k]) if isinstance(v, dict) else flat.__setitem__("/".join(prefix + [k]), v)
+        if isinstance(v, dict):
+            walk(v, prefix + [k])
+        else:
+            flat["/".join(prefix + [k])] = v
 walk(variables, [])
 header, blobs, offset = {}, [], 0
 for name, value in flat.items():
     data = np.asarray(value).tobytes()
-    header[name] = {"dtype": "F32", "shape": list(value.shape), "data_offsets": [offset, offset + len(data)]}
+    header[name] = {
+        "dtype": "F32", "shape": list(value.shape), "data_offsets": [offset, offset + len(data)]
+    }
     blobs.append(data)
     offset += len(data)
 head = json.dumps(header).encode()
@@ -485,8 +493,8 @@ tree = flaxmock.unflaxify(model, tokens)
 for where in (path, st):
     loaded = flaxmock.load(tree, where, mesh=mesh, rules=llama.RULES)
     ref = flaxmock.materialize(tree, 0, mesh=mesh, rules=llama.RULES)
-    got = {p.label: nn.meta.unbox(p.value) for p in __import__("penzai").pz.unbind_params(loaded)[1]}
-    want = {p.label: nn.meta.unbox(p.value) for p in __import__("penzai").pz.unbind_params(ref)[1]}
+    got = {p.label: nn.meta.unbox(p.value) for p in pz.unbind_params(loaded)[1]}
+    want = {p.label: nn.meta.unbox(p.value) for p in pz.unbind_params(ref)[1]}
     for label, value in got.items():
         assert value.sharding == want[label].sharding, (label, value.sharding, want[label].sharding)
         parts = label.split("/")

@@ -155,7 +155,7 @@ class SafetensorsCheckpoint(Checkpoint):
     def read(self, wanted: Mapping[str, tuple[Spec, Any]]) -> dict[str, jax.Array]:
         index = self._index()
         out = {}
-        for name, (spec, sharding) in wanted.items():
+        for name, (_, sharding) in wanted.items():
             file, offset, stored = index[name]
             out[name] = read_tensor(file, offset, stored, sharding)
         return out

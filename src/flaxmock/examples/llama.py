@@ -396,7 +396,7 @@ def llama3_70b(
 def llama3_405b(
     seq_len: int = 2048, batch: int = 1, scan_layers: bool = False
 ) -> tuple[Llama, tuple[jax.ShapeDtypeStruct]]:
-    """The 405B model and a token spec (``flaxmock summary flaxmock.examples.llama:llama3_405b``)."""
+    """The 405B model and a token spec (``flaxmock summary ...llama:llama3_405b``)."""
     return _example(LlamaConfig.llama3_405b(scan_layers=scan_layers), seq_len, batch)
 
 
