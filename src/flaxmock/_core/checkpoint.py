@@ -355,7 +355,8 @@ class CheckpointReport:
         after ``key_map``).
       shape_mismatched: ``(path, expected, found)`` of entries of another shape.
       dtype_mismatched: ``(path, expected, found)`` of entries of the same shape, another dtype.
-      layouts: Groups of layers stacked on one side and unrolled on the other.
+      layouts: Groups of layers stacked on one side and unrolled on the other (each with
+        ``stacked``, ``unrolled``, ``count`` and ``checkpoint_stacked``; ``str`` says it).
       ignored: Checkpoint entries ``key_map`` mapped to None.
       needed: The model paths a ``load`` reads (the un-mocked ones); ``None`` for a whole-model
         check.
@@ -367,7 +368,7 @@ class CheckpointReport:
     unexpected: tuple[tuple[str, str], ...] = ()
     shape_mismatched: tuple[tuple[str, str, str], ...] = ()
     dtype_mismatched: tuple[tuple[str, str, str], ...] = ()
-    layouts: tuple[Layout, ...] = ()
+    layouts: tuple[Any, ...] = ()  # Layout
     ignored: tuple[str, ...] = ()
     matched: int = 0
 

@@ -8,6 +8,7 @@ those of the tree with its mocks put back; the values read are held as ``bind`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -47,7 +48,9 @@ def _subject(root: Any) -> str:
     return f"{type(root.module).__name__}.{root.method_name}"
 
 
-def check_checkpoint(tree: Any, path: Any, *, key_map: _ckpt.KeyMap = None) -> Any:
+def check_checkpoint(
+    tree: Any, path: Any, *, key_map: Mapping[str, str] | Callable[[str], str | None] | None = None
+) -> Any:
     """Compares a checkpoint's metadata with a converted model; reads no array data.
 
     Every variable of the model (mocked layers' included, as the tree had them before
@@ -102,7 +105,7 @@ def load(
     tree: Any,
     path: Any,
     *,
-    key_map: _ckpt.KeyMap = None,
+    key_map: Mapping[str, str] | Callable[[str], str | None] | None = None,
     mesh: Any = None,
     rules: Any = None,
     strict: bool = True,

@@ -9,6 +9,7 @@ checkpoint entry.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -58,7 +59,9 @@ def _default_names(expected: dict[str, _ckpt.Spec]) -> Any:
     return path_of
 
 
-def check_checkpoint(model: Any, path: Any, *, key_map: _ckpt.KeyMap = None) -> Any:
+def check_checkpoint(
+    model: Any, path: Any, *, key_map: Mapping[str, str] | Callable[[str], str | None] | None = None
+) -> Any:
     """Compares a checkpoint's metadata with an NNX model's variables; reads no array data.
 
     As :func:`flaxmock.check_checkpoint`, for NNX: every variable of the model (mocked
@@ -97,7 +100,13 @@ def check_checkpoint(model: Any, path: Any, *, key_map: _ckpt.KeyMap = None) -> 
     return _ckpt.check(name, expected, path, key_map, _default_names(expected))
 
 
-def load(model: Any, path: Any, *, key_map: _ckpt.KeyMap = None, strict: bool = True) -> Any:
+def load(
+    model: Any,
+    path: Any,
+    *,
+    key_map: Mapping[str, str] | Callable[[str], str | None] | None = None,
+    strict: bool = True,
+) -> Any:
     """Returns a copy of an NNX model whose abstract values are read from a checkpoint.
 
     As :func:`flaxmock.load`, for NNX: the checkpoint's metadata is checked against the whole
