@@ -428,7 +428,7 @@ def test_one_name_one_class():
     for error in errors:
         assert error.__module__ == "flaxmock._core.errors", error
         assert issubclass(error, flaxmock.FlaxmockError)
-        assert issubclass(error, ValueError | TypeError | AttributeError), error
+        assert issubclass(error, ValueError | TypeError | AttributeError | RuntimeError), error
     # The linen and NNX mocks and the Mocker's wrapper have distinct names.
     assert len({flaxmock.MockLayer.__name__, fnnx.MockModule.__name__, "BoundMock"}) == 3
 
