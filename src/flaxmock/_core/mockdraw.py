@@ -302,9 +302,9 @@ def _copy_inputs(
                 continue
             if inputs is None:
                 raise _errors.FillError(
-                    f"{where}: {leaf_fill!r} needs the call's arguments, which this kind of "
-                    "mock does not give its draw (NNX mocks, so far). Fix: use a linen mock, "
-                    "or a fill callable."
+                    f"{where}: {leaf_fill!r} needs the call's arguments, which were not "
+                    "given to the draw (inputs=None). Fix: pass the call's (args, kwargs) as "
+                    "inputs=."
                 )
             args, kwargs = inputs
             try:

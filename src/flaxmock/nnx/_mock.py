@@ -13,7 +13,9 @@ cache, the call records, the key schedule and the grouped draw are the linen ``M
 (``flaxmock._core.mockcore``, ``flaxmock._core.mockdraw``); the call counter is an ``nnx.Variable``
 (:class:`MockCounter`), so successive calls differ, also under ``nnx.jit``. The counter of a mock
 replacing a layer stack has the stack's leading axis, so that ``nnx.scan``/``nnx.vmap`` slice it
-with the stack.
+with the stack. The draw is given the call's arguments, as a linen mock's is: under
+``jax.vmap``/``nnx.vmap`` each lane that batches them draws its own values, and
+``fills.copy_input`` copies one of them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import errors as flax_errors
 from flax import nnx
-from flax.nnx import graphlib
+from flax.nnx import graphlib, variablelib
 from jax._src import core as jax_core
 
 from flaxmock._core import errors as _errors
@@ -337,6 +339,8 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             method=method,
             count=count,
             lane=lane,
+            inputs=(args, kwargs),
+            prefixes=["", *(_sown_name(entry) for entry in sown)],
         )
         for entry, value in zip(sown, sown_values, strict=True):
             # As the replaced module did: into `nnx.capture`'s collections when one is active,
@@ -380,6 +384,22 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
                 tuple(type(var)({}) for var in captures)
             )
         return holder
+
+
+def _sown_name(entry: dict[str, Any]) -> str:
+    """``intermediates/mlp/act``: a sown value's path, as fill dicts name it.
+
+    The collection is the Linen-style name Flax registers for the variable type
+    (``nnx.Intermediate``: ``intermediates``), else the type's name; then the sowing module's
+    path under the mock, then the sown name.
+    """
+    kind = entry["variable_type"]
+    if not isinstance(kind, str):
+        try:
+            kind = variablelib.variable_name_from_type(kind)
+        except ValueError:  # Not registered; registering would change Flax's global registry.
+            kind = kind.__name__
+    return "/".join(str(part) for part in (kind, *entry[_SOWN_AT], entry["name"]))
 
 
 def _written_back(variable: nnx.Variable) -> bool:
@@ -462,7 +482,11 @@ def mock(
         (``"layers/*"``).
       seed: The seed of the mocks' random streams; each mock folds in a hash of its path.
       fill: The fill policy: None (normal floats, integers in ``[-100, 100]``, Bernoulli
-        bools), ``"zeros"``, ``"ones"``, ``"uniform"``, or ``(key, spec) -> array``.
+        bools), ``"zeros"``, ``"ones"``, ``"uniform"``, ``(key, spec) -> array``, a fill with a
+        meaning from ``flaxmock.fills`` (``fills.copy_input(0)`` returns the first argument),
+        or a dict from output paths to these (``{"1": fills.indices(64)}``); a sown value's
+        path is its collection, the sowing module's path under the mock and its name
+        (``"intermediates/mlp/act"``).
       out: An explicit output spec (a pytree of ``jax.ShapeDtypeStruct``), for outputs whose
         shape depends on input values and so cannot be inferred.
       stack_size: For a stack of layers built with ``nnx.vmap`` and run inside
