@@ -94,6 +94,7 @@ _PRIVATE_PREFIXES = ("__", "_pytree__", "_object__", "_graph_node", "_flaxmock",
 
 # `nnx.Module.sow`'s signature, to record a replaced module's calls in a replayable form.
 _SOW_SIGNATURE = inspect.signature(nnx.Module.sow)
+_DEFAULT_REDUCE = _SOW_SIGNATURE.parameters["reduce_fn"].default
 # The key of a recorded sow call under which the sowing module's path (relative to the
 # replaced module) is kept.
 _SOWN_AT = "_flaxmock_sown_at"
@@ -333,16 +334,23 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         # The key takes integers; the conversion is not differentiated (a zero gradient).
         counter = jax.lax.stop_gradient(counter).astype(jnp.uint32)
         lane, count = (counter[0], counter[1]) if counter.ndim == 1 else (None, counter[0, 1])
-        out, *sown_values = _mockdraw.draw(
+        # Values sown by appending are drawn anew per call; values written whole (a `sow` with
+        # a custom `reduce_fn`: state) once, the same on every call, as on linen.
+        appended = [i for i, entry in enumerate(sown) if _appends(entry)]
+        whole = [i for i, entry in enumerate(sown) if not _appends(entry)]
+        out, appended_values, whole_values = _mockdraw.draw_call(
             info,
-            [out_spec, *(entry["value"] for entry in sown)],
+            out_spec,
+            [(_sown_name(sown[i]), sown[i]["value"]) for i in appended],
+            [(_sown_name(sown[i]), sown[i]["value"]) for i in whole],
             method=method,
             count=count,
             lane=lane,
             inputs=(args, kwargs),
-            prefixes=["", *(_sown_name(entry) for entry in sown)],
         )
-        for entry, value in zip(sown, sown_values, strict=True):
+        values = dict(zip(appended + whole, appended_values + whole_values, strict=True))
+        for i, entry in enumerate(sown):
+            value = values[i]
             # As the replaced module did: into `nnx.capture`'s collections when one is active,
             # else onto the module (Flax's deprecated way, with Flax's warning). What a child
             # of the replaced module sowed is sown at the child's path under the mock.
@@ -384,6 +392,11 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
                 tuple(type(var)({}) for var in captures)
             )
         return holder
+
+
+def _appends(entry: dict[str, Any]) -> bool:
+    """Whether a recorded ``sow`` appends to a tuple (its default ``reduce_fn``)."""
+    return entry.get("reduce_fn", _DEFAULT_REDUCE) is _DEFAULT_REDUCE
 
 
 def _sown_name(entry: dict[str, Any]) -> str:
