@@ -55,6 +55,10 @@ case                  public model that showed it                        outcome
 19.14 Rngs(0,noise=1) materialize(model, 0) kept every stream            fixed (vocabulary work)
 19.13 value_and_grad  flax gspmd guide train_step (jax.value_and_grad)   fixed (+ warning)
 19.5 shared module    tied module at two paths, selected by one path     fixed
+19.4 vmap lanes       mock broadcast into nnx.vmap(in_axes=(None, 0))    fixed
+19.18 copy_input      an NNX mock passing its input through              fixed
+13.5 sow reduce_fn    a value sown whole (state) redrawn on every call    fixed
+13.4 BatchNorm whole  NNX mock keeps no BatchStat of what it replaces     error (limit)
 ====================  =================================================  ==========
 
 Spy cases (issue #15): a spy never returns a silently empty record nor leaves a tracer.
@@ -1529,6 +1533,115 @@ def test_19_5_a_shared_module_is_mocked_at_every_path(where):
     x = jnp.ones((2, 4))
     assert _spec_tree(mocked(x)) == _spec_tree(model(x))
     assert mocked.enc.call_count == 2
+
+
+# NNX mocks on the draw path of linen mocks: the call's inputs reach the draw (#19.4 NNX lanes,
+# #19.18 copy_input on NNX).
+
+
+@pytest.mark.parametrize("jitted", [False, True], ids=["eager", "nnx.jit"])
+def test_19_4_nnx_vmap_lanes_draw_their_own_values(jitted):
+    # A mock broadcast into nnx.vmap(in_axes=(None, 0)) returned the same row for every example.
+    model = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+    mocked = flaxmock.nnx.mock(model, "")
+    xs = jax.random.normal(jax.random.key(1), (4, 2, 4))
+    per_example = nnx.vmap(lambda m, x: m(x), in_axes=(None, 0))
+    out = (nnx.jit(per_example) if jitted else per_example)(mocked, xs)
+    real = per_example(model, xs)
+    assert _spec_tree(out) == _spec_tree(real)
+    for i in range(4):
+        assert _spec_tree(out[i]) == _spec_tree(model(xs[i]))
+        for j in range(i):
+            assert not np.array_equal(out[i], out[j]), (i, j)
+    assert mocked.call_count == 1  # nnx.vmap writes the counter back: one call
+
+    # Lanes whose inputs are not batched compute the same thing: the mock draws the same.
+    fresh = flaxmock.nnx.mock(model, "")
+    same = nnx.vmap(lambda m, _: m(xs[0]), in_axes=(None, 0))(fresh, jnp.arange(3))
+    np.testing.assert_array_equal(same[0], same[1])
+    np.testing.assert_array_equal(same[0], flaxmock.nnx.mock(model, "")(xs[0]))
+
+
+@pytest.mark.filterwarnings(_SOW_DEPRECATED)
+def test_19_18_nnx_copy_input_passes_the_argument_through():
+    x = jax.random.normal(jax.random.key(1), (2, 4))
+    fills = flaxmock.fills
+    mocked = flaxmock.nnx.mock(_SowingModel(nnx.Rngs(0)), "layers/0", fill=fills.copy_input(0))
+    real = _SowingModel(nnx.Rngs(0))
+    out, sown = nnx.capture(mocked, nnx.Intermediate)(x)
+    expected, _ = nnx.capture(real.layers[1], nnx.Intermediate)(x)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    # What the mocked block sows keeps the default fill: random, not a copy of the input.
+    act = nnx.to_pure_dict(sown)["layers"][0]["mlp"]["act"][0]
+    assert act.shape == x.shape and not np.array_equal(act, x)
+
+    # A fill dict names sown values under their collection, then the path under the mock.
+    by_path = {"": fills.copy_input(0), "intermediates/mlp/act": "zeros"}
+    mocked = flaxmock.nnx.mock(_SowingModel(nnx.Rngs(0)), "layers/0", fill=by_path)
+    out, sown = nnx.capture(mocked, nnx.Intermediate)(x)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    np.testing.assert_array_equal(nnx.to_pure_dict(sown)["layers"][0]["mlp"]["act"][0], 0.0)
+
+    # An argument of another shape than the output cannot be copied.
+    wrong = flaxmock.nnx.mock(nnx.Linear(4, 3, rngs=nnx.Rngs(0)), "", fill=fills.copy_input(0))
+    with pytest.raises(
+        flaxmock.FillError, match=r"<root>.__call__: copy_input.*float32\[2, 4\].*float32\[2, 3\]"
+    ):
+        wrong(x)
+
+
+class _SowsState(nnx.Module):
+    """Sows a value written whole (a custom ``reduce_fn``: state) and one appended per call."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.lin = nnx.Linear(3, 4, rngs=rngs)
+
+    def __call__(self, x):
+        h = self.lin(x)
+        self.sow(nnx.Intermediate, "last", h.mean(0), reduce_fn=lambda _, new: new)
+        self.sow(nnx.Intermediate, "act", h)
+        return h
+
+
+def test_13_5_nnx_state_written_whole_is_drawn_once():
+    # As on linen: a value written whole is state, drawn once (the same on every call), while
+    # appended values are drawn anew per call.
+    x = jnp.ones((2, 3))
+    _, real = nnx.capture(_SowsState(nnx.Rngs(0)), nnx.Intermediate)(x)
+    mocked = flaxmock.nnx.mock(_SowsState(nnx.Rngs(0)), "")
+    runs = [nnx.capture(mocked, nnx.Intermediate)(x)[1] for _ in range(2)]
+    runs.append(nnx.capture(nnx.jit(lambda m, x: m(x)), nnx.Intermediate)(mocked, x)[1])
+    runs = [nnx.to_pure_dict(run) for run in runs]
+    assert _spec_tree(runs[0]) == _spec_tree(nnx.to_pure_dict(real))
+    for run in runs[1:]:
+        np.testing.assert_array_equal(run["last"], runs[0]["last"])
+        assert not np.array_equal(run["act"][0], runs[0]["act"][0])
+    # Not a slice of the first call's appended draw (another key).
+    assert not np.array_equal(runs[0]["last"], runs[0]["act"][0][0])
+    assert mocked.call_count == 3
+
+
+def test_13_4_nnx_batchnorm_mocked_whole_keeps_no_state():
+    # Known limit (docs/guarantees.md): an NNX mock keeps no state of the module it replaces.
+    # A BatchNorm network mocked whole in train mode gives the real output specs, holds no
+    # batch statistics, and reading them is a clear error, never random statistics.
+    class Net(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.lin = nnx.Linear(3, 4, rngs=rngs)
+            self.bn = nnx.BatchNorm(4, rngs=rngs)
+
+        def __call__(self, x):
+            return self.bn(self.lin(x))
+
+    model = Net(nnx.Rngs(0))
+    x = jnp.ones((2, 3))
+    for where in ["", "bn"]:
+        mocked = flaxmock.nnx.mock(model, where)
+        assert _spec_tree(mocked(x)) == _spec_tree(Net(nnx.Rngs(0))(x))
+        assert not jax.tree.leaves(nnx.state(mocked, nnx.BatchStat))
+    with pytest.raises(flaxmock.MockAttributeError, match=r"bn is mocked: its attribute 'mean'"):
+        _ = mocked.bn.mean
+    np.testing.assert_array_equal(model.bn.mean[...], 0.0)  # the user's model is untouched
 
 
 # Mocks draw only what is collected; state is not a sown value (issue #13, items 4 and 5).

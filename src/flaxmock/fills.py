@@ -21,10 +21,9 @@ whole output or, with a dict, per output path:
 >>> bool((indices >= 0).all() and (indices < 8).all()), bool(jnp.allclose(weights.sum(-1), 1))
 (True, True)
 
-``indices``, ``nonnegative`` and ``probabilities`` (and fill dicts) work for
-:func:`flaxmock.nnx.mock` and :class:`flaxmock.Mocker` too; ``copy_input`` needs the call's
-arguments, which only linen mocks give the draw so far (elsewhere it raises ``FillError``). They
-live in ``flaxmock._core.fill``, where the default rules are.
+All of them (and fill dicts) work for :func:`flaxmock.nnx.mock` and :class:`flaxmock.Mocker`
+too: every mock gives its draw the call's arguments, which ``copy_input`` copies. They live in
+``flaxmock._core.fill``, where the default rules are.
 """
 
 from flaxmock._core.fill import copy_input as copy_input

@@ -21,7 +21,9 @@ The key of one call of a mock is built in this order (every step a ``jax.random.
 
 The key is then split once: the first half draws the output, the second (folded with ``j``)
 the ``j``-th sown value drawn (a front end draws only the sown values a call's caller
-collects: see ``flaxmock._linen.mock.MockLayer.run_replaced``). Within one such group the
+collects: see ``flaxmock._linen.mock.MockLayer.run_replaced``). Values written whole (state)
+are drawn by :func:`draw_call` from the key of count 0 and dispatch index
+:data:`WRITTEN_INDEX`, the same on every call. Within one such group the
 leaves of one dtype are slices of one draw (:func:`_draw_by_dtype`): a call with twenty
 outputs compiles two random draws instead of twenty. The draw is compiled once per output
 signature, fill and axis name and shared by every mock with that signature (the seed, stream
@@ -51,6 +53,11 @@ from flaxmock._core import mockcore as _mockcore
 from flaxmock._core import specs as _specs
 
 Groups = tuple[tuple[jax.ShapeDtypeStruct, ...], ...]
+
+
+#: The dispatch index of the draw of values written whole (:func:`draw_call`), with count 0:
+#: no call's own draw has it (a dispatch index counts the runs of one mock in one apply).
+WRITTEN_INDEX = 2**32 - 1
 
 
 def stable_hash(text: str) -> int:
@@ -291,6 +298,62 @@ def draw(
     return [rebuild(list(arrays)) for (_, rebuild), arrays in zip(parts, filled, strict=True)]
 
 
+def draw_call(
+    info: _mockcore.MockInfo,
+    out_spec: Any,
+    appended: Sequence[tuple[str, Any]],
+    written: Sequence[tuple[str, Any]] = (),
+    *,
+    method: str,
+    count: Any,
+    index: Any = 0,
+    fold: Any = None,
+    lane: Any = None,
+    vmap_axis_name: str | None = None,
+    inputs: Any = None,
+) -> tuple[Any, list[Any], list[Any]]:
+    """One call's output and sown values, with state drawn once (both front doors).
+
+    Values sown by appending (``sow``'s default) are drawn anew on every call, with the output.
+    Values written whole (state; a ``sow`` with a custom ``reduce_fn``) are drawn from a key
+    without the call count (count 0, dispatch index :data:`WRITTEN_INDEX`): every call writes
+    the same value, so state is initialised once, not redrawn per call, and never equals what
+    the first call appends.
+
+    Args:
+      info: The mock's static data.
+      out_spec: The output's spec tree.
+      appended: ``(path, spec tree)`` of each value sown by appending (the path as fill dicts
+        name it, ``"intermediates/attn_weights"``).
+      written: ``(path, spec tree)`` of each value written whole.
+      method, count, index, fold, lane, vmap_axis_name, inputs: As for :func:`draw`.
+
+    Returns:
+      ``(output, appended values, written values)``.
+    """
+    parts = dict(method=method, fold=fold, lane=lane, vmap_axis_name=vmap_axis_name, inputs=inputs)
+    out, *appended_values = draw(
+        info,
+        [out_spec, *(spec for _, spec in appended)],
+        count=count,
+        index=index,
+        prefixes=["", *(path for path, _ in appended)],
+        **parts,
+    )
+    written_values: list[Any] = []
+    if written:
+        # No output (an empty first tree); a fixed count and index: the same on every call.
+        _, *written_values = draw(
+            info,
+            [(), *(spec for _, spec in written)],
+            count=np.uint32(0),
+            index=WRITTEN_INDEX,
+            prefixes=["", *(path for path, _ in written)],
+            **parts,
+        )
+    return out, appended_values, written_values
+
+
 def _copy_inputs(
     filled: list[list[Any]], groups: Groups, fill: _PerLeaf, inputs: Any, where: str
 ) -> list[list[Any]]:
@@ -302,9 +365,9 @@ def _copy_inputs(
                 continue
             if inputs is None:
                 raise _errors.FillError(
-                    f"{where}: {leaf_fill!r} needs the call's arguments, which this kind of "
-                    "mock does not give its draw (NNX mocks, so far). Fix: use a linen mock, "
-                    "or a fill callable."
+                    f"{where}: {leaf_fill!r} needs the call's arguments, which were not "
+                    "given to the draw (inputs=None). Fix: pass the call's (args, kwargs) as "
+                    "inputs=."
                 )
             args, kwargs = inputs
             try:

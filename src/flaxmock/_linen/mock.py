@@ -12,7 +12,6 @@ here is linen's: the penzai layer, its counter, and the replacement protocol of
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import threading
 from typing import Any
@@ -202,31 +201,20 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
         if state:
             held = self._held_state()
             state = [e for e in state if (e.collection, e.path) not in held]
-        draw = functools.partial(
-            _mockdraw.draw,
+        out, sown_values, state_values = _mockdraw.draw_call(
             self.info,
+            out_spec,
+            [(_sown_name(e), e.spec) for e in per_call],
+            [(_sown_name(e), e.spec) for e in state],
             method=self.method_name,
+            count=count,
+            index=invocation.index,
             fold=invocation.fold,
             vmap_axis_name=self.info.vmap_axis_name,
             inputs=inputs,
         )
-        out, *sown_values = draw(
-            [out_spec, *(e.spec for e in per_call)],
-            count=count,
-            index=invocation.index,
-            prefixes=["", *(_sown_name(e) for e in per_call)],
-        )
         written = list(zip(per_call, sown_values, strict=True))
-        if state:
-            # No output (an empty first tree); count and index 0: the same on every call.
-            _, *state_values = draw(
-                [(), *(e.spec for e in state)],
-                count=jnp.uint32(0),
-                index=0,
-                prefixes=["", *(_sown_name(e) for e in state)],
-            )
-            written += list(zip(state, state_values, strict=True))
-        invocation.write_sown(written)
+        invocation.write_sown(written + list(zip(state, state_values, strict=True)))
         return out
 
     def _held_state(self) -> frozenset[tuple[str, tuple[str, ...]]]:

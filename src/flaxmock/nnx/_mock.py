@@ -13,7 +13,9 @@ cache, the call records, the key schedule and the grouped draw are the linen ``M
 (``flaxmock._core.mockcore``, ``flaxmock._core.mockdraw``); the call counter is an ``nnx.Variable``
 (:class:`MockCounter`), so successive calls differ, also under ``nnx.jit``. The counter of a mock
 replacing a layer stack has the stack's leading axis, so that ``nnx.scan``/``nnx.vmap`` slice it
-with the stack.
+with the stack. The draw is given the call's arguments, as a linen mock's is: under
+``jax.vmap``/``nnx.vmap`` each lane that batches them draws its own values, and
+``fills.copy_input`` copies one of them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import errors as flax_errors
 from flax import nnx
-from flax.nnx import graphlib
+from flax.nnx import graphlib, variablelib
 from jax._src import core as jax_core
 
 from flaxmock._core import errors as _errors
@@ -92,6 +94,7 @@ _PRIVATE_PREFIXES = ("__", "_pytree__", "_object__", "_graph_node", "_flaxmock",
 
 # `nnx.Module.sow`'s signature, to record a replaced module's calls in a replayable form.
 _SOW_SIGNATURE = inspect.signature(nnx.Module.sow)
+_DEFAULT_REDUCE = _SOW_SIGNATURE.parameters["reduce_fn"].default
 # The key of a recorded sow call under which the sowing module's path (relative to the
 # replaced module) is kept.
 _SOWN_AT = "_flaxmock_sown_at"
@@ -331,14 +334,23 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         # The key takes integers; the conversion is not differentiated (a zero gradient).
         counter = jax.lax.stop_gradient(counter).astype(jnp.uint32)
         lane, count = (counter[0], counter[1]) if counter.ndim == 1 else (None, counter[0, 1])
-        out, *sown_values = _mockdraw.draw(
+        # Values sown by appending are drawn anew per call; values written whole (a `sow` with
+        # a custom `reduce_fn`: state) once, the same on every call, as on linen.
+        appended = [i for i, entry in enumerate(sown) if _appends(entry)]
+        whole = [i for i, entry in enumerate(sown) if not _appends(entry)]
+        out, appended_values, whole_values = _mockdraw.draw_call(
             info,
-            [out_spec, *(entry["value"] for entry in sown)],
+            out_spec,
+            [(_sown_name(sown[i]), sown[i]["value"]) for i in appended],
+            [(_sown_name(sown[i]), sown[i]["value"]) for i in whole],
             method=method,
             count=count,
             lane=lane,
+            inputs=(args, kwargs),
         )
-        for entry, value in zip(sown, sown_values, strict=True):
+        values = dict(zip(appended + whole, appended_values + whole_values, strict=True))
+        for i, entry in enumerate(sown):
+            value = values[i]
             # As the replaced module did: into `nnx.capture`'s collections when one is active,
             # else onto the module (Flax's deprecated way, with Flax's warning). What a child
             # of the replaced module sowed is sown at the child's path under the mock.
@@ -380,6 +392,27 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
                 tuple(type(var)({}) for var in captures)
             )
         return holder
+
+
+def _appends(entry: dict[str, Any]) -> bool:
+    """Whether a recorded ``sow`` appends to a tuple (its default ``reduce_fn``)."""
+    return entry.get("reduce_fn", _DEFAULT_REDUCE) is _DEFAULT_REDUCE
+
+
+def _sown_name(entry: dict[str, Any]) -> str:
+    """``intermediates/mlp/act``: a sown value's path, as fill dicts name it.
+
+    The collection is the Linen-style name Flax registers for the variable type
+    (``nnx.Intermediate``: ``intermediates``), else the type's name; then the sowing module's
+    path under the mock, then the sown name.
+    """
+    kind = entry["variable_type"]
+    if not isinstance(kind, str):
+        try:
+            kind = variablelib.variable_name_from_type(kind)
+        except ValueError:  # Not registered; registering would change Flax's global registry.
+            kind = kind.__name__
+    return "/".join(str(part) for part in (kind, *entry[_SOWN_AT], entry["name"]))
 
 
 def _written_back(variable: nnx.Variable) -> bool:
@@ -462,7 +495,11 @@ def mock(
         (``"layers/*"``).
       seed: The seed of the mocks' random streams; each mock folds in a hash of its path.
       fill: The fill policy: None (normal floats, integers in ``[-100, 100]``, Bernoulli
-        bools), ``"zeros"``, ``"ones"``, ``"uniform"``, or ``(key, spec) -> array``.
+        bools), ``"zeros"``, ``"ones"``, ``"uniform"``, ``(key, spec) -> array``, a fill with a
+        meaning from ``flaxmock.fills`` (``fills.copy_input(0)`` returns the first argument),
+        or a dict from output paths to these (``{"1": fills.indices(64)}``); a sown value's
+        path is its collection, the sowing module's path under the mock and its name
+        (``"intermediates/mlp/act"``).
       out: An explicit output spec (a pytree of ``jax.ShapeDtypeStruct``), for outputs whose
         shape depends on input values and so cannot be inferred.
       stack_size: For a stack of layers built with ``nnx.vmap`` and run inside
