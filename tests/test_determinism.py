@@ -98,6 +98,7 @@ def in_process(tmp_path_factory):
     return run_here(tmp_path_factory.mktemp("determinism"))
 
 
+@pytest.mark.slow  # two fresh processes; heavy
 def test_two_processes_and_this_one_draw_the_same_bits(tmp_path, in_process):
     first, second = run_in_subprocesses(tmp_path, ["1", "2"])
     assert len(first) == len(in_process) == 10

@@ -94,6 +94,7 @@ def test_every_dtype_and_shape_traced():
     _check_table(jax.eval_shape(lambda k: _fill.fill_tree(k, TABLE), KEY), TABLE)
 
 
+@pytest.mark.slow  # the jitted variant runs by default
 def test_every_dtype_and_shape_eager():
     out = _fill.fill_tree(KEY, TABLE)
     _check_table(out, TABLE)

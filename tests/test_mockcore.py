@@ -188,6 +188,7 @@ def test_spec_cache_looks_up_and_reads_under_its_lock():
     assert held and held.count(False) == 1 and held[1] is False
 
 
+@pytest.mark.slow  # tests/test_threads.py covers threads by default
 def test_two_threads_call_one_mocked_tree_with_more_signatures_than_the_cache_holds():
     tree = flaxmock.unflaxify(LinenMLP(), jax.ShapeDtypeStruct((2, 3), jnp.float32))
     mocked = flaxmock.mock(tree, "", fill="zeros")

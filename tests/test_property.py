@@ -8,7 +8,7 @@ Hypothesis draws small Flax module trees (``strategies.models``); for each:
 (c) with a random subset of layers mocked (by glob or predicate) and the rest given values by
     ``materialize`` or ``bind``, the output and sown specs equal the real ones.
 
-``make test`` draws 40 models (derandomized, so every run draws the same ones);
+``make test`` draws 20 models (derandomized, so every run draws the same ones);
 ``make test-slow`` draws 200 (``PROPERTY_EXAMPLES``).
 """
 
@@ -56,7 +56,7 @@ def assert_specs_equal(actual, expected):
 
 
 @settings(
-    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", 40)),
+    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", 20)),
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

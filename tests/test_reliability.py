@@ -610,6 +610,7 @@ def _long_run(calls: int, shapes: int, every: int) -> flaxmock.MockLayer:
     return mocked
 
 
+@pytest.mark.slow  # many calls; heavy
 def test_many_calls_with_varying_shapes_keep_memory_bounded():
     _long_run(calls=1_200, shapes=80, every=4)
 
