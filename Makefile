@@ -14,8 +14,8 @@ export MPLBACKEND ?= Agg
 
 # Extra pytest arguments (make pytest PYTEST_ARGS="-k mock").
 PYTEST_ARGS ?=
-# pytest worker processes (pytest-xdist), one per core; each test file stays on one worker,
-# so its module fixtures run once. PYTEST_WORKERS=0 runs in this process.
+# pytest worker processes (pytest-xdist), one per core, stealing work from each other so that
+# both finish together. PYTEST_WORKERS=0 runs in this process.
 PYTEST_WORKERS ?= 2
 
 venv: $(STAMP)
@@ -38,12 +38,12 @@ typecheck: venv
 	$(PY) -m mypy
 
 pytest: venv
-	$(PY) -m pytest -p no:cacheprovider --durations=10 -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider --durations=10 -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # Every test, the heavy ones kept out of `make test` included: the whole zoo through every
 # test, the property test at 200 examples, big models.
 test-slow: venv
-	FLAXMOCK_SLOW=1 PROPERTY_EXAMPLES=200 $(PY) -m pytest -p no:cacheprovider --durations=20 -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	FLAXMOCK_SLOW=1 PROPERTY_EXAMPLES=200 $(PY) -m pytest -p no:cacheprovider --durations=20 -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 docs: venv
 	$(PY) -m sphinx -b html -W --keep-going -n docs docs/_build/html

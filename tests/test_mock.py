@@ -67,7 +67,7 @@ def first_leaf_layer(tree):
     return None
 
 
-@pytest.mark.parametrize(("case", "jit"), zoo.PARAMS_WITH_JIT)
+@pytest.mark.parametrize(("case", "jit"), zoo.IDIOM_PARAMS_WITH_JIT)
 def test_partial_mock_rest_runs_exactly(case, jit):
     """Un-mocked layers compute what module.apply computes with the mocked output substituted."""
     model, variables = init_variables(case)
