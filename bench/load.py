@@ -24,18 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 
+from _common import peak_rss_bytes, print_table, run_phase
+
 BLOCK_BYTES = 2 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096)
 FIXED_BYTES = 2 * (2 * 128_256 * 4096 + 4096)
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def read_bytes() -> int:
@@ -179,13 +175,8 @@ def evict(folder: str) -> None:
 
 def run_fresh(args: argparse.Namespace, phase: str) -> dict:
     evict(args.dir)
-    cmd = [sys.executable, __file__, "--phase", phase, "--blocks", str(args.blocks)]
-    cmd += ["--keep", str(args.keep), "--dir", args.dir, "--size", args.size]
-    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        sys.exit(f"{phase} phase failed:\n{done.stdout}\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    options = ["--blocks", str(args.blocks), "--keep", str(args.keep), "--dir", args.dir]
+    return run_phase(__file__, phase, [*options, "--size", args.size])
 
 
 def gib(n: float) -> str:
@@ -256,11 +247,7 @@ def main() -> None:
             f"{write['orbax_write']:.1f} s / {write['safetensors_write']:.1f} s",
         ),
     ]
-    width = max(len(name) for name, _ in rows)
-    print(f"{'measure':<{width}}  value")
-    print(f"{'-' * width}  {'-' * 40}")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -32,16 +32,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
-import sys
 import time
 
-
-def peak_rss_bytes() -> int:
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+from _common import peak_rss_bytes, print_table, run_phase
 
 
 def worker(size: str, seq_len: int, keep: int, phase: str, prng: str, mock_head: bool) -> dict:
@@ -127,14 +120,9 @@ def worker(size: str, seq_len: int, keep: int, phase: str, prng: str, mock_head:
 
 
 def run_fresh(args: argparse.Namespace, phase: str) -> dict:
-    cmd = [sys.executable, __file__, "--size", args.size, "--seq-len", str(args.seq_len)]
-    cmd += ["--keep", str(args.keep), "--prng", args.prng, "--phase", phase]
-    cmd += ["--mock-head"] if args.mock_head else []
-    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        sys.exit(f"{phase} phase failed:\n{done.stdout}\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    options = ["--size", args.size, "--seq-len", str(args.seq_len), "--keep", str(args.keep)]
+    options += ["--prng", args.prng] + (["--mock-head"] if args.mock_head else [])
+    return run_phase(__file__, phase, options)
 
 
 def gib(n: float) -> str:
@@ -217,11 +205,7 @@ def main() -> None:
     ]
     for name in ("import", "convert", "mock", "materialize", "call", "call again"):
         rows.append((f"time: {name}", f"{run['times'][name]:.2f} s"))
-    width = max(len(name) for name, _ in rows)
-    print(f"{'measure':<{width}}  value")
-    print(f"{'-' * width}  {'-' * 40}")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print_table(rows)
 
 
 if __name__ == "__main__":

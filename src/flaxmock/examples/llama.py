@@ -81,38 +81,27 @@ class LlamaConfig:
         return cls(**overrides)
 
     @classmethod
-    def llama3_8b(cls, **overrides: Any) -> LlamaConfig:
-        """The sizes of Llama 3 8B (8.03B parameters, bfloat16, untied output)."""
-        config = dict(
+    def _llama3(cls, overrides: dict[str, Any], **sizes: Any) -> LlamaConfig:
+        """A Llama 3 family configuration: its shared fields, then ``sizes``, then overrides."""
+        shared = dict(
             vocab_size=128_256,
-            dim=4096,
-            n_layers=32,
-            n_heads=32,
             n_kv_heads=8,
-            ffn_dim=14_336,
             max_seq_len=8192,
             param_dtype=jnp.bfloat16,
             dtype=jnp.bfloat16,
             tie_embeddings=False,
         )
-        return cls(**{**config, **overrides})
+        return cls(**{**shared, **sizes, **overrides})
+
+    @classmethod
+    def llama3_8b(cls, **overrides: Any) -> LlamaConfig:
+        """The sizes of Llama 3 8B (8.03B parameters, bfloat16, untied output)."""
+        return cls._llama3(overrides, dim=4096, n_layers=32, n_heads=32, ffn_dim=14_336)
 
     @classmethod
     def llama3_70b(cls, **overrides: Any) -> LlamaConfig:
         """The sizes of Llama 3 70B (70.6B parameters, bfloat16, untied output)."""
-        config = dict(
-            vocab_size=128_256,
-            dim=8192,
-            n_layers=80,
-            n_heads=64,
-            n_kv_heads=8,
-            ffn_dim=28_672,
-            max_seq_len=8192,
-            param_dtype=jnp.bfloat16,
-            dtype=jnp.bfloat16,
-            tie_embeddings=False,
-        )
-        return cls(**{**config, **overrides})
+        return cls._llama3(overrides, dim=8192, n_layers=80, n_heads=64, ffn_dim=28_672)
 
     @classmethod
     def llama3_405b(cls, **overrides: Any) -> LlamaConfig:
@@ -122,19 +111,7 @@ class LlamaConfig:
           >>> LlamaConfig.llama3_405b().num_params()
           405853388800
         """
-        config = dict(
-            vocab_size=128_256,
-            dim=16_384,
-            n_layers=126,
-            n_heads=128,
-            n_kv_heads=8,
-            ffn_dim=53_248,
-            max_seq_len=8192,
-            param_dtype=jnp.bfloat16,
-            dtype=jnp.bfloat16,
-            tie_embeddings=False,
-        )
-        return cls(**{**config, **overrides})
+        return cls._llama3(overrides, dim=16_384, n_layers=126, n_heads=128, ffn_dim=53_248)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> LlamaConfig:
