@@ -119,5 +119,16 @@ def test_static_metadata_renders_on_one_line_with_scalar_fields():
     assert all(line.rstrip(",").endswith(")") for line in module_lines)
     info_lines = [line.strip() for line in lines if line.strip().startswith("info=CallInfo(")]
     assert info_lines and all("in_spec" not in line for line in info_lines)
-    # The parameters (pytree children) stay in full: penzai's labels are visible.
+    # An abstract parameter is one line: its key, spec and label (nothing else to show).
+    assert "parameters['kernel']: f32[3,2]  # params/head/kernel" in text
+    assert "ShapeDtypeStruct" not in text
+
+
+def test_real_parameters_render_in_full_as_penzai_renders_them():
+    tree = flaxmock.unflaxify(Net(), X)
+    variables = Net().init(jax.random.key(0), jnp.ones(X.shape))
+    text = treescope.render_to_text(flaxmock.bind(tree, variables), ignore_exceptions=False)
+    # A real value is left to treescope (array summaries, penzai's labels), not a spec line.
     assert "label='params/head/kernel'" in text
+    assert "parameters['kernel']: f32[3,2]  #" not in text
+    assert re.search(r"<jax\.Array float32\(3, 2\)", text) is not None

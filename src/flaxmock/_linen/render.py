@@ -10,9 +10,12 @@ Attention``), so mocks stand out in a collapsed tree. Inside, the fields follow:
 metadata (the Flax module's configuration, the recorded ``info``) on one line each, with only
 their scalar fields (``module=Dense(features=4096, use_bias=False, name='wq', ...)``; the whole
 objects are ``layer.module`` and ``layer.info``); the scope data (parameters, state) starts
-collapsed; the submodule calls are shown one per line. Labels name paths, never Python object
-ids. Rendering the static metadata in full multiplied the time and size of rendering an 8B
-tree by about four (see ``bench/render.py``).
+collapsed, an abstract variable on one line (``parameters['kernel']: bf16[4096,4096]  #
+params/…/kernel, ('embed', 'heads')``), a real one in full as treescope draws arrays; the
+submodule calls are shown one per line. Labels name paths, never Python object ids.
+Treescope's layout and HTML cost grow with the number of rendering parts, so lines are built
+from few parts: rendering the static metadata in full, or each abstract parameter as a penzai
+struct, multiplied the time of rendering an 8B tree by four and by two (``bench/render.py``).
 
 The plain ``repr`` of a layer is one short line (:func:`short_repr`): type, root call, number of
 calls and of replaced ones, instead of the whole tree.
@@ -98,10 +101,10 @@ def _one_line(obj: Any, name: str, style: Any) -> Any:
         else:
             omitted = True
     inner = ", ".join(shown + (["..."] if omitted else []))
+    # Few parts per line: treescope's layout and HTML cost grow with the number of parts.
     return rendering_parts.siblings(
         style(name),
-        "=",
-        rendering_parts.maybe_qualified_type_name(type(obj)),
+        rendering_parts.text(f"={type(obj).__name__}"),
         rendering_parts.comment_color(rendering_parts.text(f"({inner})")),
     )
 
@@ -123,6 +126,77 @@ def _collapsed_object(obj: Any, name: str, path: str | None, subtree_renderer: A
         ),
         suffix=")",
         path=child_path,
+        expand_state=rendering_parts.ExpandState.COLLAPSED,
+    )
+
+
+_VARIABLE_TYPES = (pz.Parameter, pz.ParameterValue, pz.StateVariable, pz.StateVariableValue)
+
+
+def _abstract_spec(leaf: Any) -> str | None:
+    """``f32[64,64]  # params/wq/kernel, ('embed', 'heads')`` for an abstract variable, or None.
+
+    Only for a variable whose value is made of ``jax.ShapeDtypeStruct`` (nothing to show but
+    its spec); a real value is left to treescope, which can visualise arrays.
+    """
+    if not isinstance(leaf, _VARIABLE_TYPES):
+        return None
+    values = jax.tree.leaves(leaf.value)
+    if not values or not all(isinstance(v, jax.ShapeDtypeStruct) for v in values):
+        return None
+    spec, names = leaf.value, getattr(leaf.value, "names", None)
+    if names is not None:  # a partitioning box (nn.Partitioned, nn.LogicallyPartitioned)
+        spec = getattr(spec, "value", spec)
+    note = ", ".join([str(leaf.label)] + ([repr(tuple(names))] if names else []))
+    return f"{_table.describe_specs(spec)}  # {note}"
+
+
+def _variable_lines(prefix: str, value: Any, path: str | None, subtree_renderer: Any) -> list:
+    """One line per variable under ``value`` (nested dicts flattened into the prefix)."""
+    if isinstance(value, dict):
+        lines = []
+        for key, leaf in value.items():
+            lines += _variable_lines(f"{prefix}[{key!r}]", leaf, path, subtree_renderer)
+        return lines
+    spec = _abstract_spec(value)
+    if spec is not None:
+        text, note = spec.split("  # ", 1)
+        return [
+            rendering_parts.siblings(
+                rendering_parts.text(f"{prefix}: {text}"),
+                rendering_parts.comment_color(rendering_parts.text(f"  # {note}")),
+            )
+        ]
+    child_path = None if path is None else f"{path}.{prefix}"
+    return [
+        rendering_parts.siblings_with_annotations(
+            f"{prefix}: ", subtree_renderer(value, path=child_path)
+        )
+    ]
+
+
+def _scope_data(obj: Any, name: str, path: str | None, subtree_renderer: Any, style: Any) -> Any:
+    """A converted call's own variables: collapsed, one line per variable.
+
+    An abstract variable is one text line (spec, label, partitioning names): rendering each as
+    a full penzai struct (variable, box, spec) was half of the time of rendering an 8B tree.
+    Empty collections are left out.
+    """
+    child_path = None if path is None else f"{path}.{name}"
+    children = []
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        if isinstance(value, dict):
+            children += _variable_lines(field.name, value, child_path, subtree_renderer)
+        else:
+            children.append(rendering_parts.text(f"{field.name}={value!r}"))
+    return rendering_parts.build_foldable_tree_node_from_children(
+        prefix=rendering_parts.siblings(
+            style(name), rendering_parts.text(f"={type(obj).__name__}(")
+        ),
+        children=children,
+        suffix=")",
+        comma_separated=True,
         expand_state=rendering_parts.ExpandState.COLLAPSED,
     )
 
@@ -160,22 +234,20 @@ def _render_node(
                 )
             )
         elif isinstance(value, str | int | bool | type(None)):
+            # Written directly: treescope's handler chain for a scalar costs as much as a node.
             children.append(
-                rendering_parts.siblings_with_annotations(
-                    rendering_parts.siblings(style(field.name), "="),
-                    subtree_renderer(value, path=child_path),
-                )
+                rendering_parts.siblings(style(field.name), "=", rendering_parts.text(repr(value)))
             )
         elif not field.metadata.get("pytree_node", True):
             children.append(_one_line(value, field.name, style))
+        elif field.name == "scope_data":
+            children.append(_scope_data(value, field.name, path, subtree_renderer, style))
         else:
             children.append(_collapsed_object(value, field.name, path, subtree_renderer))
     prefix = rendering_parts.siblings(
         rendering_parts.custom_style(rendering_parts.text(label), css_style=_LABEL_STYLE),
         rendering_parts.comment_color(rendering_parts.text(f"  # {note}")),
-        rendering_parts.text("  "),
-        rendering_parts.maybe_qualified_type_name(type(node)),
-        "(",
+        rendering_parts.text(f"  {type(node).__name__}("),
     )
     return rendering_parts.build_foldable_tree_node_from_children(
         prefix=prefix,
