@@ -232,10 +232,68 @@ def test_config_fields_read_through_and_unknown_methods_raise():
     assert (self.attn.num_heads, self.attn.qkv_features) == (4, 16)
     self.vae = VAE(latent=3)
     assert self.vae.latent == 3
-    with pytest.raises(flaxmock.MockAttributeError, match=r"Mocker\.vae: VAE has no attribute"):
-        _ = self.vae.enc  # defined in setup(): only a bound module has it
     with pytest.raises(flaxmock.MockAttributeError, match=r"has no method 'sample'"):
         self.vae.method("sample")
+    with pytest.raises(
+        flaxmock.MockAttributeError, match=r"Mocker\.vae: VAE has no attribute 'encoder'.*after"
+    ):
+        _ = self.vae.encoder
+
+
+class Tower(nn.Module):
+    """setup() defines a submodule, a list of them, a parameter and constants."""
+
+    def setup(self):
+        self.enc = nn.Dense(8)
+        self.heads = [nn.Dense(3), nn.Dense(5)]
+        self.table = self.param("table", nn.initializers.normal(), (7, 2))
+        self.positions = jnp.arange(6)
+        self.label = "tower"
+
+    def __call__(self, x):
+        return self.enc(x) + self.table.sum() + self.positions.sum()
+
+
+def test_attributes_defined_in_setup_are_mocked_as_a_bound_module_would_have_them():
+    self = flaxmock.Mocker()
+    self.tower = Tower()
+    x = jnp.ones((2, 4))
+    bound = Tower().bind(Tower().init(jax.random.key(0), x))
+    # A submodule made in setup() is a mock of that submodule: the real method's specs.
+    assert isinstance(self.tower.enc, flaxmock.BoundMock)
+    _specs_equal(self.tower.enc(x), bound.enc(x))
+    assert [type(h) for h in self.tower.heads] == [flaxmock.BoundMock] * 2
+    # (never called by Tower, so the bound module has no parameters for them)
+    assert [(h(x).shape, h(x).dtype) for h in self.tower.heads] == [
+        ((2, 3), jnp.float32),
+        ((2, 5), jnp.float32),
+    ]
+    # Arrays made in setup() (a parameter, a constant) are random values of their specs,
+    # drawn once; other values read through.
+    _specs_equal(self.tower.table, bound.table)
+    _specs_equal(self.tower.positions, bound.positions)
+    assert self.tower.table is self.tower.table
+    assert not np.array_equal(np.asarray(self.tower.table), np.zeros((7, 2)))
+    assert self.tower.label == "tower"
+
+
+class NoisySetup(nn.Module):
+    def setup(self):
+        # A Python number from a parameter: fails when setup() runs abstractly.
+        self.noise = float(self.param("scale", nn.initializers.ones, ()))
+
+    def __call__(self, x):
+        return x * self.noise
+
+
+def test_setup_that_fails_abstractly_names_the_attribute_and_the_fix():
+    self = flaxmock.Mocker()
+    self.noisy = NoisySetup()
+    with pytest.raises(
+        flaxmock.MockAttributeError,
+        match=r"reading 'noise' runs NoisySetup\.setup\(\), which failed .*self\.noise = ",
+    ):
+        _ = self.noisy.noise
 
 
 def test_lists_tuples_and_dicts_of_modules_are_wrapped():

@@ -165,6 +165,8 @@ class BoundMock(_mockcore.CallRecords):
     of that method's real structure, shapes and dtypes, each method a :class:`MethodMock` with
     its own cached specs and call records. Other attributes (dataclass fields, properties,
     constants) are read from the real module; a submodule there is a :class:`BoundMock` too.
+    Attributes that ``setup()`` defines are read as a bound module has them (``setup()`` run
+    abstractly): submodules as :class:`BoundMock`, arrays as random values of their specs.
     Its own call records are those of ``__call__``, in ``unittest.mock``'s words
     (``call_count``, ``assert_called_once_with``...); ``reset_mock`` resets every method's.
 
@@ -233,15 +235,51 @@ class BoundMock(_mockcore.CallRecords):
         try:
             value = getattr(self.module, name)
         except AttributeError:
-            raise _errors.MockAttributeError(
-                f"Mocker.{self.name}: {type(self.module).__name__} has no attribute {name!r} "
-                "before it is bound. A submodule defined in setup() exists only in a bound "
-                f"module. Fix: assign that submodule to the Mocker itself (self.{name} = "
-                "Module(...)), or read it from the module's configuration."
-            ) from None
+            value = self._setup_attribute(name)
         wrapped = wrap(value, f"{self.name}.{name}", self.seed, self.fill)
         self._attributes[name] = wrapped
         return wrapped
+
+    def _setup_attribute(self, name: str) -> Any:
+        """What ``setup()`` assigns to ``name``: submodules unbound, arrays random.
+
+        ``setup()`` runs only in a bound module: it is run abstractly (``jax.eval_shape`` of
+        ``init``), so nothing is allocated. A submodule comes back unbound (to be wrapped as a
+        mock of its own); an array (a parameter or a constant made in ``setup()``) comes back
+        as random values of its spec, drawn with this mock's fill from its own stream.
+        """
+        found: dict[str, Any] = {}
+
+        def read(bound: nn.Module) -> None:
+            found["value"] = _detached(nn.meta.unbox(getattr(bound, name)))
+
+        try:
+            jax.eval_shape(lambda key: self.module.init(key, method=read), jax.random.key(0))
+        except AttributeError:
+            found.clear()
+        except Exception as error:  # noqa: BLE001 (setup() failed abstractly: say so below)
+            first_line = (str(error).splitlines() or [""])[0]
+            module = type(self.module).__name__
+            raise _errors.MockAttributeError(
+                f"Mocker.{self.name}: reading {name!r} runs {module}.setup(), which failed "
+                f"when run abstractly: {type(error).__name__}: {first_line} Fix: assign that "
+                f"attribute to the Mocker itself (self.{name} = ...)."
+            ) from error
+        if "value" not in found:
+            raise _errors.MockAttributeError(
+                f"Mocker.{self.name}: {type(self.module).__name__} has no attribute {name!r}, "
+                "neither as a field, a method nor after setup(). Fix: check the name "
+                f"(its methods: {_errors.cut_list(sorted(self._mockable), 8)})."
+            )
+        value = found["value"]
+        key = jax.random.key(_derived_seed(self.seed, f"setup:{self.name}.{name}"))
+        specs = [x for x in jax.tree.leaves(value) if isinstance(x, jax.ShapeDtypeStruct)]
+        if not specs:
+            return value
+        drawn = iter(_fill.fill_tree(key, specs, self.fill, path=f"Mocker.{self.name}.{name}"))
+        return jax.tree.map(
+            lambda x: next(drawn) if isinstance(x, jax.ShapeDtypeStruct) else x, value
+        )
 
     @property
     def mock_state(self) -> _mockcore.MockState:  # type: ignore[override]
@@ -275,6 +313,20 @@ def _holds_module(value: Any) -> bool:
     if isinstance(value, dict):
         return any(_holds_module(v) for v in value.values())
     return False
+
+
+def _detached(value: Any) -> Any:
+    """``value`` read inside an abstract ``init``: modules unbound, arrays as their specs."""
+    if isinstance(value, nn.Module):
+        return value.clone(parent=None)
+    if isinstance(value, jax.Array):  # a tracer of the abstract run
+        return jax.ShapeDtypeStruct(value.shape, value.dtype)
+    if isinstance(value, dict):
+        return {k: _detached(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_detached(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    return value
 
 
 def wrap(value: Any, name: str, seed: int, fill: Any) -> Any:
