@@ -4,7 +4,7 @@ Each :class:`ZooCase` builds a small linen model and concrete arguments so that
 ``model.init(key, *args, **kwargs)`` and ``model.apply`` both run. Tests use
 ``pytest.mark.parametrize("case", IDIOM_PARAMS, ids=IDS)`` (the idiom cases; the costliest and
 the wild ones marked ``slow``), ``PARAMS_WITH_JIT`` for the core eager/jit checks (every case
-eager), ``PARAMS`` for every non-slow case, or ``cases("lifted")`` for a subset.
+eager; under jit the idiom cases of ``JIT_IDS``), ``PARAMS`` for every non-slow case, or ``cases("lifted")`` for a subset.
 
 Tags: ``setup``, ``method`` (a ``method=`` other than ``__call__``), ``shared`` (one module called
 from several places or its variables read directly), ``mutable``, ``rng``, ``static_args``
@@ -520,24 +520,51 @@ IDIOM_PARAMS = [
 ]
 
 
+#: Idiom cases whose jit variant runs in ``make test``: one or more per feature that compiling
+#: could change (setup and sharing, method=, mutable state, rngs, non-array outputs, dtypes,
+#: metadata boxes, lifted transforms). The other idiom cases run under jit in ``slow``.
+JIT_IDS = frozenset(
+    {
+        "mlp_compact",
+        "weight_tying",
+        "encoder_decoder_decode_fn",
+        "batchnorm_resnet",
+        "dropout",
+        "non_array_outputs",
+        "bf16_params",
+        "partitioned",
+        "scan_layers",
+        "vmap_ensemble",
+        "nested_apply",
+        "llama_tiny_scan",
+    }
+)
+assert JIT_IDS <= {case.id for case in CASES} - WILD_IDS
+
+
+def _slow(case_id: str, jit: bool, wild_eager: bool) -> bool:
+    if case_id in SLOW_IDS:
+        return True
+    if case_id in WILD_IDS:
+        return jit or not wild_eager
+    return jit and case_id not in JIT_IDS
+
+
 def _with_jit(wild_eager: bool) -> list[Any]:
     return [
         pytest.param(
             case,
             jit,
             id=f"{case.id}-{'jit' if jit else 'eager'}",
-            marks=(
-                [pytest.mark.slow]
-                if case.id in SLOW_IDS or (case.id in WILD_IDS and (jit or not wild_eager))
-                else []
-            ),
+            marks=[pytest.mark.slow] if _slow(case.id, jit, wild_eager) else [],
         )
         for case in CASES
         for jit in (False, True)
     ]
 
 
-#: ``(case, jit)`` pairs for tests run eagerly and under jit; a wild case runs eagerly only.
+#: ``(case, jit)`` pairs for tests run eagerly and under jit; a wild case runs eagerly only, an
+#: idiom case outside :data:`JIT_IDS` under jit only in ``slow``.
 PARAMS_WITH_JIT = _with_jit(wild_eager=True)
 #: The same with every wild case ``slow``.
 IDIOM_PARAMS_WITH_JIT = _with_jit(wild_eager=False)
