@@ -30,6 +30,7 @@ linen: mesh= in an nn.scan body                    19.9   MaxText scanned decode
 linen: decode loops                                19.17  flax wmt/lm1b decoding         recipe
 linen: fills with meaning                          19.18  MaxText router, ogbg nets      fixed
 linen: a submodule's params read, never called     12.10  bonsai Qwen3 (its linen form)  fixed
+both: a predicate that raises (in test_select.py)  19.16  IndexError in a where lambda   error
 linen: model mocked whole, state it updates        13.4   ResNet train step mocked whole fixed
 =================================================  =====  =============================  =======
 
