@@ -4,7 +4,8 @@ Each :class:`ZooCase` builds a small linen model and concrete arguments so that
 ``model.init(key, *args, **kwargs)`` and ``model.apply`` both run. Tests use
 ``pytest.mark.parametrize("case", IDIOM_PARAMS, ids=IDS)`` (the idiom cases; the costliest and
 the wild ones marked ``slow``), ``PARAMS_WITH_JIT`` for the core eager/jit checks (every case
-eager; under jit the idiom cases of ``JIT_IDS``), ``PARAMS`` for every non-slow case, or ``cases("lifted")`` for a subset.
+eager; under jit the idiom cases of ``JIT_IDS``), ``PARAMS`` for every non-slow case, or
+``cases("lifted")`` for a subset.
 
 Tags: ``setup``, ``method`` (a ``method=`` other than ``__call__``), ``shared`` (one module called
 from several places or its variables read directly), ``mutable``, ``rng``, ``static_args``

@@ -244,14 +244,20 @@ class BoundMock(_mockcore.CallRecords):
         """What ``setup()`` assigns to ``name``: submodules unbound, arrays random.
 
         ``setup()`` runs only in a bound module: it is run abstractly (``jax.eval_shape`` of
-        ``init``), so nothing is allocated. A submodule comes back unbound (to be wrapped as a
-        mock of its own); an array (a parameter or a constant made in ``setup()``) comes back
-        as random values of its spec, drawn with this mock's fill from its own stream.
+        ``init``), so no parameter is allocated. A submodule comes back unbound (to be wrapped
+        as a mock of its own); an array computed from the configuration alone (``jnp.arange``,
+        a rotary table) comes back with its real value; one that depends on a parameter or a
+        key (a parameter made in ``setup()``) as random values of its spec, drawn with this
+        mock's fill from its own stream.
         """
         found: dict[str, Any] = {}
 
         def read(bound: nn.Module) -> None:
-            found["value"] = _detached(nn.meta.unbox(getattr(bound, name)))
+            # Constants that setup() computes from the configuration alone come out concrete
+            # (their real values); what depends on a parameter or a key stays abstract.
+            with jax.ensure_compile_time_eval():
+                value = getattr(bound, name)
+            found["value"] = _detached(nn.meta.unbox(value))
 
         try:
             jax.eval_shape(lambda key: self.module.init(key, method=read), jax.random.key(0))
@@ -319,7 +325,7 @@ def _detached(value: Any) -> Any:
     """``value`` read inside an abstract ``init``: modules unbound, arrays as their specs."""
     if isinstance(value, nn.Module):
         return value.clone(parent=None)
-    if isinstance(value, jax.Array):  # a tracer of the abstract run
+    if isinstance(value, jax.core.Tracer):  # depends on a parameter or key of the abstract run
         return jax.ShapeDtypeStruct(value.shape, value.dtype)
     if isinstance(value, dict):
         return {k: _detached(v) for k, v in value.items()}
