@@ -1664,6 +1664,10 @@ def test_13_4_nnx_mock_holds_the_state_of_what_it_replaces():
     with pytest.raises(flaxmock.MockAttributeError, match=r"bn is mocked: its attribute 'scale'"):
         _ = alone.bn.scale
     np.testing.assert_array_equal(model.bn.mean[...], 0.0)  # the user's model is untouched
+    # unmock puts the module back with the state the mock holds (parameters stay abstract).
+    restored = flaxmock.nnx.unmock(alone)
+    np.testing.assert_array_equal(restored.bn.mean[...], alone.bn.mean[...])
+    assert isinstance(restored.bn.scale.get_value(), jax.ShapeDtypeStruct)
 
 
 def test_13_4_nnx_abstract_state_of_a_mock_is_materialized_or_drawn_once():
@@ -1733,6 +1737,25 @@ def test_19_6_nnx_mock_creates_the_variables_the_call_creates(where):
     named = flaxmock.nnx.mock(_Vae(nnx.Rngs(0)), where, fill={"_Loss/**": "ones"})
     named(x)
     assert named.encoder.kl_loss[...] == 1.0
+
+
+class _CreatesCounter(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.lin = nnx.Linear(4, 4, rngs=rngs)
+
+    def __call__(self, x):
+        self.counter = nnx.Cache(x.sum())  # a name the mock uses for its own counter
+        return self.lin(x)
+
+
+def test_19_6_nnx_variable_the_mock_cannot_create_is_an_error():
+    mocked = flaxmock.nnx.mock(_CreatesCounter(nnx.Rngs(0)), "")
+    with pytest.raises(
+        flaxmock.MockAttributeError,
+        match=r"(?s)<root> is mocked: the replaced _CreatesCounter's call creates the "
+        r"variable counter \(Cache, float32\[\]\).*1\. do not mock <root>",
+    ):
+        mocked(jnp.ones((2, 4)))
 
 
 class _AttnDecoder(nnx.Module):

@@ -177,8 +177,9 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             raise _errors.MockAttributeError(
                 f"{info.path} is mocked: its attribute {name!r} holds "
                 f"{type(state[0]).__name__} state of the replaced "
-                f"{info.module_type.__name__}, which a mock does not keep. Fix it in one of "
-                "these ways:\n"
+                f"{info.module_type.__name__}, which a mock does not keep (it keeps state "
+                "variables such as batch statistics and caches, not parameters, arrays or "
+                "modules). Fix it in one of these ways:\n"
                 f"  1. mock the code that reads {name!r} too (its module, with a class, glob or "
                 "predicate selecting it);\n"
                 f"  2. do not mock {info.path} (select fewer modules)."
@@ -314,11 +315,12 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         part = self._state_part(method, original, spec_in, written) if written else None
         return out, tuple(sown), tuple(written), part
 
-    def _rebuilt(self, state: Any, overrides: Any) -> Any:
+    def _rebuilt(self, state: Any, overrides: Any, *, values: bool = False) -> Any:
         """The replaced module, abstract, with the specs of the state the mock holds now.
 
         A variable the mock holds that the replaced module did not have when it was mocked (a
-        cache ``init_cache`` created, a loss created in ``__call__``) is set at its path.
+        cache ``init_cache`` created, a loss created in ``__call__``) is set at its path. With
+        ``values``, the held state's values rather than their specs (for ``unmock``).
         """
         original = nnx.merge(self.info.graphdef, state)
         _nnx_abstract.unguard(original)
@@ -326,7 +328,7 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             original.set_attributes(**dict(overrides), raise_if_not_found=False)
         existing = dict(_nnx_shapes.iter_variables(original))
         for path, var in self._held():
-            spec = _specs.specs_of(var.get_value())
+            spec = var.get_value() if values else _specs.specs_of(var.get_value())
             if path in existing:
                 existing[path].set_value(spec)
                 continue
@@ -383,8 +385,24 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         return known_paths, part
 
     def _held(self) -> list[tuple[Any, nnx.Variable]]:
-        """``(path under the mock, variable)`` of the replaced module's state the mock holds."""
-        return [(path, var) for path, var in _nnx_shapes.iter_variables(self) if _kept(var)]
+        """``(path under the mock, variable)`` of the replaced module's state the mock holds.
+
+        Walks the mock's attributes and its holder modules only (on every call: cheaper than
+        walking the graph with ``nnx.iter_graph``).
+        """
+        found: list[tuple[Any, nnx.Variable]] = []
+
+        def walk(node: Any, path: tuple[Any, ...]) -> None:
+            items = enumerate(node) if isinstance(node, nnx.List) else vars(node).items()
+            for key, value in items:
+                if isinstance(value, nnx.Variable):
+                    if _kept(value):
+                        found.append(((*path, key), value))
+                elif isinstance(value, _SownValues | nnx.List):
+                    walk(value, (*path, key))
+
+        walk(self, ())
+        return found
 
     def _hold(self, path: tuple[Any, ...], var: nnx.Variable) -> bool:
         """Puts ``var`` at ``path`` under the mock (in holder modules); False if it cannot."""
@@ -436,6 +454,10 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         except flax_errors.TraceContextError:
             return  # A raw JAX transform over a copy: lost with it, as the counter (warned).
         info = self.info
+        if path in {tuple(p) for p, _ in nnx.to_flat_state(info.state)}:
+            # State the replaced module had that the mock cannot hold (documented limit): it
+            # keeps no value, as before state was held; reading it is an error.
+            return
         raise _errors.MockAttributeError(
             f"{info.path} is mocked: the replaced {info.module_type.__name__}'s call creates "
             f"the variable {_nnx_shapes.path_str(path)} ({entry['type'].__name__}, "
