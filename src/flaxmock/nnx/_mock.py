@@ -2,8 +2,9 @@
 
 :func:`mock` copies the model (the input model and its state are untouched) and puts a
 :class:`MockModule` in place of every selected submodule. The mock keeps the replaced module as
-static data only: its graph definition and *abstract* state (no arrays), so a mocked part of a
-real model frees nothing of the user's but holds no array of its own either.
+static data: its graph definition and *abstract* state, and holds its state variables (batch
+statistics, caches; no parameters) with their values at the same paths, so a mocked part of a
+real model holds no parameter array.
 
 On a call, the mock infers the real output's specs by shape-evaluating the replaced module on the
 call's input specs (:func:`flaxmock.nnx.eval_shape`: nothing computed, nothing mutated), once per
@@ -16,6 +17,11 @@ replacing a layer stack has the stack's leading axis, so that ``nnx.scan``/``nnx
 with the stack. The draw is given the call's arguments, as a linen mock's is: under
 ``jax.vmap``/``nnx.vmap`` each lane that batches them draws its own values, and
 ``fills.copy_input`` copies one of them.
+
+State the replaced call writes (variables it creates or sets, found by the same evaluation) the
+mock writes too: what the real call computes without parameters (``init_cache``'s zero caches, a
+cache index, a mocked BatchNorm's statistics of its input) as the real call does
+(``flaxmock._core.mockstate``), the rest keeps the held value or, having none, is drawn once.
 """
 
 from __future__ import annotations
@@ -124,6 +130,12 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
     child's at the child's path under the mock, in a small holder module). It records its calls as
     ``unittest.mock`` does (``call_count``, ``call_args_list``, ``assert_called_once_with``,
     ``reset_mock``...).
+
+    It holds the replaced module's state variables (``nnx.BatchStat``, ``nnx.Cache``, other
+    ``nnx.Variable`` subclasses; not parameters or RNG streams) at the same paths
+    (``mocked.mean``; a child's in a holder module, ``mocked.bn.mean``), and writes the state
+    the real call writes: values that need no parameter as the real call computes them, others
+    kept, or drawn once when the mock holds no value yet (a variable created in ``__call__``).
 
     ``call_count`` counts the calls whose counter update reached this model: eager calls and
     calls inside Flax's transforms (``nnx.jit``, ``nnx.scan``, ``nnx.vmap``, ``nnx.remat``),
