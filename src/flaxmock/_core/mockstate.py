@@ -30,7 +30,7 @@ class KnownPart:
     Attributes:
       positions: For each output of the function, its index among the computed outputs, or
         None when it needs an unknown input.
-      run: The compiled computation: known inputs in, the computed outputs (then residuals) out.
+      run: The compiled computation: known inputs in, the computed outputs out.
     """
 
     positions: tuple[int | None, ...]
@@ -60,6 +60,12 @@ def known_part(fun: Callable[..., Any], specs: Sequence[Any], unknown: Sequence[
     positions: list[int | None] = []
     for is_unknown in out_unknowns:
         positions.append(None if is_unknown else sum(p is not None for p in positions))
-    if all(p is None for p in positions):
+    n_known = sum(p is not None for p in positions)
+    if not n_known:
         return KnownPart(tuple(positions), None)
-    return KnownPart(tuple(positions), jax.jit(_jcore.jaxpr_as_fun(known)))
+    # The known jaxpr also returns residuals (known values the unknown part would need, such
+    # as a normalised input): not computed. Every input is kept (instantiate), in order.
+    used = [True] * n_known + [False] * (len(known.jaxpr.outvars) - n_known)
+    pruned, _ = _pe.dce_jaxpr(known.jaxpr, used, instantiate=True)
+    run = jax.jit(_jcore.jaxpr_as_fun(_jcore.ClosedJaxpr(pruned, known.consts)))
+    return KnownPart(tuple(positions), run)

@@ -392,7 +392,15 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             return [after[path].get_value() for path in paths]
 
         specs = [_specs.specs_of(var.get_value()) for _, var in variables]
-        part = _mockstate.known_part(call, [*specs, *arrays], [*unknown, *([False] * len(arrays))])
+        try:
+            part = _mockstate.known_part(
+                call, [*specs, *arrays], [*unknown, *([False] * len(arrays))]
+            )
+        except Exception:  # noqa: BLE001 (shape evaluation of this call succeeded)
+            # A call JAX cannot trace to a jaxpr with these specs: nothing is computed; the
+            # written state keeps its values or is drawn once (the rule for what needs a
+            # parameter).
+            return None
         known_paths = tuple(path for (path, _), u in zip(variables, unknown, strict=True) if not u)
         return known_paths, part
 
