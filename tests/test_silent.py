@@ -1712,19 +1712,17 @@ class _Vae(nnx.Module):
         return self.decoder(mean + std)
 
 
-@pytest.mark.parametrize("where", ["encoder", ""], ids=["encoder", "root"])
-def test_19_6_nnx_mock_creates_the_variables_the_call_creates(where):
+def test_19_6_nnx_mock_creates_the_variables_the_call_creates():
     # flax VAE example: the KL term a mocked encoder created was missing, so nnx.pop gave an
     # empty state and the loss silently became 0 (real 0.889).
     x = jax.random.normal(jax.random.key(1), (2, 4))
     real = _Vae(nnx.Rngs(0))
-    real(x)
+    expected_out = _spec_tree(real(x))
     expected = nnx.to_pure_dict(nnx.pop(real, _Loss))
-    mocked = flaxmock.nnx.mock(_Vae(nnx.Rngs(0)), where)
-    step = nnx.jit(lambda m, x: m(x))
+    mocked = flaxmock.nnx.mock(_Vae(nnx.Rngs(0)), "encoder")
     popped = []
-    for run in [lambda m, x: m(x), lambda m, x: m(x), step]:
-        assert _spec_tree(run(mocked, x)) == _spec_tree(real(x))
+    for run in [lambda m, x: m(x), lambda m, x: m(x), nnx.jit(lambda m, x: m(x))]:
+        assert _spec_tree(run(mocked, x)) == expected_out
         popped.append(nnx.to_pure_dict(nnx.pop(mocked, _Loss)))
         assert not jax.tree.leaves(nnx.state(mocked, _Loss))  # popped, as from the real one
     assert _spec_tree(popped[0]) == _spec_tree(expected)
@@ -1733,10 +1731,12 @@ def test_19_6_nnx_mock_creates_the_variables_the_call_creates(where):
     # Drawn through the core's draw of state written whole: once, the same on every call.
     for later in popped[1:]:
         np.testing.assert_array_equal(later["encoder"]["kl_loss"], kl)
-    # A fill dict names it by its type and path, as sown values and state are named.
-    named = flaxmock.nnx.mock(_Vae(nnx.Rngs(0)), where, fill={"_Loss/**": "ones"})
-    named(x)
-    assert named.encoder.kl_loss[...] == 1.0
+    # The whole model mocked creates it at the same path; a fill dict names it by its type
+    # and path, as sown values and state are named.
+    whole = flaxmock.nnx.mock(_Vae(nnx.Rngs(0)), "", fill={"_Loss/**": "ones"})
+    assert _spec_tree(whole(x)) == expected_out
+    got = nnx.to_pure_dict(nnx.pop(whole, _Loss))
+    assert _spec_tree(got) == _spec_tree(expected) and got["encoder"]["kl_loss"] == 1.0
 
 
 class _CreatesCounter(nnx.Module):
@@ -1756,6 +1756,44 @@ def test_19_6_nnx_variable_the_mock_cannot_create_is_an_error():
         r"variable counter \(Cache, float32\[\]\).*1\. do not mock <root>",
     ):
         mocked(jnp.ones((2, 4)))
+
+
+class _CachedAttention(nnx.Module):
+    """A hand-written attention with ``nnx.Cache`` state made by ``init_cache``."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.qkv = nnx.Linear(8, 24, rngs=rngs)
+        self.k_cache = nnx.data(None)
+
+    def init_cache(self, batch: int, length: int):
+        self.k_cache = nnx.Cache(jnp.zeros((batch, length, 8)))
+        self.v_cache = nnx.Cache(jnp.zeros((batch, length, 8)))
+        self.index = nnx.Cache(jnp.array(0, jnp.int32))
+
+    def __call__(self, x):
+        q, k, v = jnp.split(self.qkv(x), 3, axis=-1)
+        if self.k_cache is None:
+            raise ValueError("cache not initialized")
+        i = self.index[...]
+        self.k_cache[...] = jax.lax.dynamic_update_slice(self.k_cache[...], k, (0, i, 0))
+        self.v_cache[...] = jax.lax.dynamic_update_slice(self.v_cache[...], v, (0, i, 0))
+        self.index[...] = i + x.shape[1]
+        return jax.nn.softmax(q @ self.k_cache[...].transpose(0, 2, 1)) @ self.v_cache[...]
+
+
+def test_19_15_hand_written_cache_through_a_mock():
+    x = jnp.ones((1, 2, 8))
+    real = _CachedAttention(nnx.Rngs(0))
+    mocked = flaxmock.nnx.mock(_CachedAttention(nnx.Rngs(0)), "")
+    with pytest.raises(ValueError, match="cache not initialized"):  # as the real module
+        mocked(x)
+    for model in [real, mocked]:
+        model.init_cache(1, 6)
+        for _ in range(2):
+            out = model(x)
+    assert _spec_tree(out) == _spec_tree(real(x)) and int(real.index[...]) == 6
+    assert int(mocked.index[...]) == 4
+    assert _spec_tree(nnx.state(mocked, nnx.Cache)) == _spec_tree(nnx.state(real, nnx.Cache))
 
 
 class _AttnDecoder(nnx.Module):
