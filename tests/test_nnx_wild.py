@@ -255,10 +255,14 @@ def test_decode_cache_advances_in_the_copy_only():
         assert _specs(mocked(token)) == _real_out("mha_decode_cache")
     assert int(mocked.attn.cache_index[...]) == 2
     assert int(model.attn.cache_index[...]) == 0
-    # The cache of a mocked attention is gone with it; the rest decodes as usual.
+    # A mocked attention keeps its cache (#13.4 on NNX); its index advances as the real one's
+    # (it needs no parameter), the keys and values (which do) keep their values.
     whole = fnnx.mock(model, nnx.MultiHeadAttention)
-    assert _specs(whole(token)) == _real_out("mha_decode_cache")
-    assert not any(isinstance(v, nnx.Cache) for _, v in nnx.iter_graph(whole))
+    for step in range(2):
+        assert _specs(whole(token)) == _real_out("mha_decode_cache")
+        assert int(whole.attn.cache_index[...]) == step + 1
+    np.testing.assert_array_equal(whole.attn.cached_key[...], model.attn.cached_key[...])
+    assert int(model.attn.cache_index[...]) == 0
 
 
 def test_lora_adapter_mocked_keeps_base_kernel_and_param_types():

@@ -59,7 +59,9 @@ case                  public model that showed it                        outcome
 19.4 vmap lanes       mock broadcast into nnx.vmap(in_axes=(None, 0))    fixed
 19.18 copy_input      an NNX mock passing its input through              fixed
 13.5 sow reduce_fn    a value sown whole (state) redrawn on every call    fixed
-13.4 BatchNorm whole  NNX mock keeps no BatchStat of what it replaces     error (limit)
+13.4 BatchNorm state  NNX mock kept no BatchStat/Cache it replaced       fixed
+19.6 created vars     flax VAE: self.kl_loss = Loss(kl); nnx.pop         fixed
+19.15 init_cache      init_cache through a mocked MultiHeadAttention     fixed
 ====================  =================================================  ==========
 
 Spy cases (issue #15): a spy never returns a silently empty record nor leaves a tracer.
@@ -1622,27 +1624,208 @@ def test_13_5_nnx_state_written_whole_is_drawn_once():
     assert mocked.call_count == 3
 
 
-def test_13_4_nnx_batchnorm_mocked_whole_keeps_no_state():
-    # Known limit (docs/guarantees.md): an NNX mock keeps no state of the module it replaces.
-    # A BatchNorm network mocked whole in train mode gives the real output specs, holds no
-    # batch statistics, and reading them is a clear error, never random statistics.
-    class Net(nnx.Module):
-        def __init__(self, rngs: nnx.Rngs):
-            self.lin = nnx.Linear(3, 4, rngs=rngs)
-            self.bn = nnx.BatchNorm(4, rngs=rngs)
+class _BnNnxNet(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.lin = nnx.Linear(3, 4, rngs=rngs)
+        self.bn = nnx.BatchNorm(4, rngs=rngs)
 
-        def __call__(self, x):
-            return self.bn(self.lin(x))
+    def __call__(self, x):
+        return self.bn(self.lin(x))
 
-    model = Net(nnx.Rngs(0))
-    x = jnp.ones((2, 3))
-    for where in ["", "bn"]:
-        mocked = flaxmock.nnx.mock(model, where)
-        assert _spec_tree(mocked(x)) == _spec_tree(Net(nnx.Rngs(0))(x))
-        assert not jax.tree.leaves(nnx.state(mocked, nnx.BatchStat))
-    with pytest.raises(flaxmock.MockAttributeError, match=r"bn is mocked: its attribute 'mean'"):
-        _ = mocked.bn.mean
+
+def _batch_stats(model) -> dict:
+    return nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+
+
+def test_13_4_nnx_mock_holds_the_state_of_what_it_replaces():
+    # An NNX mock kept no BatchStat of the module it replaced (reading one raised). It holds
+    # them now, at the same paths, and a train-mode call updates them as the real call does
+    # where that needs no parameter (a BatchNorm mocked alone: the statistics of its input);
+    # where it does (the network mocked whole) they keep their values, as linen mocks do.
+    x = jax.random.normal(jax.random.key(1), (2, 3))
+    model = _BnNnxNet(nnx.Rngs(0))
+    real = _BnNnxNet(nnx.Rngs(0))
+    expected = _spec_tree(real(x))
+    alone = flaxmock.nnx.mock(model, "bn")
+    whole = flaxmock.nnx.mock(model, "")
+    for mocked in [alone, whole]:
+        assert _spec_tree(_batch_stats(mocked)) == _spec_tree(_batch_stats(model))
+        assert _spec_tree(mocked(x)) == expected
+    np.testing.assert_allclose(alone.bn.mean[...], real.bn.mean[...], rtol=1e-6)
+    np.testing.assert_allclose(alone.bn.var[...], real.bn.var[...], rtol=1e-6)
+    assert not np.array_equal(alone.bn.mean[...], 0.0)
+    np.testing.assert_array_equal(whole.bn.mean[...], 0.0)  # kept: needs lin's parameters
+    np.testing.assert_array_equal(whole.bn.var[...], 1.0)
+    # Evaluation mode reads the statistics and writes none.
+    alone.eval()
+    before = _batch_stats(alone)
+    alone(x)
+    jax.tree.map(np.testing.assert_array_equal, _batch_stats(alone), before)
+    # Parameters are still not kept: reading one is a clear error.
+    with pytest.raises(flaxmock.MockAttributeError, match=r"bn is mocked: its attribute 'scale'"):
+        _ = alone.bn.scale
     np.testing.assert_array_equal(model.bn.mean[...], 0.0)  # the user's model is untouched
+    # unmock puts the module back with the state the mock holds (parameters stay abstract).
+    restored = flaxmock.nnx.unmock(alone)
+    np.testing.assert_array_equal(restored.bn.mean[...], alone.bn.mean[...])
+    assert isinstance(restored.bn.scale.get_value(), jax.ShapeDtypeStruct)
+
+
+def test_13_4_nnx_abstract_state_of_a_mock_is_materialized_or_drawn_once():
+    # On an abstract model the state a mock holds is abstract: a call does not need it (no
+    # AbstractParameterError), materialize gives it the factory's values, and a call that
+    # writes it without a value computes or draws it once (never leaves it abstract).
+    x = jax.random.normal(jax.random.key(1), (2, 3))
+    model = flaxmock.nnx.mock(flaxmock.nnx.abstract(_BnNnxNet, nnx.Rngs(0)), "")
+    assert all(isinstance(v, jax.ShapeDtypeStruct) for v in jax.tree.leaves(_batch_stats(model)))
+    real = flaxmock.nnx.materialize(model, 0)
+    jax.tree.map(
+        np.testing.assert_array_equal, _batch_stats(real), _batch_stats(_BnNnxNet(nnx.Rngs(0)))
+    )
+    model(x)
+    first = _batch_stats(model)
+    assert not any(isinstance(v, jax.ShapeDtypeStruct) for v in jax.tree.leaves(first))
+    model(x)
+    jax.tree.map(np.testing.assert_array_equal, _batch_stats(model), first)
+
+
+class _Loss(nnx.Variable):
+    """The flax VAE example's loss variable, created in ``__call__`` and taken with nnx.pop."""
+
+
+class _VaeEncoder(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.lin = nnx.Linear(4, 8, rngs=rngs)
+
+    def __call__(self, x):
+        mean, logstd = jnp.split(self.lin(x), 2, axis=-1)
+        self.kl_loss = _Loss(jnp.mean(0.5 * (mean**2 + jnp.exp(2 * logstd) - 1) - logstd))
+        return mean, jnp.exp(logstd)
+
+
+class _Vae(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.encoder = _VaeEncoder(rngs)
+        self.decoder = nnx.Linear(4, 4, rngs=rngs)
+
+    def __call__(self, x):
+        mean, std = self.encoder(x)
+        return self.decoder(mean + std)
+
+
+def test_19_6_nnx_mock_creates_the_variables_the_call_creates():
+    # flax VAE example: the KL term a mocked encoder created was missing, so nnx.pop gave an
+    # empty state and the loss silently became 0 (real 0.889).
+    x = jax.random.normal(jax.random.key(1), (2, 4))
+    real = _Vae(nnx.Rngs(0))
+    expected_out = _spec_tree(real(x))
+    expected = nnx.to_pure_dict(nnx.pop(real, _Loss))
+    mocked = flaxmock.nnx.mock(_Vae(nnx.Rngs(0)), "encoder")
+    popped = []
+    for run in [lambda m, x: m(x), lambda m, x: m(x), nnx.jit(lambda m, x: m(x))]:
+        assert _spec_tree(run(mocked, x)) == expected_out
+        popped.append(nnx.to_pure_dict(nnx.pop(mocked, _Loss)))
+        assert not jax.tree.leaves(nnx.state(mocked, _Loss))  # popped, as from the real one
+    assert _spec_tree(popped[0]) == _spec_tree(expected)
+    kl = popped[0]["encoder"]["kl_loss"]
+    assert kl != 0.0
+    # Drawn through the core's draw of state written whole: once, the same on every call.
+    for later in popped[1:]:
+        np.testing.assert_array_equal(later["encoder"]["kl_loss"], kl)
+    # The whole model mocked creates it at the same path; a fill dict names it by its type
+    # and path, as sown values and state are named.
+    whole = flaxmock.nnx.mock(_Vae(nnx.Rngs(0)), "", fill={"_Loss/**": "ones"})
+    assert _spec_tree(whole(x)) == expected_out
+    got = nnx.to_pure_dict(nnx.pop(whole, _Loss))
+    assert _spec_tree(got) == _spec_tree(expected) and got["encoder"]["kl_loss"] == 1.0
+
+
+class _CreatesCounter(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.lin = nnx.Linear(4, 4, rngs=rngs)
+
+    def __call__(self, x):
+        self.counter = nnx.Cache(x.sum())  # a name the mock uses for its own counter
+        return self.lin(x)
+
+
+def test_19_6_nnx_variable_the_mock_cannot_create_is_an_error():
+    mocked = flaxmock.nnx.mock(_CreatesCounter(nnx.Rngs(0)), "")
+    with pytest.raises(
+        flaxmock.MockAttributeError,
+        match=r"(?s)<root> is mocked: the replaced _CreatesCounter's call creates the "
+        r"variable counter \(Cache, float32\[\]\).*1\. do not mock <root>",
+    ):
+        mocked(jnp.ones((2, 4)))
+
+
+class _CachedAttention(nnx.Module):
+    """A hand-written attention with ``nnx.Cache`` state made by ``init_cache``."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.qkv = nnx.Linear(8, 24, rngs=rngs)
+        self.k_cache = nnx.data(None)
+
+    def init_cache(self, batch: int, length: int):
+        self.k_cache = nnx.Cache(jnp.zeros((batch, length, 8)))
+        self.v_cache = nnx.Cache(jnp.zeros((batch, length, 8)))
+        self.index = nnx.Cache(jnp.array(0, jnp.int32))
+
+    def __call__(self, x):
+        q, k, v = jnp.split(self.qkv(x), 3, axis=-1)
+        if self.k_cache is None:
+            raise ValueError("cache not initialized")
+        i = self.index[...]
+        self.k_cache[...] = jax.lax.dynamic_update_slice(self.k_cache[...], k, (0, i, 0))
+        self.v_cache[...] = jax.lax.dynamic_update_slice(self.v_cache[...], v, (0, i, 0))
+        self.index[...] = i + x.shape[1]
+        return jax.nn.softmax(q @ self.k_cache[...].transpose(0, 2, 1)) @ self.v_cache[...]
+
+
+def test_19_15_hand_written_cache_through_a_mock():
+    x = jnp.ones((1, 2, 8))
+    real = _CachedAttention(nnx.Rngs(0))
+    mocked = flaxmock.nnx.mock(_CachedAttention(nnx.Rngs(0)), "")
+    with pytest.raises(ValueError, match="cache not initialized"):  # as the real module
+        mocked(x)
+    for model in [real, mocked]:
+        model.init_cache(1, 6)
+        for _ in range(2):
+            out = model(x)
+    assert _spec_tree(out) == _spec_tree(real(x)) and int(real.index[...]) == 6
+    assert int(mocked.index[...]) == 4
+    assert _spec_tree(nnx.state(mocked, nnx.Cache)) == _spec_tree(nnx.state(real, nnx.Cache))
+
+
+class _AttnDecoder(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.attn = nnx.MultiHeadAttention(2, 8, qkv_features=8, decode=True, rngs=rngs)
+        self.out = nnx.Linear(8, 8, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(self.attn(x))
+
+
+@pytest.mark.parametrize("jitted", [False, True], ids=["eager", "nnx.jit"])
+def test_19_15_init_cache_through_a_mocked_attention(jitted):
+    # init_cache through a mocked attention created no cache; the next decode call failed
+    # with the model's own "cache not initialized" error. The mock now writes the state the
+    # real method writes: what needs no parameter (init_cache's zero caches, the cache index)
+    # as the real method computes it; the keys and values need the projections' parameters
+    # and keep their values.
+    x = jax.random.normal(jax.random.key(1), (1, 1, 8))
+    real = _AttnDecoder(nnx.Rngs(0))
+    mocked = flaxmock.nnx.mock(_AttnDecoder(nnx.Rngs(0)), "attn")
+    for model in [real, mocked]:
+        model.attn.init_cache((1, 4, 8))
+    caches = [nnx.to_pure_dict(nnx.state(m, nnx.Cache)) for m in [real, mocked]]
+    jax.tree.map(np.testing.assert_array_equal, caches[1], caches[0])
+    step = nnx.jit(lambda m, x: m(x)) if jitted else (lambda m, x: m(x))
+    for i in range(3):
+        assert _spec_tree(step(mocked, x)) == _spec_tree(step(real, x))
+        assert int(mocked.attn.cache_index[...]) == int(real.attn.cache_index[...]) == i + 1
+    np.testing.assert_array_equal(mocked.attn.cached_key[...], 0.0)
+    assert mocked.attn.call_count == 4  # init_cache and three steps
 
 
 # Mocks draw only what is collected; state is not a sown value (issue #13, items 4 and 5).

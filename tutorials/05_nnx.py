@@ -168,8 +168,8 @@ assert real_rest(x).shape == (2, 5, 4)
 #
 # Values you already have (a checkpoint, another model's state) are given with
 # `flaxmock.nnx.bind`: every path, shape and dtype is checked, and every problem is reported in
-# one error. `flaxmock.nnx.unmock` puts mocked modules back (abstract: a mock keeps no arrays),
-# so a mocked model can get its real parts back the same way.
+# one error. `flaxmock.nnx.unmock` puts mocked modules back (with abstract parameters: a mock
+# keeps no parameters), so a mocked model can get its real parts back the same way.
 
 # %%
 bound = flaxmock.nnx.bind(abstract_model, nnx.state(Encoder(dim=16, depth=3, rngs=nnx.Rngs(1))))

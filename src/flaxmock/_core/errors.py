@@ -67,8 +67,9 @@ class MockAttributeError(FlaxmockError, AttributeError):
     """An attribute read through a mock is not available.
 
     Raised by an NNX mock (``flaxmock.nnx.MockModule``) for an attribute of the replaced module
-    that holds state (a parameter, a submodule), which a mock does not keep, and by a
-    ``flaxmock.Mocker`` for an attribute that was never assigned. A subclass of
+    that holds a parameter, an array or a submodule, which a mock does not keep (it keeps state
+    variables), or when the replaced call creates a variable at a path the mock cannot hold; and
+    by a ``flaxmock.Mocker`` for an attribute that was never assigned. A subclass of
     ``AttributeError``, so ``hasattr`` and ``getattr(obj, name, default)`` work as usual.
     """
 

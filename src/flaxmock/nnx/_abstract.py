@@ -58,12 +58,37 @@ def public_type(module: Any) -> type:
     return vars(cls).get(_GUARD_BASE_ATTR, cls)
 
 
-def abstract_values(module: Any) -> list[tuple[_nnx_shapes.Path, nnx.Variable]]:
-    """``(path, variable)`` of every variable of ``module``'s graph whose value is abstract."""
-    return [
+#: A class attribute of modules whose abstract values do not block a call (a mock holds the
+#: state of the module it replaces, abstract until materialized, and never reads it unknown).
+HOLDS_ABSTRACT_ATTR = "_flaxmock_holds_abstract_state"
+
+
+def abstract_values(
+    module: Any, *, held: bool = True
+) -> list[tuple[_nnx_shapes.Path, nnx.Variable]]:
+    """``(path, variable)`` of every variable of ``module``'s graph whose value is abstract.
+
+    Args:
+      module: The root.
+      held: Include the values held by mocks (state of the module a mock replaced), which
+        ``materialize`` gives values to but which do not keep a call from running.
+    """
+    found = [
         (path, var)
         for path, var in _nnx_shapes.iter_variables(module)
         if _specs.is_spec(var.get_value())
+    ]
+    if held or not found:
+        return found
+    holders = [
+        path
+        for path, node in _nnx_shapes.iter_module_paths(module)
+        if getattr(type(node), HOLDS_ABSTRACT_ATTR, False)
+    ]
+    return [
+        (path, var)
+        for path, var in found
+        if not any(path[: len(holder)] == holder for holder in holders)
     ]
 
 
@@ -97,7 +122,7 @@ def _make_guarded(base: type, name: str) -> Callable[..., Any]:
         method = getattr(base, name)
         if _CHECKING.depth:
             return method(self, *args, **kwargs)
-        found = abstract_values(self)
+        found = abstract_values(self, held=False)
         if found:
             raise _abstract_error(self, name, found)
         _CHECKING.depth += 1
@@ -142,7 +167,7 @@ def guard(model: Any) -> None:
     for _, module in _nnx_shapes.iter_module_paths(model):
         if _GUARD_BASE_ATTR in vars(type(module)):
             continue
-        if abstract_values(module):
+        if abstract_values(module, held=False):
             module.__class__ = _guard_class(type(module))
 
 

@@ -2,8 +2,9 @@
 
 :func:`mock` copies the model (the input model and its state are untouched) and puts a
 :class:`MockModule` in place of every selected submodule. The mock keeps the replaced module as
-static data only: its graph definition and *abstract* state (no arrays), so a mocked part of a
-real model frees nothing of the user's but holds no array of its own either.
+static data: its graph definition and *abstract* state, and holds its state variables (batch
+statistics, caches; no parameters) with their values at the same paths, so a mocked part of a
+real model holds no parameter array.
 
 On a call, the mock infers the real output's specs by shape-evaluating the replaced module on the
 call's input specs (:func:`flaxmock.nnx.eval_shape`: nothing computed, nothing mutated), once per
@@ -16,6 +17,11 @@ replacing a layer stack has the stack's leading axis, so that ``nnx.scan``/``nnx
 with the stack. The draw is given the call's arguments, as a linen mock's is: under
 ``jax.vmap``/``nnx.vmap`` each lane that batches them draws its own values, and
 ``fills.copy_input`` copies one of them.
+
+State the replaced call writes (variables it creates or sets, found by the same evaluation) the
+mock writes too: what the real call computes without parameters (``init_cache``'s zero caches, a
+cache index, a mocked BatchNorm's statistics of its input) as the real call does
+(``flaxmock._core.mockstate``), the rest keeps the held value or, having none, is drawn once.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from flaxmock._core import fill as _fill
 from flaxmock._core import keys as _keys
 from flaxmock._core import mockcore as _mockcore
 from flaxmock._core import mockdraw as _mockdraw
+from flaxmock._core import mockstate as _mockstate
 from flaxmock._core import select as _select
 from flaxmock._core import specs as _specs
 from flaxmock.nnx import _abstract as _nnx_abstract
@@ -124,6 +131,12 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
     ``unittest.mock`` does (``call_count``, ``call_args_list``, ``assert_called_once_with``,
     ``reset_mock``...).
 
+    It holds the replaced module's state variables (``nnx.BatchStat``, ``nnx.Cache``, other
+    ``nnx.Variable`` subclasses; not parameters or RNG streams) at the same paths
+    (``mocked.mean``; a child's in a holder module, ``mocked.bn.mean``), and writes the state
+    the real call writes: values that need no parameter as the real call computes them, others
+    kept, or drawn once when the mock holds no value yet (a variable created in ``__call__``).
+
     ``call_count`` counts the calls whose counter update reached this model: eager calls and
     calls inside Flax's transforms (``nnx.jit``, ``nnx.scan``, ``nnx.vmap``, ``nnx.remat``),
     which write state back. A call inside a raw JAX transform over a copy whose state is not
@@ -142,6 +155,10 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         every copy of this mock.
       counter: The :class:`MockCounter` state.
     """
+
+    # The replaced module's state it holds may be abstract (an abstract model): a call does not
+    # read what it has no value of, and materialize gives it values.
+    _flaxmock_holds_abstract_state = True
 
     def __init__(self, info: MockModuleInfo):
         self.info = info
@@ -172,8 +189,9 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             raise _errors.MockAttributeError(
                 f"{info.path} is mocked: its attribute {name!r} holds "
                 f"{type(state[0]).__name__} state of the replaced "
-                f"{info.module_type.__name__}, which a mock does not keep. Fix it in one of "
-                "these ways:\n"
+                f"{info.module_type.__name__}, which a mock does not keep (it keeps state "
+                "variables such as batch statistics and caches, not parameters, arrays or "
+                "modules). Fix it in one of these ways:\n"
                 f"  1. mock the code that reads {name!r} too (its module, with a class, glob or "
                 "predicate selecting it);\n"
                 f"  2. do not mock {info.path} (select fewer modules)."
@@ -240,15 +258,32 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         sliced = self.info.stack_size is not None and self.counter.get_value().ndim == 1
         overrides = self._overrides()
         sig = _mockcore.signature_or_raise(spec_in, f"{self.info.path}.{method}", overrides)
+        # The state the mock holds is read by the replaced call (a cache made by init_cache):
+        # its specs, and which values are still abstract, are part of the signature.
+        held = tuple(
+            (path, type(var), spec.shape, spec.dtype, _specs.is_spec(var.get_value()))
+            for path, var in self._held()
+            for spec in [_specs.specs_of(var.get_value())]
+        )
         return self.mock_state.specs.get_or_infer(
-            (method, sliced, sig), lambda: self._infer(method, spec_in, sliced, overrides)
+            (method, sliced, sig, held),
+            lambda: self._infer(method, spec_in, sliced, overrides),
         )
 
     def _infer(self, method: str, spec_in: Any, sliced: bool, overrides: Any) -> Any:
+        """Output specs, sown calls and the state the call writes, for one signature.
+
+        Returns:
+          ``(output specs, sown, written, state part)``: ``written`` holds one entry per
+          variable the call creates or sets (path under the mock, type, metadata, spec);
+          ``state part`` computes those of their new values that need no parameter
+          (:meth:`_state_part`), or is None.
+        """
         info = self.info
         state = _sliced_state(info.state) if sliced else info.state
         args, kwargs = spec_in
         sown: list[dict[str, Any]] = []
+        written: list[dict[str, Any]] = []
 
         def on_merge(copy: Any) -> None:
             # Record the `sow(...)` calls of the replaced module and of every module under it
@@ -269,20 +304,189 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             # The replaced module's own calls are flaxmock's business, not the user's: no
             # interceptor sees them (a summary shows the mock's row only).
             with _nnx_intercept.suspended():
-                original = nnx.merge(info.graphdef, state)
-                _nnx_abstract.unguard(original)
-                if overrides:
-                    original.set_attributes(**dict(overrides), raise_if_not_found=False)
+                original = self._rebuilt(state, overrides)
 
                 def run(copy: Any, /, *call_args: Any, **call_kwargs: Any) -> Any:
                     on_merge(copy)
+                    before = _values_by_path(copy)
                     out = _nnx_shapes.bound_method(copy, method)(*call_args, **call_kwargs)
-                    return out, [call["value"] for call in sown]
+                    new = _written_state(copy, before)
+                    written[:] = [
+                        {"path": path, "type": type(var), "metadata": var.get_metadata()}
+                        for path, var in new
+                    ]
+                    return out, [call["value"] for call in sown], [v.get_value() for _, v in new]
 
-                out, sown_specs = _nnx_shapes.eval_shape(run, original, *args, **kwargs)
+                out, sown_specs, written_specs = _nnx_shapes.eval_shape(
+                    run, original, *args, **kwargs
+                )
         for call, spec in zip(sown, sown_specs, strict=True):
             call["value"] = spec
-        return out, tuple(sown)
+        for entry, spec in zip(written, written_specs, strict=True):
+            entry["value"] = spec
+        part = self._state_part(method, original, spec_in, written) if written else None
+        return out, tuple(sown), tuple(written), part
+
+    def _rebuilt(self, state: Any, overrides: Any, *, values: bool = False) -> Any:
+        """The replaced module, abstract, with the specs of the state the mock holds now.
+
+        A variable the mock holds that the replaced module did not have when it was mocked (a
+        cache ``init_cache`` created, a loss created in ``__call__``) is set at its path. With
+        ``values``, the held state's values rather than their specs (for ``unmock``).
+        """
+        original = nnx.merge(self.info.graphdef, state)
+        _nnx_abstract.unguard(original)
+        if overrides:
+            original.set_attributes(**dict(overrides), raise_if_not_found=False)
+        existing = dict(_nnx_shapes.iter_variables(original))
+        for path, var in self._held():
+            spec = var.get_value() if values else _specs.specs_of(var.get_value())
+            if path in existing:
+                existing[path].set_value(spec)
+                continue
+            parent = _node_at(original, path[:-1])
+            if parent is not None and isinstance(path[-1], str):
+                setattr(parent, path[-1], type(var).from_metadata(spec, var.get_metadata()))
+        return original
+
+    def _state_part(
+        self, method: str, original: Any, spec_in: Any, written: list[dict[str, Any]]
+    ) -> tuple[tuple[Any, ...], _mockstate.KnownPart] | None:
+        """What of the written state the real call computes without the parameters.
+
+        The replaced module's parameters (and RNG state) are unknown, the state the mock holds
+        with values and the call's array arguments known: ``cache_index + 1``, the zero caches
+        of ``init_cache``, the statistics a mocked BatchNorm takes of its input are computed as
+        the real call computes them (``flaxmock._core.mockstate``).
+
+        Returns:
+          ``(paths of the known state inputs, known part)``, or None when the arguments hold
+          NNX objects (an ``nnx.Rngs``: tracing the real call would advance it).
+        """
+        if any(
+            isinstance(leaf, nnx.Pytree | nnx.Variable)
+            for leaf in jax.tree.leaves(
+                spec_in, is_leaf=lambda x: isinstance(x, nnx.Pytree | nnx.Variable)
+            )
+        ):
+            return None
+        graphdef, state = nnx.split(original)
+        variables = list(_nnx_shapes.iter_variables(original))
+        known = {path for path, var in self._held() if not _specs.is_spec(var.get_value())}
+        unknown = [path not in known for path, _ in variables]
+        arrays, rebuild_args = _specs.partition(spec_in)
+        n = len(variables)
+        paths = [entry["path"] for entry in written]
+
+        def call(*leaves: Any) -> list[Any]:
+            # New Variables, made inside the trace (the state's own belong to no trace).
+            copy = nnx.merge(graphdef, state, copy=True)
+            for (_, var), leaf in zip(_nnx_shapes.iter_variables(copy), leaves[:n], strict=True):
+                var.set_value(leaf)
+            for _, module in _nnx_shapes.iter_module_paths(copy):
+                object.__setattr__(module, "sow", lambda *a, **k: True)
+            call_args, call_kwargs = rebuild_args(list(leaves[n:]))
+            with _nnx_intercept.suspended():
+                _nnx_shapes.bound_method(copy, method)(*call_args, **call_kwargs)
+            after = dict(_nnx_shapes.iter_variables(copy))
+            return [after[path].get_value() for path in paths]
+
+        specs = [_specs.specs_of(var.get_value()) for _, var in variables]
+        try:
+            part = _mockstate.known_part(
+                call, [*specs, *arrays], [*unknown, *([False] * len(arrays))]
+            )
+        except Exception:  # noqa: BLE001 (shape evaluation of this call succeeded)
+            # A call JAX cannot trace to a jaxpr with these specs: nothing is computed; the
+            # written state keeps its values or is drawn once (the rule for what needs a
+            # parameter).
+            return None
+        known_paths = tuple(path for (path, _), u in zip(variables, unknown, strict=True) if not u)
+        return known_paths, part
+
+    def _held(self) -> list[tuple[Any, nnx.Variable]]:
+        """``(path under the mock, variable)`` of the replaced module's state the mock holds.
+
+        Walks the mock's attributes and its holder modules only (on every call: cheaper than
+        walking the graph with ``nnx.iter_graph``).
+        """
+        found: list[tuple[Any, nnx.Variable]] = []
+
+        def walk(node: Any, path: tuple[Any, ...]) -> None:
+            items = enumerate(node) if isinstance(node, nnx.List) else vars(node).items()
+            for key, value in items:
+                if isinstance(value, nnx.Variable):
+                    if _kept(value):
+                        found.append(((*path, key), value))
+                elif isinstance(value, _SownValues | nnx.List):
+                    walk(value, (*path, key))
+
+        walk(self, ())
+        return found
+
+    def _hold(self, path: tuple[Any, ...], var: nnx.Variable) -> bool:
+        """Puts ``var`` at ``path`` under the mock (in holder modules); False if it cannot."""
+        name = path[-1] if path else None
+        if (
+            not isinstance(name, str)
+            or name.startswith("__")
+            or name in _OWN_ATTRIBUTES
+            or name in self.info.method_names
+            or any(isinstance(key, str) and key in _OWN_ATTRIBUTES for key in path[:1])
+        ):
+            return False
+        setattr(self._sown_holder(path[:-1]), name, var)
+        return True
+
+    def _update_state(
+        self, written: tuple[dict[str, Any], ...], part: Any, args: Any, kwargs: Any
+    ) -> tuple[list[Any], list[int]]:
+        """The new values of the written state the real call computes without parameters.
+
+        Returns:
+          ``(values, to_draw)``: each written variable's computed value (None where it needs a
+          parameter), and the indices of those to draw once (they have no value yet).
+        """
+        held = dict(self._held())
+        values: list[Any] = [None] * len(written)
+        if part is not None:
+            known_paths, known = part
+            arrays, _ = _specs.partition((args, kwargs))
+            values = known([*(held[path].get_value() for path in known_paths), *arrays])
+        to_draw = [
+            i
+            for i, entry in enumerate(written)
+            if values[i] is None
+            and (entry["path"] not in held or _specs.is_spec(held[entry["path"]].get_value()))
+        ]
+        return values, to_draw
+
+    def _set_state(self, entry: dict[str, Any], value: Any) -> None:
+        """Writes one state value the call writes: at its variable, or a new one at its path."""
+        held = dict(self._held())
+        path = entry["path"]
+        try:
+            if path in held:
+                held[path].set_value(value)
+                return
+            if self._hold(path, entry["type"].from_metadata(value, entry["metadata"])):
+                return
+        except flax_errors.TraceContextError:
+            return  # A raw JAX transform over a copy: lost with it, as the counter (warned).
+        info = self.info
+        if path in {tuple(p) for p, _ in nnx.to_flat_state(info.state)}:
+            # State the replaced module had that the mock cannot hold (documented limit): it
+            # keeps no value, as before state was held; reading it is an error.
+            return
+        raise _errors.MockAttributeError(
+            f"{info.path} is mocked: the replaced {info.module_type.__name__}'s call creates "
+            f"the variable {_nnx_shapes.path_str(path)} ({entry['type'].__name__}, "
+            f"{_errors.describe_value(value)}), which the mock cannot create at that path (a "
+            "list index, or a name the mock uses itself). Fix it in one of these ways:\n"
+            f"  1. do not mock {info.path} (select fewer modules, or "
+            "flaxmock.nnx.unmock(model, ...));\n"
+            "  2. mock the module that reads the variable too."
+        )
 
     def _warn_frozen(self) -> None:
         """Warns (once per mock) that this call's counter update is lost with its copy."""
@@ -313,10 +517,12 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         """Returns random arrays shaped like ``method``'s real output, and advances the counter."""
         info = self.info
         sown: tuple[dict[str, Any], ...] = ()
+        written: tuple[dict[str, Any], ...] = ()
+        part = None
         if info.out is not None:
             out_spec = info.out
         else:
-            out_spec, sown = self._output_spec(method, args, kwargs)
+            out_spec, sown, written, part = self._output_spec(method, args, kwargs)
         self.mock_state.record_call(_specs.specs_of((args, kwargs)), out_spec)
         counter = self.counter.get_value()
         try:
@@ -338,16 +544,27 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         # a custom `reduce_fn`: state) once, the same on every call, as on linen.
         appended = [i for i, entry in enumerate(sown) if _appends(entry)]
         whole = [i for i, entry in enumerate(sown) if not _appends(entry)]
+        # State the call writes (created or set variables): what the real call computes
+        # without parameters is computed; the rest keeps the value the mock holds, or, having
+        # none yet, is drawn once, as state written whole is.
+        state_values, to_draw = self._update_state(written, part, args, kwargs)
         out, appended_values, whole_values = _mockdraw.draw_call(
             info,
             out_spec,
             [(_sown_name(sown[i]), sown[i]["value"]) for i in appended],
-            [(_sown_name(sown[i]), sown[i]["value"]) for i in whole],
+            [(_sown_name(sown[i]), sown[i]["value"]) for i in whole]
+            + [(_state_name(written[i]), written[i]["value"]) for i in to_draw],
             method=method,
             count=count,
             lane=lane,
             inputs=(args, kwargs),
         )
+        whole_values, drawn_state = whole_values[: len(whole)], whole_values[len(whole) :]
+        for i, value in zip(to_draw, drawn_state, strict=True):
+            state_values[i] = value
+        for entry, value in zip(written, state_values, strict=True):
+            if value is not None:
+                self._set_state(entry, value)
         values = dict(zip(appended + whole, appended_values + whole_values, strict=True))
         for i, entry in enumerate(sown):
             value = values[i]
@@ -413,6 +630,52 @@ def _sown_name(entry: dict[str, Any]) -> str:
         except ValueError:  # Not registered; registering would change Flax's global registry.
             kind = kind.__name__
     return "/".join(str(part) for part in (kind, *entry[_SOWN_AT], entry["name"]))
+
+
+def _kept(var: nnx.Variable) -> bool:
+    """Whether a mock holds ``var`` of the module it replaces: state, not parameters.
+
+    Parameters are what a mock does without; RNG streams are not drawn from (the mock has its
+    own key schedule); sown intermediates are replayed by the mock; its counter is its own.
+    """
+    return not isinstance(var, nnx.Param | nnx.RngState | nnx.Intermediate | MockCounter)
+
+
+def _values_by_path(module: Any) -> dict[Any, tuple[nnx.Variable, Any]]:
+    return {path: (var, var.get_value()) for path, var in _nnx_shapes.iter_variables(module)}
+
+
+def _written_state(module: Any, before: dict[Any, Any]) -> list[tuple[Any, nnx.Variable]]:
+    """The state variables of ``module`` a call created or set (their values replaced)."""
+    return [
+        (path, var)
+        for path, var in _nnx_shapes.iter_variables(module)
+        if _kept(var)
+        and _specs.is_array(var.get_value())
+        and (
+            path not in before
+            or before[path][0] is not var
+            or before[path][1] is not var.get_value()
+        )
+    ]
+
+
+def _node_at(root: Any, path: tuple[Any, ...]) -> Any:
+    """The node at ``path`` under ``root`` (attributes and list indices), or None."""
+    node = root
+    for key in path:
+        try:
+            node = node[key] if isinstance(key, int) else getattr(node, key)
+        except (AttributeError, IndexError, KeyError, TypeError):
+            return None
+    return node
+
+
+def _state_name(entry: dict[str, Any]) -> str:
+    """``batch_stats/bn/mean``: a written variable's path, as fill dicts name it."""
+    return _sown_name(
+        {"variable_type": entry["type"], _SOWN_AT: entry["path"][:-1], "name": entry["path"][-1]}
+    )
 
 
 def _written_back(variable: nnx.Variable) -> bool:
@@ -564,6 +827,12 @@ def mock(
             out=out,
             stack_size=size,
         )
-        return MockModule(info)
+        made = MockModule(info)
+        # The replaced module's state (batch statistics, caches, variables a call created) is
+        # the mock's: the same Variable objects, at the same paths under it.
+        for rel, var in _nnx_shapes.iter_variables(module):
+            if _kept(var):
+                made._hold(rel, var)
+        return made
 
     return _nnx_select.replace_at(model, paths, make)

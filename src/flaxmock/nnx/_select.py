@@ -205,6 +205,8 @@ def replace_at(
         if id(module) not in made:
             made[id(module)] = make(path, module, modules)
         if not path:
+            # A mock of the root holds the root's state, which materialize gives values to.
+            _nnx_abstract.set_origin(made[id(module)], _nnx_abstract.origin_of(model))
             return made[id(module)]
         set_at(copy, path, made[id(module)])
     _nnx_abstract.guard(copy)

@@ -1,10 +1,12 @@
 """``unmock`` for NNX models: the replaced modules put back in place of their mocks.
 
 A :class:`~flaxmock.nnx.MockModule` keeps the module it replaced as a graph definition and an
-*abstract* state (it holds no arrays), so the module put back has abstract values where the
-replaced one had values: an abstract model comes back as it was before :func:`flaxmock.nnx.mock`
-(and :func:`flaxmock.nnx.materialize` still knows its factory); a real model gets its values
-back from :func:`flaxmock.nnx.bind` (``bind(unmock(mocked), nnx.state(model))``).
+*abstract* state, and holds its state variables (batch statistics, caches) with their values,
+but no parameter. So the module put back has the state the mock holds (as the mocked calls left
+it) and abstract parameters: an abstract model comes back as it was before
+:func:`flaxmock.nnx.mock` (and :func:`flaxmock.nnx.materialize` still knows its factory); a real
+model gets its parameters back from :func:`flaxmock.nnx.bind`
+(``bind(unmock(mocked), nnx.state(model, nnx.Param))``).
 """
 
 from __future__ import annotations
@@ -24,26 +26,21 @@ from flaxmock.nnx import _shapes as _nnx_shapes
 
 def _original(mock: _nnx_mock.MockModule) -> nnx.Module:
     """The module ``mock`` replaced, rebuilt with abstract state and the mock's configuration."""
-    info = mock.info
-    module = nnx.merge(info.graphdef, info.state)
-    _nnx_abstract.unguard(module)
     # Configuration set on the mock after mocking (``model.eval()`` sets ``deterministic``)
-    # belongs to the module. (The mock's private accessor: the replacement protocol of the
-    # shared mock core is to expose it.)
-    overrides = dict(mock._overrides())
-    if overrides:
-        module.set_attributes(**overrides, raise_if_not_found=False)
-    return module
+    # belongs to the module, and so does the state the mock holds. (The mock's private
+    # accessors: the replacement protocol of the shared mock core is to expose them.)
+    return mock._rebuilt(mock.info.state, mock._overrides(), values=True)
 
 
 def unmock(model: Any, where: _select.Where = "**") -> Any:
     """Returns a copy of ``model`` with the modules its mocks replaced put back.
 
-    The inverse of :func:`flaxmock.nnx.mock`. ``model`` is untouched. A mock keeps no arrays
-    of the module it replaced, so the module comes back with abstract values
-    (``jax.ShapeDtypeStruct``): on a model from :func:`flaxmock.nnx.abstract` the result is the
-    abstract model again (:func:`flaxmock.nnx.materialize` works on it); values of a real model
-    are given back with :func:`flaxmock.nnx.bind`. Configuration set on a mock after mocking
+    The inverse of :func:`flaxmock.nnx.mock`. ``model`` is untouched. A mock keeps no
+    parameters of the module it replaced, so the module comes back with abstract parameters
+    (``jax.ShapeDtypeStruct``) and the state the mock holds (batch statistics, caches, as the
+    mocked calls left them): on a model from :func:`flaxmock.nnx.abstract` the result is the
+    abstract model again (:func:`flaxmock.nnx.materialize` works on it); parameters of a real
+    model are given back with :func:`flaxmock.nnx.bind`. Configuration set on a mock after mocking
     (``model.eval()``) is set on the module put back. A module that one mock replaced at
     several paths comes back as one module at all of them.
 
