@@ -40,93 +40,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import nnx_models
 
 from flaxmock.examples import llama
-
-# An NNX twin of the example, for the NNX rows.
-
-
-def _nnx_model(config: llama.LlamaConfig, rngs: Any) -> Any:
-    from flax import nnx
-
-    c = config
-
-    def dense(d_in: int, d_out: int, rngs: Any) -> nnx.Linear:
-        return nnx.Linear(d_in, d_out, use_bias=False, dtype=c.dtype, param_dtype=c.param_dtype,
-                          rngs=rngs)  # fmt: skip
-
-    class Attention(nnx.Module):
-        def __init__(self, rngs: Any):
-            self.q = dense(c.dim, c.n_heads * c.head_dim, rngs)
-            self.k = dense(c.dim, c.n_kv_heads * c.head_dim, rngs)
-            self.v = dense(c.dim, c.n_kv_heads * c.head_dim, rngs)
-            self.o = dense(c.n_heads * c.head_dim, c.dim, rngs)
-
-        def __call__(self, x: jax.Array) -> jax.Array:
-            b, t, _ = x.shape
-            positions = jnp.arange(t)
-            q = llama.rotary(self.q(x).reshape(b, t, c.n_heads, c.head_dim), positions,
-                             c.rope_theta)  # fmt: skip
-            k = llama.rotary(self.k(x).reshape(b, t, c.n_kv_heads, c.head_dim), positions,
-                             c.rope_theta)  # fmt: skip
-            v = self.v(x).reshape(b, t, c.n_kv_heads, c.head_dim)
-            groups = c.n_heads // c.n_kv_heads
-            k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
-            logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / c.head_dim**0.5
-            causal = jnp.tril(jnp.ones((t, t), bool))
-            weights = jax.nn.softmax(jnp.where(causal, logits, -1e30), axis=-1)
-            out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(c.dtype), v)
-            return self.o(out.reshape(b, t, c.n_heads * c.head_dim))
-
-    class MLP(nnx.Module):
-        def __init__(self, rngs: Any):
-            self.gate = dense(c.dim, c.ffn_dim, rngs)
-            self.up = dense(c.dim, c.ffn_dim, rngs)
-            self.down = dense(c.ffn_dim, c.dim, rngs)
-
-        def __call__(self, x: jax.Array) -> jax.Array:
-            return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
-
-    def norm(rngs: Any) -> nnx.RMSNorm:
-        return nnx.RMSNorm(c.dim, epsilon=c.norm_eps, dtype=c.dtype, param_dtype=c.param_dtype,
-                           rngs=rngs)  # fmt: skip
-
-    class Block(nnx.Module):
-        def __init__(self, rngs: Any):
-            self.attn_norm, self.attn = norm(rngs), Attention(rngs)
-            self.mlp_norm, self.mlp = norm(rngs), MLP(rngs)
-
-        def __call__(self, x: jax.Array) -> jax.Array:
-            h = x + self.attn(self.attn_norm(x))
-            return h + self.mlp(self.mlp_norm(h))
-
-    class Llama(nnx.Module):
-        def __init__(self, rngs: Any):
-            self.embed = nnx.Embed(c.vocab_size, c.dim, dtype=c.dtype, param_dtype=c.param_dtype,
-                                   rngs=rngs)  # fmt: skip
-            if c.scan_layers:
-                make = nnx.split_rngs(splits=c.n_layers)(nnx.vmap(Block, in_axes=0, out_axes=0))
-                self.blocks = make(rngs)
-            else:
-                self.layers = nnx.List([Block(rngs) for _ in range(c.n_layers)])
-            self.norm = norm(rngs)
-            self.lm_head = dense(c.dim, c.vocab_size, rngs)
-
-        def __call__(self, tokens: jax.Array) -> jax.Array:
-            h = self.embed(tokens)
-            if c.scan_layers:
-
-                @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
-                def step(h: jax.Array, block: Block) -> jax.Array:
-                    return block(h)
-
-                h = step(h, self.blocks)
-            else:
-                for block in self.layers:
-                    h = block(h)
-            return self.lm_head(self.norm(h)).astype(jnp.float32)
-
-    return Llama(rngs)
 
 
 def _tabulate_flops(text: str) -> int:
@@ -163,14 +79,14 @@ def measure(kind: str, size: str, scan: bool, seq_len: int) -> dict:
     elif kind == "nnx":
         from flax import nnx
 
-        model = flaxmock.nnx.abstract(lambda: _nnx_model(config, nnx.Rngs(0)))
+        model = flaxmock.nnx.abstract(lambda: nnx_models.llama_model(config, nnx.Rngs(0)))
         start, cpu_start = time.perf_counter(), time.process_time()
         table = flaxmock.nnx.summary(model, tokens_spec, flops=True)
         out["flops"] = table.total_flops
     elif kind == "nnx_tabulate":
         from flax import nnx
 
-        model = _nnx_model(config, nnx.Rngs(0))
+        model = nnx_models.llama_model(config, nnx.Rngs(0))
         start, cpu_start = time.perf_counter(), time.process_time()
         text = nnx.tabulate(
             model,
