@@ -24,10 +24,18 @@ the ``j``-th sown value drawn (a front end draws only the sown values a call's c
 collects: see ``flaxmock._linen.mock.MockLayer.run_replaced``). Values written whole (state)
 are drawn by :func:`draw_call` from the key of count 0 and dispatch index
 :data:`WRITTEN_INDEX`, the same on every call. Within one such group the
-leaves of one dtype are slices of one draw (:func:`_draw_by_dtype`): a call with twenty
-outputs compiles two random draws instead of twenty. The draw is compiled once per output
-signature, fill and axis name and shared by every mock with that signature (the seed, stream
-and counts are arguments).
+leaves of one dtype are slices of one draw (:func:`_draw_by_dtype`), from the group's key
+folded with the dtype's index: a call with twenty outputs compiles two random draws instead
+of twenty.
+
+A draw runs as two compiled functions, each shared by every mock that needs it (the seed,
+stream and counts are arguments): the keys (:func:`_group_keys`), compiled once per layout
+(how many groups and dtypes) and axis name, whatever the shapes; then the values
+(:func:`_fill_groups`), compiled once per output signature and fill. On CPU the hashes of the
+key schedule take as long to compile as a random draw, so a model whose mocks have many
+distinct output shapes compiles them once, not once per shape. Eager calls lower both with
+threefry unrolled (:mod:`flaxmock._core.prng`: the same bits, compiled in less than half the
+time); under a trace both are part of the caller's computation.
 
 Hashes are ``zlib.crc32`` (:func:`stable_hash`), never ``hash()``, so seeds reproduce in every
 process.
@@ -50,6 +58,7 @@ from jax import custom_batching
 from flaxmock._core import errors as _errors
 from flaxmock._core import fill as _fill
 from flaxmock._core import mockcore as _mockcore
+from flaxmock._core import prng as _prng
 from flaxmock._core import specs as _specs
 
 Groups = tuple[tuple[jax.ShapeDtypeStruct, ...], ...]
@@ -134,11 +143,14 @@ def lane_witness(tree: Any) -> list[Any] | None:
     return leaves or None
 
 
-def _draw(
-    groups: Groups,
-    fill: Any,
+#: How many keys each group of a call's draw takes: the number of its dtypes (one draw per
+#: dtype, :func:`_draw_by_dtype`), or None for one key (a fill dict or callable, per leaf).
+KeyLayout = tuple[int | None, ...]
+
+
+def _group_keys(
+    layout: KeyLayout,
     vmap_axis_name: str | None,
-    where: str,
     seed: Any,
     stream: Any,
     method: Any,
@@ -148,12 +160,22 @@ def _draw(
     lane: Any,
     witness: Any = None,
 ) -> list[list[jax.Array]]:
-    """The random arrays of one call: one group for the output, one per sown value."""
+    """The keys of one call's draw: per group (output, then each sown value), per dtype."""
     key = call_key(seed, stream, method, count, index, fold, lane, vmap_axis_name)
     if witness is not None:
         key = vmap_lanes(key, witness)
     out_key, sown_key = jax.random.split(key)
-    keys = [out_key] + [jax.random.fold_in(sown_key, j) for j in range(len(groups) - 1)]
+    keys = [out_key] + [jax.random.fold_in(sown_key, j) for j in range(len(layout) - 1)]
+    return [
+        [k] if n is None else [jax.random.fold_in(k, d) for d in range(n)]
+        for k, n in zip(keys, layout, strict=True)
+    ]
+
+
+def _fill_groups(
+    groups: Groups, fill: Any, where: str, keys: list[list[jax.Array]]
+) -> list[list[jax.Array]]:
+    """The random arrays of one call from its keys (:func:`_group_keys`)."""
     if isinstance(fill, _PerLeaf):
         # A fill dict: each leaf drawn with its own fill.
         return [
@@ -161,7 +183,7 @@ def _draw(
                 _fill.fill_array(jax.random.fold_in(k, i), spec, leaf_fill, path=where)
                 for i, (spec, leaf_fill) in enumerate(zip(group, fills, strict=True))
             ]
-            for k, group, fills in zip(keys, groups, fill.fills, strict=True)
+            for (k,), group, fills in zip(keys, groups, fill.fills, strict=True)
         ]
     if callable(fill):
         # A user's fill function is given one leaf's spec at a time.
@@ -170,32 +192,38 @@ def _draw(
                 _fill.fill_array(jax.random.fold_in(k, i), spec, fill, path=where)
                 for i, spec in enumerate(group)
             ]
-            for k, group in zip(keys, groups, strict=True)
+            for (k,), group in zip(keys, groups, strict=True)
         ]
-    return [_draw_by_dtype(k, group, fill, where) for k, group in zip(keys, groups, strict=True)]
+    return [_draw_by_dtype(ks, group, fill, where) for ks, group in zip(keys, groups, strict=True)]
+
+
+def _key_layout(groups: Groups, fill: Any) -> KeyLayout:
+    if isinstance(fill, _PerLeaf) or callable(fill):
+        return (None,) * len(groups)
+    return tuple(len({spec.dtype for spec in group}) for group in groups)
 
 
 def _draw_by_dtype(
-    key: Any, group: tuple[jax.ShapeDtypeStruct, ...], fill: Any, where: str
+    keys: Sequence[Any], group: tuple[jax.ShapeDtypeStruct, ...], fill: Any, where: str
 ) -> list[jax.Array]:
     """One draw per dtype for all of a group's leaves, sliced and reshaped into them.
 
     The leaves of one dtype follow the same fill rule, so one flat draw of their total size
-    gives each leaf the distribution a draw of its own would. The dtype's index among the
-    group's dtypes is folded into the key.
+    gives each leaf the distribution a draw of its own would. ``keys[d]`` draws the ``d``-th
+    dtype, in the order of the group's leaves.
     """
     by_dtype: dict[Any, list[int]] = {}
     for i, spec in enumerate(group):
         by_dtype.setdefault(spec.dtype, []).append(i)
     out: list[Any] = [None] * len(group)
-    for d, (dtype, indices) in enumerate(by_dtype.items()):
+    for key, (dtype, indices) in zip(keys, by_dtype.items(), strict=True):
         sizes = [math.prod(group[i].shape) for i in indices]
-        flat = _fill.fill_array(
-            jax.random.fold_in(key, d),
-            jax.ShapeDtypeStruct((sum(sizes),), dtype),
-            fill,
-            path=where,
-        )
+        flat = _fill.fill_array(key, jax.ShapeDtypeStruct((sum(sizes),), dtype), fill, path=where)
+        if len(indices) > 1:
+            # Computed once, then sliced: with threefry lowered unrolled (see draw), XLA would
+            # otherwise fuse the whole hash into each slice, and compiling a call with twenty
+            # outputs would take seconds. The values are the same.
+            flat = jax.lax.optimization_barrier(flat)
         offset = 0
         for i, size in zip(indices, sizes, strict=True):
             spec = group[i]
@@ -230,14 +258,19 @@ def _leaf_fills(fill: Any, trees: Sequence[Any], prefixes: Sequence[str]) -> _Pe
 
 
 @functools.lru_cache(maxsize=512)
-def _compiled_draw(groups: Groups, fill: Any, vmap_axis_name: str | None) -> Any:
+def _compiled_keys(layout: KeyLayout, vmap_axis_name: str | None) -> Any:
+    # The key schedule, compiled once per layout (how many groups and dtypes), whatever the
+    # shapes: on CPU its hashes take as long to compile as a draw does.
+    return jax.jit(functools.partial(_group_keys, layout, vmap_axis_name))
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled_fill(groups: Groups, fill: Any) -> Any:
     # One compiled function per output signature and fill policy, shared by every mock with
-    # that signature: a repeated call costs one dispatch instead of a dozen eager key and fill
-    # operations, and 32 identical blocks compile once. Fill errors were reported when the mock
-    # was made (check_fillable), so no path is needed. Lowered as JAX does by default: the
-    # unrolled threefry of flaxmock._core.prng would save scratch, but XLA fuses it into each
-    # leaf's slice, and compiling a call with twenty outputs would take seconds.
-    return jax.jit(functools.partial(_draw, groups, fill, vmap_axis_name, "a mock"))
+    # that signature: a repeated call costs two dispatches (keys, then values) instead of a
+    # dozen eager key and fill operations, and 32 identical blocks compile once. Fill errors
+    # were reported when the mock was made (check_fillable), so no path is needed.
+    return jax.jit(functools.partial(_fill_groups, groups, fill, "a mock"))
 
 
 def draw(
@@ -276,14 +309,15 @@ def draw(
     fill = info.fill
     if isinstance(fill, Mapping) or isinstance(fill, _fill.copy_input):
         fill = _leaf_fills(fill, trees, prefixes)
+    layout = _key_layout(groups, fill)
+    keys_of = _compiled_keys(layout, vmap_axis_name)
     try:
-        drawn = _compiled_draw(groups, fill, vmap_axis_name)
-    except TypeError:  # An unhashable fill callable: draw eagerly.
-        where = f"{info.path}.{method}"
-        drawn = functools.partial(_draw, groups, fill, vmap_axis_name, where)
+        fill_of = _compiled_fill(groups, fill)
+    except TypeError:  # An unhashable fill callable: fill eagerly.
+        fill_of = functools.partial(_fill_groups, groups, fill, f"{info.path}.{method}")
     # NumPy scalars, not jnp ones: each jnp.uint32(...) is a device computation of its own
     # (about 40 us each on CPU), while the compiled draw takes NumPy scalars as they are.
-    filled = drawn(
+    args = (
         np.uint32(info.seed),
         np.uint32(stable_hash(info.stream)),
         np.uint32(stable_hash(method)),
@@ -293,6 +327,15 @@ def draw(
         lane,
         lane_witness(inputs),
     )
+    if args[-1] is None and not any(isinstance(a, jax.core.Tracer) for a in args[3:7]):
+        # An eager call compiles on the first use of a signature, with threefry lowered
+        # unrolled, as JAX lowers it on GPU and TPU (flaxmock._core.prng; the same bits): on
+        # CPU JAX lowers it as a loop, which XLA takes more than twice as long to compile.
+        # Under a trace the draw is part of the caller's computation, lowered with it.
+        with _prng.unrolled_threefry():
+            filled = fill_of(keys_of(*args))
+    else:
+        filled = fill_of(keys_of(*args))
     if isinstance(fill, _PerLeaf):
         filled = _copy_inputs(filled, groups, fill, inputs, f"{info.path}.{method}")
     return [rebuild(list(arrays)) for (_, rebuild), arrays in zip(parts, filled, strict=True)]
