@@ -248,6 +248,57 @@ def test_every_part_of_the_key_schedule_changes_the_key():
     assert len({tuple(np.asarray(k).tolist()) for k in jax.random.key_data(lanes)}) == 3
 
 
+class LinenWidths(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        for width in (5, 7, 9):
+            x = nn.Dense(width)(x)
+        return x
+
+
+def _linen_widths():
+    x = jnp.ones((1, 3))
+    mocked = flaxmock.mock(flaxmock.unflaxify(LinenWidths(), x), "*")
+    return lambda: flaxmock.call(mocked, x)
+
+
+def _nnx_widths():
+    rngs = nnx.Rngs(0)
+    model = nnx.Sequential(*(nnx.Linear(a, b, rngs=rngs) for a, b in [(3, 5), (5, 7), (7, 9)]))
+    mocked = fnnx.mock(model, "layers/*")
+    return lambda: mocked(jnp.ones((1, 3)))
+
+
+@pytest.mark.parametrize("make", [_linen_widths, _nnx_widths], ids=["linen", "nnx"])
+def test_key_schedule_is_compiled_once_for_mocks_of_many_output_shapes(make, monkeypatch):
+    # Three mocks with three output shapes: the values compile per shape, the key schedule
+    # (whose hashes cost as much to compile as a draw on CPU) once.
+    traced = {"keys": 0, "values": 0}
+
+    def counting(name, fn):
+        def wrapper(*args, **kwargs):
+            traced[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(mockdraw, "_group_keys", counting("keys", mockdraw._group_keys))
+    monkeypatch.setattr(mockdraw, "_fill_groups", counting("values", mockdraw._fill_groups))
+    mockdraw._compiled_keys.cache_clear()
+    mockdraw._compiled_fill.cache_clear()
+    try:
+        call = make()
+        first = call()
+        assert traced == {"keys": 1, "values": 3}
+        second = call()
+        assert traced == {"keys": 1, "values": 3}
+    finally:  # No counting wrapper stays in the caches for other tests.
+        mockdraw._compiled_keys.cache_clear()
+        mockdraw._compiled_fill.cache_clear()
+    assert first.shape == second.shape == (1, 9)
+    assert not np.array_equal(first, second)  # each call draws anew
+
+
 # The replacement protocol: a plain penzai layer inserted by tree surgery.
 
 
