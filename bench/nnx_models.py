@@ -136,9 +136,9 @@ class ResNetBlock(nnx.Module):
 
         self.conv1, self.norm1 = conv(c_in, 3, strides), norm()
         self.conv2, self.norm2 = conv(filters, 3), norm()
-        self.proj = None
-        if strides != 1 or c_in != filters:
-            self.proj = nnx.List([conv(c_in, 1, strides), norm()])
+        # The projection of the residual where the shape changes (data, also when None).
+        needed = strides != 1 or c_in != filters
+        self.proj = nnx.data(nnx.List([conv(c_in, 1, strides), norm()]) if needed else None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         residual = x
