@@ -16,11 +16,11 @@ costs no FLOPs; attention's ``seq_len**2`` terms add to it), the same figures fr
 ``nn.tabulate`` (which counts a scanned body once), and the time ratio ``tabulate /
 flaxmock`` (goal: >= 5x; 70B with FLOPs under 10 s and peak RSS under 1 GB).
 
-For NNX, a Llama-style model written with ``nnx`` (``bench/nnx_models.py``; unrolled with an ``nnx.List`` of
-blocks or scanned with ``nnx.scan`` over blocks stacked by ``nnx.vmap``): ``flaxmock.nnx.summary(
-abstract model, flops=True)`` at the same sizes, and ``nnx.tabulate(compute_flops=True)`` where
-it runs: on a real (allocated) model, so at ``--nnx-tabulate-size`` only (it raises on an
-abstract one).
+For NNX, a Llama-style model written with ``nnx`` (``bench/nnx_models.py``; unrolled with an
+``nnx.List`` of blocks or scanned with ``nnx.scan`` over blocks stacked by ``nnx.vmap``):
+``flaxmock.nnx.summary(abstract model, flops=True)`` at the same sizes, and
+``nnx.tabulate(compute_flops=True)`` where it runs: on a real (allocated) model, so at
+``--nnx-tabulate-size`` only (it raises on an abstract one).
 
 Run: ``python bench/summary.py`` (sizes 8b,70b; ``--skip-tabulate`` leaves out Flax's
 slow runs, ``--sizes tiny`` is a quick check).
