@@ -62,6 +62,7 @@ case                  public model that showed it                        outcome
 13.4 BatchNorm state  NNX mock kept no BatchStat/Cache it replaced       fixed
 19.6 created vars     flax VAE: self.kl_loss = Loss(kl); nnx.pop         fixed
 19.15 init_cache      init_cache through a mocked MultiHeadAttention     fixed
+19.11 array attrs     bonsai Gemma3 embed_scale / position_ids buffers   fixed
 ====================  =================================================  ==========
 
 Spy cases (issue #15): a spy never returns a silently empty record nor leaves a tracer.
@@ -1826,6 +1827,51 @@ def test_19_15_init_cache_through_a_mocked_attention(jitted):
         assert int(mocked.attn.cache_index[...]) == int(real.attn.cache_index[...]) == i + 1
     np.testing.assert_array_equal(mocked.attn.cached_key[...], 0.0)
     assert mocked.attn.call_count == 4  # init_cache and three steps
+
+
+# NNX plain arrays, explicit meshes and staged copies (#19.11, #19.12, #19.3 rest).
+
+
+class _Buffers(nnx.Module):
+    """bonsai Gemma3's shape: a scale computed in __init__ and an arange position buffer."""
+
+    def __init__(self, rngs: nnx.Rngs, d: int = 4):
+        self.lin = nnx.Linear(d, d, rngs=rngs)
+        self.embed_scale = nnx.data(jnp.sqrt(jnp.asarray(d, jnp.float32)))
+        self.position_ids = jnp.arange(d)  # a plain array attribute: data, as Flax makes it
+
+    def __call__(self, x):
+        return self.lin(x) * self.embed_scale + self.position_ids.astype(x.dtype)
+
+
+def test_19_11_nnx_array_attributes_are_materialized_and_named():
+    x = jnp.arange(8.0).reshape(2, 4)
+    real = _Buffers(nnx.Rngs(0))
+    model = flaxmock.nnx.abstract(_Buffers, nnx.Rngs(0))
+    # Both array attributes are abstract leaves of the state, as they are leaves of the real one.
+    assert {p for p, _ in nnx.to_flat_state(nnx.state(model))} == {
+        p for p, _ in nnx.to_flat_state(nnx.state(real))
+    }
+    np.testing.assert_array_equal(flaxmock.nnx.materialize(model, 0)(x), real(x))
+    np.testing.assert_array_equal(flaxmock.nnx.bind(model, nnx.state(real))(x), real(x))
+    # Parameters given, the array attributes still abstract: the call names them.
+    partly = flaxmock.nnx.abstract(_Buffers, nnx.Rngs(0))
+    nnx.update(partly, nnx.state(real, nnx.Param))
+    with pytest.raises(
+        flaxmock.AbstractParameterError,
+        match=r"(?s)<root>: embed_scale \(array attribute\), position_ids \(array attribute\)"
+        r".*materialize\(model, nnx\.Rngs\(0\)\) \(array attributes set in __init__",
+    ):
+        partly(x)
+    with pytest.raises(
+        flaxmock.BindVariablesError,
+        match=r"missing: embed_scale \(expected float32\[\], an array attribute set in __init__",
+    ):
+        flaxmock.nnx.bind(model, nnx.state(real, nnx.Param))
+    # A mock of the layer and a materialized rest: the buffers are real, the output the mock's.
+    mocked = flaxmock.nnx.materialize(flaxmock.nnx.mock(model, "lin"), 0)
+    np.testing.assert_array_equal(mocked.position_ids, real.position_ids)
+    assert mocked(x).shape == (2, 4)
 
 
 # Mocks draw only what is collected; state is not a sown value (issue #13, items 4 and 5).

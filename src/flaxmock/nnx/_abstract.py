@@ -63,20 +63,24 @@ def public_type(module: Any) -> type:
 HOLDS_ABSTRACT_ATTR = "_flaxmock_holds_abstract_state"
 
 
-def abstract_values(
-    module: Any, *, held: bool = True
-) -> list[tuple[_nnx_shapes.Path, nnx.Variable]]:
-    """``(path, variable)`` of every variable of ``module``'s graph whose value is abstract.
+def abstract_values(module: Any, *, held: bool = True) -> list[tuple[_nnx_shapes.Path, Any]]:
+    """``(path, holder)`` of every abstract value of ``module``'s graph.
+
+    ``holder`` is the ``nnx.Variable`` holding the value, or, for a plain array attribute
+    (:func:`flaxmock.nnx._shapes.iter_arrays`), the ``jax.ShapeDtypeStruct`` itself.
 
     Args:
       module: The root.
       held: Include the values held by mocks (state of the module a mock replaced), which
         ``materialize`` gives values to but which do not keep a call from running.
     """
-    found = [
+    found: list[tuple[_nnx_shapes.Path, Any]] = [
         (path, var)
         for path, var in _nnx_shapes.iter_variables(module)
         if _specs.is_spec(var.get_value())
+    ]
+    found += [
+        (path, leaf) for path, leaf in _nnx_shapes.iter_arrays(module) if _specs.is_spec(leaf)
     ]
     if held or not found:
         return found
@@ -92,10 +96,11 @@ def abstract_values(
     ]
 
 
-def _owners_text(found: list[tuple[_nnx_shapes.Path, nnx.Variable]], limit: int = 12) -> str:
+def _owners_text(found: list[tuple[_nnx_shapes.Path, Any]], limit: int = 12) -> str:
     owners: dict[str, list[str]] = {}
-    for path, _ in found:
-        owners.setdefault(_nnx_shapes.path_str(path[:-1]), []).append(str(path[-1]))
+    for path, holder in found:
+        name = str(path[-1]) + ("" if isinstance(holder, nnx.Variable) else " (array attribute)")
+        owners.setdefault(_nnx_shapes.path_str(path[:-1]), []).append(name)
     lines = [f"  {owner}: {', '.join(names)}" for owner, names in list(owners.items())[:limit]]
     if len(owners) > limit:
         lines.append(f"  ... and {len(owners) - limit} more modules")
@@ -111,7 +116,9 @@ def _abstract_error(module: Any, method: str, found: list[Any]) -> _errors.Abstr
         "Fix it in one of these ways:\n"
         "  1. mock them too: model = flaxmock.nnx.mock(model, where) with a class, a path "
         "glob or a predicate selecting them;\n"
-        "  2. give them real values: model = flaxmock.nnx.materialize(model, nnx.Rngs(0));\n"
+        "  2. give them real values: model = flaxmock.nnx.materialize(model, nnx.Rngs(0)) "
+        "(array attributes set in __init__ get the values the constructor computes), or "
+        "flaxmock.nnx.bind(model, nnx.state(real_model));\n"
         "  3. only evaluate shapes: flaxmock.nnx.eval_shape(model, *args)."
     )
 
@@ -255,6 +262,7 @@ def abstract(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
                 "several in a module of your own, or in nnx.Sequential (a list of layers) "
                 "or nnx.List."
             )
+        _nnx_shapes.mark_traced_arrays_as_data(built)
         graphdef, state = nnx.split(built)
         graphdefs.append(graphdef)
         return state
@@ -419,7 +427,9 @@ def materialize(model: Any, key: Any = None) -> Any:
         (call_args, call_kwargs), nodes = rebuild(traced)
         with _nnx_intercept.suspended():
             fresh = factory(*call_args, **call_kwargs)
+        _nnx_shapes.mark_traced_arrays_as_data(fresh)
         values = {path: var.get_value() for path, var in _nnx_shapes.iter_variables(fresh)}
+        values.update(_nnx_shapes.iter_arrays(fresh))
         missing = [path for path in needed if path not in values]
         if missing and lacking:
             raise _errors.InvalidArgumentError(
@@ -443,6 +453,12 @@ def materialize(model: Any, key: Any = None) -> Any:
     # Advance the caller's rngs as a real build would.
     nnx.update(tuple(_nnx_shapes.split_nodes((args, kwargs))), new_state)
     variables = dict(_nnx_shapes.iter_variables(copy))
+    arrays = []
     for path, value in zip(needed, values, strict=True):
-        variables[path].set_value(value)
+        if path in variables:
+            variables[path].set_value(value)
+        else:  # A plain array attribute (nnx.data): set as the attribute itself.
+            arrays.append((path, value))
+    if arrays:
+        nnx.update(copy, nnx.from_flat_state(arrays))
     return copy

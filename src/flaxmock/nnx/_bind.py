@@ -9,7 +9,7 @@ problem in one :class:`~flaxmock.BindVariablesError`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from flax import nnx
@@ -28,6 +28,16 @@ def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tupl
             yield from _flatten(value, path)
         else:
             yield path, value
+
+
+class _Attribute(NamedTuple):
+    """A plain array attribute of the model, with the interface ``bind`` uses of a variable."""
+
+    path: _nnx_shapes.Path
+    value: Any
+
+    def get_value(self) -> Any:
+        return self.value
 
 
 def bind(model: Any, values: Any, *, strict: bool = False) -> Any:
@@ -76,7 +86,12 @@ def bind(model: Any, values: Any, *, strict: bool = False) -> Any:
     given = dict(_flatten(values))
     copy = nnx.clone(model)
     _nnx_abstract.unguard(copy)
-    variables = {tuple(str(k) for k in path): var for path, var in _nnx_shapes.iter_variables(copy)}
+    variables: dict[tuple[str, ...], Any] = {
+        tuple(str(k) for k in path): var for path, var in _nnx_shapes.iter_variables(copy)
+    }
+    # Plain array attributes (nnx.data buffers): set through nnx.update, by their graph path.
+    for path, value in _nnx_shapes.iter_arrays(copy):
+        variables[tuple(str(k) for k in path)] = _Attribute(path, value)
     problems = []
     updates = []
     for path, var in variables.items():
@@ -84,7 +99,14 @@ def bind(model: Any, values: Any, *, strict: bool = False) -> Any:
         current = var.get_value()
         if path not in given:
             if _specs.is_spec(current):
-                problems.append(f"  missing: {name} (expected {_errors.describe_value(current)})")
+                note = (
+                    ", an array attribute set in __init__: materialize computes it"
+                    if isinstance(var, _Attribute)
+                    else ""
+                )
+                problems.append(
+                    f"  missing: {name} (expected {_errors.describe_value(current)}{note})"
+                )
             continue
         value = given[path]
         if isinstance(value, nnx.Variable):
@@ -112,8 +134,12 @@ def bind(model: Any, values: Any, *, strict: bool = False) -> Any:
             "(flaxmock.nnx.mock), or initialise them (flaxmock.nnx.materialize)"
             + ("; or pass strict=False to ignore unused entries." if strict else "."),
         )
+    attributes = [(var.path, value) for var, value in updates if isinstance(var, _Attribute)]
     for var, value in updates:
-        var.set_value(value)
+        if not isinstance(var, _Attribute):
+            var.set_value(value)
+    if attributes:
+        nnx.update(copy, nnx.from_flat_state(attributes))
     _nnx_abstract.guard(copy)
     _nnx_abstract.set_origin(copy, _nnx_abstract.origin_of(model))
     return copy

@@ -146,7 +146,7 @@ def load(
     needed = [
         "/".join(str(k) for k in p)
         for p, var in _nnx_abstract.abstract_values(model)
-        if not isinstance(var, nnx.RngState)
+        if isinstance(var, nnx.Variable) and not isinstance(var, nnx.RngState)
     ]
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     read = _ckpt.load(

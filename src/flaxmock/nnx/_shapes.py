@@ -89,6 +89,34 @@ def iter_variables(root: Any) -> Iterator[tuple[Path, nnx.Variable]]:
             yield tuple(path), node
 
 
+def iter_arrays(root: Any) -> Iterator[tuple[Path, Any]]:
+    """Yields ``(path, value)`` for every plain array of ``root``'s state, once each.
+
+    These are the arrays a module holds outside any ``nnx.Variable``: attributes set to an array
+    in ``__init__`` (``self.embed_scale = jnp.sqrt(...)``, ``self.position_ids =
+    nnx.data(jnp.arange(n))``), which ``nnx.state`` lists beside the variables. In an abstract
+    model they are ``jax.ShapeDtypeStruct``, like its parameters.
+    """
+    for path, leaf in nnx.to_flat_state(nnx.state(root)):
+        if not isinstance(leaf, nnx.Variable):
+            yield tuple(path), leaf
+
+
+def mark_traced_arrays_as_data(root: Any) -> None:
+    """Makes every traced array attribute of ``root``'s graph a data attribute (in place).
+
+    Built under a trace (``jax.eval_shape``), ``self.pos = jnp.arange(n)`` assigns a tracer,
+    which Flax 0.12 does not recognise as an array: the attribute becomes static (a tracer kept
+    in the graph definition), where an eager build makes it data (a leaf of ``nnx.state``).
+    Re-assigning it wrapped in ``nnx.data`` gives the structure of the eager build.
+    """
+    nodes = [node for _, node in nnx.iter_graph(root) if isinstance(node, nnx.Pytree)]
+    for node in nodes:
+        for name, value in list(vars(node).items()):
+            if isinstance(value, jax.core.Tracer):
+                setattr(node, name, nnx.data(value))
+
+
 def bound_method(module: Any, method: str | Callable[..., Any]) -> Callable[..., Any]:
     """``module.<method>`` for a method name, or ``functools.partial(method, module)``."""
     if isinstance(method, str):
