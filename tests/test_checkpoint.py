@@ -400,6 +400,26 @@ def test_nnx_full_model_equals_real(tmp_path):
     np.testing.assert_array_equal(loaded(x), real(x))
 
 
+class _NnxBuffers(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs, d: int = 4):
+        self.lin = nnx.Linear(d, d, rngs=rngs)
+        self.position_ids = jnp.arange(d)  # an array attribute: no checkpoint entry
+
+    def __call__(self, x):
+        return self.lin(x) + self.position_ids.astype(x.dtype)
+
+
+def test_nnx_load_computes_array_attributes_as_the_constructor(tmp_path):
+    # The checkpoint holds the parameters; the buffer gets the constructor's value (#19.11).
+    real = _NnxBuffers(nnx.Rngs(0))
+    path = save_orbax(tmp_path / "ckpt", nnx.to_pure_dict(nnx.state(real, nnx.Param)))
+    rngs = nnx.Rngs(5)
+    loaded = fnnx.load(fnnx.abstract(_NnxBuffers, rngs), path)
+    x = jnp.ones((2, 4))
+    np.testing.assert_array_equal(loaded(x), real(x))
+    assert int(rngs.params.count[...]) == 0  # the factory's rngs are not advanced
+
+
 @pytest.mark.parametrize(
     ("change", "line"),
     [

@@ -393,6 +393,19 @@ def materialize(model: Any, key: Any = None) -> Any:
       >>> bool(jnp.all(real.kernel[...] == nnx.Linear(3, 4, rngs=nnx.Rngs(0)).kernel[...]))
       True
     """
+    return _materialize(model, key)
+
+
+def materialize_arrays(model: Any) -> Any:
+    """A copy of ``model`` whose abstract array attributes (not variables) are computed.
+
+    They get the values the factory's constructor computes, with the factory's own arguments;
+    its ``nnx.Rngs`` are not advanced. Used by ``load``, whose checkpoints hold variables only.
+    """
+    return _materialize(model, None, arrays_only=True)
+
+
+def _materialize(model: Any, key: Any, *, arrays_only: bool = False) -> Any:
     if not isinstance(model, nnx.Module):
         raise _errors.InvalidArgumentError(
             f"materialize expects an nnx.Module (from flaxmock.nnx.abstract), got "
@@ -402,8 +415,15 @@ def materialize(model: Any, key: Any = None) -> Any:
         _keys.to_key(key, where="flaxmock.nnx.materialize")  # Rejects other kinds up front.
     copy = nnx.clone(model)
     unguard(copy)
-    needed = [path for path, _ in abstract_values(copy)]
+    needed = [
+        path
+        for path, holder in abstract_values(copy)
+        if not (arrays_only and isinstance(holder, nnx.Variable))
+    ]
     if not needed:
+        if arrays_only:
+            guard(copy)
+            set_origin(copy, origin_of(model))
         return copy
     origin = origin_of(model)
     if origin is None:
@@ -450,8 +470,8 @@ def materialize(model: Any, key: Any = None) -> Any:
         return [values[path] for path in needed], nnx.state(nodes)
 
     values, new_state = jax.jit(init)(traced)
-    # Advance the caller's rngs as a real build would.
-    nnx.update(tuple(_nnx_shapes.split_nodes((args, kwargs))), new_state)
+    if not arrays_only:  # Advance the caller's rngs as a real build would.
+        nnx.update(tuple(_nnx_shapes.split_nodes((args, kwargs))), new_state)
     variables = dict(_nnx_shapes.iter_variables(copy))
     arrays = []
     for path, value in zip(needed, values, strict=True):
@@ -461,4 +481,7 @@ def materialize(model: Any, key: Any = None) -> Any:
             arrays.append((path, value))
     if arrays:
         nnx.update(copy, nnx.from_flat_state(arrays))
+    if arrays_only:  # Its variables may still be abstract.
+        guard(copy)
+        set_origin(copy, origin)
     return copy

@@ -143,6 +143,9 @@ def load(
       True
     """
     expected = _expected(model, "load")
+    # Array attributes (nnx.data buffers) are no checkpoint entries: the constructor's values.
+    if any(not isinstance(h, nnx.Variable) for _, h in _nnx_abstract.abstract_values(model)):
+        model = _nnx_abstract.materialize_arrays(model)
     needed = [
         "/".join(str(k) for k in p)
         for p, var in _nnx_abstract.abstract_values(model)
