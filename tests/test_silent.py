@@ -63,6 +63,7 @@ case                  public model that showed it                        outcome
 19.6 created vars     flax VAE: self.kl_loss = Loss(kl); nnx.pop         fixed
 19.15 init_cache      init_cache through a mocked MultiHeadAttention     fixed
 19.11 array attrs     bonsai Gemma3 embed_scale / position_ids buffers   fixed
+19.12 explicit mesh   flax MiniGPT doc (jax.set_mesh, Explicit axes)     fixed (linen too)
 ====================  =================================================  ==========
 
 Spy cases (issue #15): a spy never returns a silently empty record nor leaves a tracer.
@@ -1872,6 +1873,81 @@ def test_19_11_nnx_array_attributes_are_materialized_and_named():
     mocked = flaxmock.nnx.materialize(flaxmock.nnx.mock(model, "lin"), 0)
     np.testing.assert_array_equal(mocked.position_ids, real.position_ids)
     assert mocked(x).shape == (2, 4)
+
+
+def _explicit_mesh():
+    # A 1-device mesh of explicit axes: the shardings are in the types, as on a real pod.
+    axes = (jax.sharding.AxisType.Explicit,) * 2
+    return jax.make_mesh((1, 1), ("data", "model"), axis_types=axes)
+
+
+def _typed_spec(x):
+    return jax.typeof(x).sharding.spec
+
+
+class _ReadsSharding(nnx.Module):
+    """The flax MiniGPT doc's shape: model code reads the input's sharding from its type."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        init = nnx.with_partitioning(nnx.initializers.lecun_normal(), (None, "model"))
+        self.lin = nnx.Linear(4, 8, kernel_init=init, rngs=rngs)
+
+    def __call__(self, x):
+        assert _typed_spec(x) == jax.P("data", None), jax.typeof(x)
+        return self.lin(x)
+
+
+class _ShardedNet(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.block = _ReadsSharding(rngs)
+        self.out = nnx.Linear(8, 2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.out(self.block(x))
+
+
+def test_19_12_nnx_explicit_mesh_keeps_typed_shardings():
+    with jax.set_mesh(_explicit_mesh()):
+        x = jax.device_put(jnp.ones((2, 4)), jax.P("data", None))
+        real = _ShardedNet(nnx.Rngs(0))
+        model = flaxmock.nnx.abstract(_ShardedNet, nnx.Rngs(0))
+        out = flaxmock.nnx.eval_shape(model, x)
+        assert out.sharding.spec == _typed_spec(real(x))
+        assert "block/lin" in str(flaxmock.nnx.summary(model, x))
+        np.testing.assert_array_equal(flaxmock.nnx.materialize(model, 0)(x), real(x))
+        # The mock infers its output from the input's typed sharding and gives its output the
+        # real one's (was: the sharding dropped, and `is_fully_addressable` raised eagerly).
+        mocked = flaxmock.nnx.materialize(flaxmock.nnx.mock(model, "block"), 0)
+        for run in [lambda m, x: m.block(x), nnx.jit(lambda m, x: m.block(x))]:
+            assert (
+                _typed_spec(run(mocked, x)) == _typed_spec(real.block(x)) == jax.P("data", "model")
+            )
+        assert _typed_spec(mocked(x)) == _typed_spec(real(x))
+
+
+def test_19_12_linen_explicit_mesh_keeps_typed_shardings():
+    class Block(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            assert _typed_spec(x) == jax.P("data", None), jax.typeof(x)
+            return nn.Dense(8)(x)
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = Block()(x)
+            return nn.Dense(2)(h), h
+
+    with jax.set_mesh(_explicit_mesh()):
+        x = jax.device_put(jnp.ones((2, 4)), jax.P("data", None))
+        variables = Net().init(jax.random.key(0), x)
+        real = jax.tree.map(_typed_spec, Net().apply(variables, x))
+        abstract = flaxmock.mock(flaxmock.unflaxify(Net(), x), "Block_0")
+        out = flaxmock.eval_shape(flaxmock.call, abstract, x)
+        assert jax.tree.map(lambda s: s.sharding.spec, out) == real
+        tree = flaxmock.materialize(abstract, 0)  # its init sees the input's typed sharding
+        for run in [flaxmock.call, flaxmock.jit(flaxmock.call)]:
+            assert jax.tree.map(_typed_spec, run(tree, x)) == real
 
 
 # Mocks draw only what is collected; state is not a sown value (issue #13, items 4 and 5).

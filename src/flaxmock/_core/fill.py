@@ -169,12 +169,24 @@ def _fill_default(key: jax.Array, spec: jax.ShapeDtypeStruct, policy: str, path:
 
 
 def apply_sharding(x: jax.Array, spec: jax.ShapeDtypeStruct) -> jax.Array:
+    """``x`` with ``spec``'s sharding: placed (a device sharding) or typed (explicit mesh)."""
     sharding = getattr(spec, "sharding", None)
     if not isinstance(sharding, jax.sharding.Sharding):
         return x
+    if isinstance(sharding, jax.sharding.NamedSharding) and isinstance(
+        sharding.mesh, jax.sharding.AbstractMesh
+    ):
+        # A sharding in the type (explicit-sharding mesh): no devices to place on, eagerly or
+        # traced; `reshard` gives the array that type on the mesh in context.
+        return jax.sharding.reshard(x, sharding)
     if isinstance(x, jax.core.Tracer):
         return jax.lax.with_sharding_constraint(x, sharding)
     return jax.device_put(x, sharding)
+
+
+def zeros(spec: jax.ShapeDtypeStruct) -> jax.Array:
+    """Zeros of ``spec``'s shape and dtype, with its sharding (typed or placed) if it has one."""
+    return apply_sharding(jnp.zeros(spec.shape, spec.dtype), spec)
 
 
 def fill_array(

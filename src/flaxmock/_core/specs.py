@@ -32,12 +32,45 @@ def is_spec(x: Any) -> bool:
     return isinstance(x, jax.ShapeDtypeStruct)
 
 
+def typed_sharding(x: Any) -> Any:
+    """The sharding that is part of an array's type, under an explicit-sharding mesh; or None.
+
+    Under ``jax.set_mesh`` of a mesh with ``AxisType.Explicit`` axes, an array's sharding is
+    part of its type (``jax.typeof(x).sharding``, a ``NamedSharding`` over an ``AbstractMesh``):
+    model code may read it, and shape evaluation propagates it. Specs keep it. Other shardings
+    (auto meshes, single devices) are placements, not types, and are left out as before.
+    """
+    if isinstance(x, jax.ShapeDtypeStruct):
+        sharding = x.sharding
+    elif isinstance(x, jax.Array):
+        sharding = jax.typeof(x).sharding
+    else:
+        return None
+    if not isinstance(sharding, jax.sharding.NamedSharding):
+        return None
+    mesh = sharding.mesh
+    if jax.sharding.AxisType.Explicit not in getattr(mesh, "axis_types", ()):
+        return None
+    if not isinstance(mesh, jax.sharding.AbstractMesh):
+        sharding = jax.sharding.NamedSharding(mesh.abstract_mesh, sharding.spec)
+    return sharding
+
+
 def spec_of(x: Any) -> Any:
-    """Returns the ``ShapeDtypeStruct`` of an array leaf, and any other value unchanged."""
+    """Returns the ``ShapeDtypeStruct`` of an array leaf, and any other value unchanged.
+
+    Under an explicit-sharding mesh the spec keeps the array's typed sharding
+    (:func:`typed_sharding`).
+    """
     if isinstance(x, jax.ShapeDtypeStruct):
         return x
     if isinstance(x, jax.Array | np.ndarray | np.generic):
-        return jax.ShapeDtypeStruct(np.shape(x), x.dtype, weak_type=getattr(x, "weak_type", False))
+        return jax.ShapeDtypeStruct(
+            np.shape(x),
+            x.dtype,
+            weak_type=getattr(x, "weak_type", False),
+            sharding=typed_sharding(x),
+        )
     return x
 
 
@@ -121,7 +154,11 @@ def signature_of(tree: Any) -> Signature | None:
     for leaf in leaves:
         if is_array(leaf):
             # The dtype's name, not its NumPy code: bfloat16 and the float8 types share codes.
-            out.append(("array", tuple(np.shape(leaf)), str(leaf.dtype)))
+            sharding = typed_sharding(leaf)
+            out.append(
+                ("array", tuple(np.shape(leaf)), str(leaf.dtype))
+                + (() if sharding is None else (sharding,))
+            )
         else:
             try:
                 hash(leaf)

@@ -13,10 +13,10 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from flaxmock._core import errors as _errors
+from flaxmock._core import fill as _fill
 from flaxmock._core import keys as _keys
 from flaxmock._core import prng as _prng
 from flaxmock._core import specs as _specs
@@ -254,9 +254,7 @@ def materialize(
         # Unboxed, so that out_shardings line up with the leaves; boxes are put back below.
         return [_vars.unbox(flat[k]) for k in needed]
 
-    inputs = [
-        jnp.zeros(a.shape, a.dtype) if isinstance(a, jax.ShapeDtypeStruct) else a for a in arrays
-    ]
+    inputs = [_fill.zeros(a) if isinstance(a, jax.ShapeDtypeStruct) else a for a in arrays]
     jitted = jax.jit(init, out_shardings=_shardings.variable_shardings(currents, mesh, rules))
     # Lowered with threefry unrolled: on CPU the default lowering holds 8x the output's bytes
     # of scratch per random array (see flaxmock._core.prng); the values are bit-identical.

@@ -17,9 +17,9 @@ from typing import Any
 import flax
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from flaxmock._core import errors as _errors
+from flaxmock._core import fill as _fill
 from flaxmock._core import specs as _specs
 from flaxmock._linen import variables as _vars
 from flaxmock._linen import walk as _walk
@@ -172,7 +172,7 @@ class Recorder:
             record.out_spec = _specs.specs_of(given)
             record.out_given = True
             return jax.tree.map(
-                lambda s: jnp.zeros(s.shape, s.dtype) if _specs.is_spec(s) else s,
+                lambda s: _fill.zeros(s) if _specs.is_spec(s) else s,
                 record.out_spec,
                 is_leaf=_specs.is_spec,
             )
