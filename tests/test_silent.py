@@ -42,7 +42,8 @@ case                  public model that showed it                        outcome
 12.7 scan fn cached   flax docs scan-over-layers (module-level nnx.scan) fixed
 12.8 checkpoint       tunix RematConfig.DECODER (jax.checkpoint)         warning
 12.8 jax.jit          bonsai jitted forward over split/merge             warning
-19.3 loops            lax.fori_loop / gspmd guide raw lax.scan           warning
+19.3 loops            lax.fori_loop / gspmd guide raw lax.scan           fixed (host count)
+19.3 jit closure      jax.jit of a function closing over the model       fixed (host count)
 19.3 nnx.remat        (Flax transform, state written back)               fixed
 12.9 children sow     flax examples/gemma Block mocked (layers/N/mlp)    fixed
 12.10 never called    bonsai Qwen3 reads self.embedder.embedding[...]    fixed
@@ -1165,20 +1166,25 @@ class _NnxDecoder(nnx.Module):
         raise AssertionError(self.how)
 
 
-_FROZEN = {"jax.checkpoint": "checkpoint / remat", "fori_loop": "fori_loop", "lax.scan": "scan"}
+_FROZEN = {"jax.checkpoint": "checkpoint / remat"}
+# Loops whose bodies merge the split state they close over: counted on the host (#19.3).
+_HOST_COUNTED = {"fori_loop": 2, "lax.scan": 2}
 
 
-@pytest.mark.parametrize("how", [*_FROZEN, "nnx.remat"])
+@pytest.mark.parametrize("how", [*_FROZEN, *_HOST_COUNTED, "nnx.remat"])
 @pytest.mark.parametrize("jitted", [False, True], ids=["eager", "nnx.jit"])
 def test_12_8_19_3_mock_in_a_copy_not_written_back_warns(how, jitted):
     mocked = flaxmock.nnx.mock(_NnxDecoder(nnx.Rngs(0), how), "layer/lin")
     x = jnp.ones((2, 4))
     run = nnx.jit(lambda m, x: m(x)) if jitted else (lambda m, x: m(x))
-    if how == "nnx.remat":
-        # The state flows back: fresh draws on every call, every call counted, no warning.
-        first, second = run(mocked, x), run(mocked, x)
+    if how not in _FROZEN:
+        # nnx.remat writes the state back; a loop body closing over the state is counted on
+        # the host: fresh draws on every call, every call (and iteration) counted, no warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            first, second = run(mocked, x), run(mocked, x)
         assert not np.array_equal(first, second)
-        assert mocked.layer.lin.call_count == 2
+        assert mocked.layer.lin.call_count == 2 * _HOST_COUNTED.get(how, 1)
         return
     match = (
         rf"layer/lin \(a mock of Linear\) ran inside a JAX transform \({re.escape(_FROZEN[how])}\)"
@@ -1948,6 +1954,51 @@ def test_19_12_linen_explicit_mesh_keeps_typed_shardings():
         tree = flaxmock.materialize(abstract, 0)  # its init sees the input's typed sharding
         for run in [flaxmock.call, flaxmock.jit(flaxmock.call)]:
             assert jax.tree.map(_typed_spec, run(tree, x)) == real
+
+
+class _ClosesOver(nnx.Module):
+    """Raw JAX transforms closing over the model, as bonsai's forward and the gspmd guide do."""
+
+    def __init__(self, rngs: nnx.Rngs, how: str):
+        self.lin = nnx.Linear(4, 8, rngs=rngs)
+        self.how = how
+
+    def __call__(self, x):
+        if self.how == "lax.scan":  # each step's output kept: steps must differ
+            return jax.lax.scan(lambda c, _: (c + 1, self.lin(c)), x, None, length=2)[1]
+        return jax.checkpoint(lambda x: self.lin(x))(x)[None]  # no host callback in remat
+
+
+def test_19_3_nnx_mocks_closed_over_by_a_trace_draw_fresh_values():
+    x = jnp.ones((2, 4))
+    mocked = flaxmock.nnx.mock(_ClosesOver(nnx.Rngs(0), "lax.scan"), "lin")
+    forward = jax.jit(lambda x: mocked(x))  # plain jax.jit closing over the model
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first, second = forward(x), forward(x)
+        eager = mocked(x)
+    # Every run of the compiled code, every step of the loop, draws anew and is counted.
+    assert not np.array_equal(first[0], first[1])
+    assert not np.array_equal(first, second)
+    assert not np.array_equal(second, eager)
+    assert mocked.lin.call_count == 6
+    # Differentiated, the loop still draws per step (the count is tied to the step's input).
+    steps = nnx.value_and_grad(lambda m, x: (m(x) ** 2).sum())
+    assert np.isfinite(steps(mocked, x)[0])
+    assert mocked.lin.call_count == 8
+
+
+def test_19_3_nnx_mock_in_jax_checkpoint_over_a_closure_warns_and_differentiates():
+    # jax.checkpoint refuses host callbacks once differentiated: there the draws stay frozen,
+    # said by the warning; never JAX's NotImplementedError.
+    mocked = flaxmock.nnx.mock(_ClosesOver(nnx.Rngs(0), "jax.checkpoint"), "lin")
+    x = jnp.ones((2, 4))
+    loss = nnx.value_and_grad(lambda m, x: (m(x) ** 2).sum())
+    with pytest.warns(flaxmock.nnx.FrozenMockWarning, match=r"lin .*\(checkpoint / remat\)"):
+        first, _ = loss(mocked, x)
+    second, _ = loss(mocked, x)
+    assert first == second
+    assert mocked.lin.call_count == 0
 
 
 # Mocks draw only what is collected; state is not a sown value (issue #13, items 4 and 5).

@@ -323,13 +323,27 @@ def closed_over(count: Any, advanced: Any) -> bool:
     return not (isinstance(count, jax.core.Tracer) and count._trace is advanced._trace)
 
 
-def host_count(next_count: Callable[[], Any]) -> jax.Array:
+def host_count(next_count: Callable[[], Any], inputs: Any = None) -> jax.Array:
     """A uint32 count taken on the host, by ``next_count()``, each time the traced code runs.
 
     For a counter closed over by a staging trace (:func:`closed_over`): a ``jax.jit`` of a
     closure, or a loop body, runs its trace many times, and each run must draw anew. The count
     is taken by a host callback at run time, so each run (each loop iteration) gets its own.
+
+    ``inputs`` (the call's arguments) tie the callback to the call: one element of their first
+    array, gradient stopped, is its operand. A callback without operands is loop-invariant to
+    JAX, and under differentiation (``jax.grad`` of a ``lax.scan``) JAX hoists it out of the
+    loop, so every iteration would draw the same values.
     """
+    witness = [
+        jax.lax.stop_gradient(jnp.ravel(leaf)[:1])
+        for leaf in jax.tree.leaves(inputs)
+        if isinstance(leaf, jax.Array)
+        and leaf.size
+        and not jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+    ][:1]
     return io_callback(
-        lambda: np.asarray(next_count(), np.uint32), jax.ShapeDtypeStruct((), jnp.uint32)
+        lambda *_: np.asarray(next_count(), np.uint32),
+        jax.ShapeDtypeStruct((), jnp.uint32),
+        *witness,
     )

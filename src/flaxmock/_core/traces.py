@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from typing import Any
 
 import jax
 
@@ -25,3 +26,28 @@ _TOKENS = itertools.count(1)
 def fresh_trace() -> contextlib.AbstractContextManager[None]:
     """A context in which JAX reuses no trace made outside it (a fresh user-context value)."""
     return _FRESH_TRACE(("flaxmock.trace", next(_TOKENS)))
+
+
+def inside_checkpoint() -> bool:
+    """Whether the code running is being traced for ``jax.checkpoint`` (``jax.remat``), at any
+    depth (a loop body inside a checkpointed function included).
+
+    A host callback (:func:`flaxmock._core.mockcore.host_count`) cannot be staged there: JAX
+    refuses effects when it differentiates a checkpointed function (``NotImplementedError:
+    Effects not supported in partial-eval of checkpoint/remat``), long after the trace. JAX has
+    no public way to ask; this walks its trace chain (``jax._src.core.trace_ctx``, each trace's
+    ``parent_trace`` and ``frame.debug_info.traced_for``). Should that change, the answer is
+    True: the caller then takes the path that is safe everywhere.
+    """
+    try:
+        from jax._src import core as jax_core
+
+        trace: Any = jax_core.trace_ctx.trace
+        while trace is not None:
+            debug = getattr(getattr(trace, "frame", None), "debug_info", None)
+            if "checkpoint" in str(getattr(debug, "traced_for", "")):
+                return True
+            trace = getattr(trace, "parent_trace", None)
+        return False
+    except Exception:  # JAX's private trace state changed shape: be safe.
+        return True

@@ -186,7 +186,7 @@ def run(
     # tree draw for distinct counts) and gives back the counts of those it did not reach.
     # Counters are written here, outside Flax's call: a mock dispatched inside a lifted body
     # must not write penzai state from inside that body's trace.
-    counts = {id(r): r.reserve_count() for r in replacements}
+    counts = {id(r): r.reserve_count((args, kwargs)) for r in replacements}
     dispatcher = Dispatcher(
         layer,
         assembled.skip_setup,

@@ -314,8 +314,11 @@ class ReplacementLayer(pz.nn.Layer):
         """Abstract variables of the replaced call's subtree, to infer shapes through it."""
         return {}
 
-    def reserve_count(self) -> Any:
-        """Reserves this layer's call count for one run (called once per run, before it)."""
+    def reserve_count(self, inputs: Any = None) -> Any:
+        """Reserves this layer's call count for one run (called once per run, before it).
+
+        ``inputs`` are the run's arguments ``(args, kwargs)``, or None.
+        """
         return None
 
     def release_count(self, count: Any) -> None:

@@ -137,7 +137,7 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
     def abstract_variables(self) -> dict[str, Any]:
         return self.info.variables
 
-    def reserve_count(self) -> Any:
+    def reserve_count(self, inputs: Any = None) -> Any:
         """Returns the call counter's value and advances it (when it is bound penzai state).
 
         Where the counter was closed over by a staging trace (a ``jax.jit`` of a closure over
@@ -145,7 +145,8 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
         would leave its tracer in the tree); the count is then taken on the host each time the
         traced code runs (a host callback), so each run and each
         loop iteration still draws anew. With a counter that holds a value, that host count
-        advances the counter itself, as an eager call would.
+        advances the counter itself, as an eager call would. ``inputs``, the run's arguments,
+        tie that callback to the run (see :func:`flaxmock._core.mockcore.host_count`).
         """
         if not isinstance(self.counter, pz.StateVariable):
             return self.counter.value
@@ -158,8 +159,8 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
         if isinstance(count, jax.core.Tracer):
             # The counter is the state of an outer trace (``pz.variable_jit`` around a loop):
             # its value is unknown on the host. Counts from the mock's host sequence.
-            return _mockcore.host_count(self.mock_state.next_host_count)
-        return _mockcore.host_count(self._advance_on_host)
+            return _mockcore.host_count(self.mock_state.next_host_count, inputs)
+        return _mockcore.host_count(self._advance_on_host, inputs)
 
     def _advance_on_host(self) -> np.uint32:
         # Runs in a host callback, when the compiled code runs: the counter holds a value.
@@ -194,7 +195,7 @@ class MockLayer(_layer.ReplacementLayer, _mockcore.CallRecords):
         spec_in = _specs.specs_of(inputs)
         out_spec, sown = self.output_spec(args_and_kwargs, spec_in=spec_in)
         self.mock_state.record_call(spec_in, out_spec)
-        count = self.reserve_count() if invocation.count is None else invocation.count
+        count = self.reserve_count(inputs) if invocation.count is None else invocation.count
         wanted = [e for e in sown if invocation.collects(e)]
         per_call = [e for e in wanted if e.append]
         state = [e for e in wanted if not e.append]

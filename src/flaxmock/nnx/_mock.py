@@ -46,6 +46,7 @@ from flaxmock._core import mockdraw as _mockdraw
 from flaxmock._core import mockstate as _mockstate
 from flaxmock._core import select as _select
 from flaxmock._core import specs as _specs
+from flaxmock._core import traces as _traces
 from flaxmock.nnx import _abstract as _nnx_abstract
 from flaxmock.nnx import _intercept as _nnx_intercept
 from flaxmock.nnx import _select as _nnx_select
@@ -137,12 +138,15 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
     the real call writes: values that need no parameter as the real call computes them, others
     kept, or drawn once when the mock holds no value yet (a variable created in ``__call__``).
 
-    ``call_count`` counts the calls whose counter update reached this model: eager calls and
-    calls inside Flax's transforms (``nnx.jit``, ``nnx.scan``, ``nnx.vmap``, ``nnx.remat``),
-    which write state back. A call inside a raw JAX transform over a copy whose state is not
-    written back (``jax.checkpoint`` or ``jax.jit`` over ``nnx.split`` state, ``jax.lax``
-    loops over a closure) cannot advance the counter: it is not counted, draws what the
-    previous such call drew, and the mock says so once with a
+    ``call_count`` counts its calls: eager calls, calls inside Flax's transforms (``nnx.jit``,
+    ``nnx.scan``, ``nnx.vmap``, ``nnx.remat``), which write state back, and calls where the
+    counter is closed over by a staging trace (``jax.jit`` of a function closing over the
+    model, a ``jax.lax.fori_loop``/``while_loop``/``scan`` body over a closure or over
+    ``nnx.split`` state merged in the body), which are counted on the host each time the
+    compiled code runs (one host callback per mock and run), as linen mocks are. A call inside a
+    raw JAX transform that is *given* ``nnx.split`` state as an argument and does not return it
+    (``jax.checkpoint``, ``jax.jit`` over split state) cannot advance the counter: it is not
+    counted, draws what the previous such call drew, and the mock says so once with a
     :class:`~flaxmock.nnx.FrozenMockWarning`.
 
     Other attributes of the replaced module that hold no arrays (configuration such as
@@ -207,7 +211,8 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
 
     def _count(self) -> int:
         count = self.counter.get_value()[..., 1]
-        return int(count.max()) if count.ndim else int(count)
+        counted = int(count.max()) if count.ndim else int(count)
+        return counted + self.mock_state.host_calls
 
     def _reset_count(self) -> None:
         self.counter.set_value(self.counter.get_value().at[..., 1].set(0))
@@ -488,6 +493,35 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             "  2. mock the module that reads the variable too."
         )
 
+    def _write_counter(self, counter: Any, advanced: Any) -> bool:
+        """Writes the advanced call counter; False where the count must be taken on the host.
+
+        That is where the counter is closed over by a staging trace (a ``jax.lax`` loop body,
+        ``jax.jit`` of a closure: Flax refuses the update, or it would leave a tracer behind);
+        the counter is then left as it is. Inside ``jax.checkpoint`` no host callback can be
+        staged: there, and in a copy merged inside a raw JAX transform given ``nnx.split``
+        state (``jax.jit``, ``jax.checkpoint``) that no Flax transform writes back, the draws
+        stay frozen and the mock warns (:class:`~flaxmock.nnx.FrozenMockWarning`).
+        """
+        if _mockcore.closed_over(counter, advanced):
+            return self._frozen_in_checkpoint()
+        try:
+            self.counter.set_value(advanced)
+        except flax_errors.TraceContextError:
+            return self._frozen_in_checkpoint()
+        if isinstance(counter, jax_core.Tracer) and not _written_back(self.counter):
+            self._warn_frozen()
+        return True
+
+    def _frozen_in_checkpoint(self) -> bool:
+        """For a counter closed over by a trace: False (count on the host) unless the trace is
+        inside ``jax.checkpoint``, where no host callback can be staged: then the draws stay
+        frozen, with a warning, and True (the counter is left as it is)."""
+        if not _traces.inside_checkpoint():
+            return False
+        self._warn_frozen()
+        return True
+
     def _warn_frozen(self) -> None:
         """Warns (once per mock) that this call's counter update is lost with its copy."""
         if _nnx_shapes.evaluating():
@@ -499,13 +533,14 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             warnings.warn(
                 f"{info.path} (a mock of {info.module_type.__name__}) ran inside a JAX "
                 f"transform ({transform}) on a copy of the model whose state is not written "
-                "back (a raw JAX transform over nnx.split state or over a closure): its call "
-                "counter cannot "
-                "advance, so it draws the same values on every such call and call_count does "
-                "not count them. For fresh draws, use Flax's transform instead (nnx.jit, "
-                "nnx.remat, nnx.scan, nnx.fori_loop), or return nnx.state(model) from the "
-                "function and apply it with nnx.update(model, state) (then the counts advance "
-                "and this warning can be ignored).",
+                "back (a raw JAX transform given nnx.split state as an argument, such as "
+                "jax.checkpoint or jax.jit): its call counter cannot advance, so it draws the "
+                "same values on every such call and call_count does not count them. For fresh "
+                "draws, use Flax's transform instead (nnx.jit, nnx.remat), close over the "
+                "model or its state instead of passing it (then the count is taken on the "
+                "host; not under jax.checkpoint when differentiated), or return "
+                "nnx.state(model) from the function and apply it with nnx.update(model, state) "
+                "(then the counts advance and this warning can be ignored).",
                 _errors.FrozenMockWarning,
                 stacklevel=4,
             )
@@ -526,16 +561,11 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         self.mock_state.record_call(_specs.specs_of((args, kwargs)), out_spec)
         counter = self.counter.get_value()
         advanced, lane, count = _advance(counter)
-        try:
-            self.counter.set_value(advanced)
-        except flax_errors.TraceContextError:
-            # Called inside a raw JAX transform (`jax.lax.scan` over a closure) that cannot
-            # update this module's state, as for the real module's own state: the draw stays
-            # the same for every step of that transform.
-            self._warn_frozen()
-        else:
-            if isinstance(counter, jax_core.Tracer) and not _written_back(self.counter):
-                self._warn_frozen()
+        if not self._write_counter(counter, advanced):
+            # A copy no Flax transform writes back, or a counter closed over by a staging
+            # trace: the count is taken on the host each time the compiled code runs, as for
+            # a linen mock closed over by a trace (flaxmock._core.mockcore.host_count).
+            count = _mockcore.host_count(self.mock_state.next_host_count, (args, kwargs))
         # Values sown by appending are drawn anew per call; values written whole (a `sow` with
         # a custom `reduce_fn`: state) once, the same on every call, as on linen.
         appended = [i for i, entry in enumerate(sown) if _appends(entry)]
