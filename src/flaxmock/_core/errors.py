@@ -120,9 +120,9 @@ class FlaxmockWarning(UserWarning):
 
 
 class FrozenMockWarning(FlaxmockWarning):
-    """A mock ran in a copy of the model whose state is not written back (``jax.checkpoint``
-    or ``jax.jit`` given ``nnx.split`` state as an argument): its call counter did not advance,
-    so it draws the same values on every such call and ``call_count`` does not count them."""
+    """A mock ran inside ``jax.checkpoint`` on a copy of the model whose state is not written
+    back, where no host callback can count the call: its call counter did not advance, so it
+    draws the same values on every such call and ``call_count`` does not count them."""
 
 
 def note_raised_in(error: BaseException, where: str) -> None:

@@ -139,15 +139,13 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
     kept, or drawn once when the mock holds no value yet (a variable created in ``__call__``).
 
     ``call_count`` counts its calls: eager calls, calls inside Flax's transforms (``nnx.jit``,
-    ``nnx.scan``, ``nnx.vmap``, ``nnx.remat``), which write state back, and calls where the
-    counter is closed over by a staging trace (``jax.jit`` of a function closing over the
-    model, a ``jax.lax.fori_loop``/``while_loop``/``scan`` body over a closure or over
-    ``nnx.split`` state merged in the body), which are counted on the host each time the
-    compiled code runs (one host callback per mock and run), as linen mocks are. A call inside a
-    raw JAX transform that is *given* ``nnx.split`` state as an argument and does not return it
-    (``jax.checkpoint``, ``jax.jit`` over split state) cannot advance the counter: it is not
-    counted, draws what the previous such call drew, and the mock says so once with a
-    :class:`~flaxmock.nnx.FrozenMockWarning`.
+    ``nnx.scan``, ``nnx.vmap``, ``nnx.remat``), which write state back, and calls whose
+    counter update would not reach the model (a ``jax.jit`` or ``jax.lax`` loop body closing
+    over the model or its ``nnx.split`` state, ``jax.jit``/``jax.lax.scan``/``jax.grad``
+    given split state), which are counted on the host each time the compiled code runs (one
+    host callback per mock and run), as linen mocks are. A call inside ``jax.checkpoint``
+    cannot be counted so: it is not counted, draws what the previous such call drew, and the
+    mock says so once with a :class:`~flaxmock.nnx.FrozenMockWarning`.
 
     Other attributes of the replaced module that hold no arrays (configuration such as
     ``features`` or ``num_feature_axes``) read through the mock; setting one on the mock
@@ -497,20 +495,22 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         """Writes the advanced call counter; False where the count must be taken on the host.
 
         That is where the counter is closed over by a staging trace (a ``jax.lax`` loop body,
-        ``jax.jit`` of a closure: Flax refuses the update, or it would leave a tracer behind);
-        the counter is then left as it is. Inside ``jax.checkpoint`` no host callback can be
-        staged: there, and in a copy merged inside a raw JAX transform given ``nnx.split``
-        state (``jax.jit``, ``jax.checkpoint``) that no Flax transform writes back, the draws
-        stay frozen and the mock warns (:class:`~flaxmock.nnx.FrozenMockWarning`).
+        ``jax.jit`` of a closure: Flax refuses the update, or it would leave a tracer behind),
+        or belongs to a copy merged inside a raw JAX transform given ``nnx.split`` state
+        (``jax.jit``, ``jax.lax.scan`` over the state as ``xs``, ``jax.grad``) that no Flax
+        transform writes back. The counter is then left as it is, so that a state the user
+        does write back (``nnx.update``) counts no call twice. Inside ``jax.checkpoint`` no
+        host callback can be staged: there the draws stay frozen and the mock warns
+        (:class:`~flaxmock.nnx.FrozenMockWarning`).
         """
         if _mockcore.closed_over(counter, advanced):
+            return self._frozen_in_checkpoint()
+        if isinstance(counter, jax_core.Tracer) and not _written_back(self.counter):
             return self._frozen_in_checkpoint()
         try:
             self.counter.set_value(advanced)
         except flax_errors.TraceContextError:
             return self._frozen_in_checkpoint()
-        if isinstance(counter, jax_core.Tracer) and not _written_back(self.counter):
-            self._warn_frozen()
         return True
 
     def _frozen_in_checkpoint(self) -> bool:
@@ -533,14 +533,12 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             warnings.warn(
                 f"{info.path} (a mock of {info.module_type.__name__}) ran inside a JAX "
                 f"transform ({transform}) on a copy of the model whose state is not written "
-                "back (a raw JAX transform given nnx.split state as an argument, such as "
-                "jax.checkpoint or jax.jit): its call counter cannot advance, so it draws the "
-                "same values on every such call and call_count does not count them. For fresh "
-                "draws, use Flax's transform instead (nnx.jit, nnx.remat), close over the "
-                "model or its state instead of passing it (then the count is taken on the "
-                "host; not under jax.checkpoint when differentiated), or return "
-                "nnx.state(model) from the function and apply it with nnx.update(model, state) "
-                "(then the counts advance and this warning can be ignored).",
+                "back, inside jax.checkpoint (where no host callback can count it): its call "
+                "counter cannot advance, so it draws the same values on every such call and "
+                "call_count does not count them. For fresh draws, use Flax's transform instead "
+                "(nnx.remat), or return nnx.state(model) from the function and apply it with "
+                "nnx.update(model, state) (then the counts advance and this warning can be "
+                "ignored).",
                 _errors.FrozenMockWarning,
                 stacklevel=4,
             )
