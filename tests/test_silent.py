@@ -1940,6 +1940,36 @@ def test_19_12_nnx_explicit_mesh_keeps_typed_shardings():
         assert _typed_spec(mocked(x)) == _typed_spec(real(x))
 
 
+_EXPLICIT_MESH_SCRIPT = """
+import jax, jax.numpy as jnp, numpy as np
+from flax import nnx
+import flax.linen as nn
+import flaxmock, flaxmock.nnx
+
+mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+with jax.set_mesh(mesh):
+    x = jax.device_put(jnp.ones((8, 4)), jax.P("data", None))
+    real = nnx.Linear(4, 8, rngs=nnx.Rngs(0))
+    mocked = flaxmock.nnx.mock(real, "")
+    eager = mocked(x)  # split over the 8 devices as the real output is
+    assert eager.sharding == real(x).sharding, eager.sharding
+    assert eager.addressable_shards[0].data.shape == (1, 8)
+    forward = jax.jit(lambda x: mocked(x))  # closed over: counted on the host
+    a, b = forward(x), forward(x)
+    assert a.sharding == real(x).sharding and not np.array_equal(a, b)
+    assert mocked.call_count == 3
+    tree = flaxmock.mock(flaxmock.unflaxify(nn.Dense(8), x), "")
+    out = jax.jit(lambda x: flaxmock.call(tree, x))(x)
+    assert jax.typeof(out).sharding.spec == jax.P("data", None), jax.typeof(out)
+print("OK")
+"""
+
+
+@pytest.mark.slow
+def test_19_12_explicit_mesh_of_8_devices_splits_mock_outputs():
+    run_on_8_cpu_devices(_EXPLICIT_MESH_SCRIPT)
+
+
 def test_19_12_linen_explicit_mesh_keeps_typed_shardings():
     class Block(nn.Module):
         @nn.compact

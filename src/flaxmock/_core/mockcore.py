@@ -330,13 +330,14 @@ def host_count(next_count: Callable[[], Any], inputs: Any = None) -> jax.Array:
     closure, or a loop body, runs its trace many times, and each run must draw anew. The count
     is taken by a host callback at run time, so each run (each loop iteration) gets its own.
 
-    ``inputs`` (the call's arguments) tie the callback to the call: one element of their first
-    array, gradient stopped, is its operand. A callback without operands is loop-invariant to
-    JAX, and under differentiation (``jax.grad`` of a ``lax.scan``) JAX hoists it out of the
+    ``inputs`` (the call's arguments) tie the callback to the call: the sum of their first
+    array, gradient stopped, is its operand (a sum, not an element: slicing a dimension sharded
+    over an explicit-sharding mesh is refused). A callback without operands is loop-invariant
+    to JAX, and under differentiation (``jax.grad`` of a ``lax.scan``) JAX hoists it out of the
     loop, so every iteration would draw the same values.
     """
     witness = [
-        jax.lax.stop_gradient(jnp.ravel(leaf)[:1])
+        jnp.sum(jax.lax.stop_gradient(leaf))
         for leaf in jax.tree.leaves(inputs)
         if isinstance(leaf, jax.Array)
         and leaf.size
