@@ -480,7 +480,7 @@ def _materialize(model: Any, key: Any, *, arrays_only: bool = False) -> Any:
         else:  # A plain array attribute (nnx.data): set as the attribute itself.
             arrays.append((path, value))
     if arrays:
-        nnx.update(copy, nnx.from_flat_state(arrays))
+        _nnx_shapes.set_arrays(copy, arrays)
     if arrays_only:  # Its variables may still be abstract.
         guard(copy)
         set_origin(copy, origin)

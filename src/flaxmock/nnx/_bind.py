@@ -139,7 +139,7 @@ def bind(model: Any, values: Any, *, strict: bool = False) -> Any:
         if not isinstance(var, _Attribute):
             var.set_value(value)
     if attributes:
-        nnx.update(copy, nnx.from_flat_state(attributes))
+        _nnx_shapes.set_arrays(copy, attributes)
     _nnx_abstract.guard(copy)
     _nnx_abstract.set_origin(copy, _nnx_abstract.origin_of(model))
     return copy

@@ -15,7 +15,7 @@ import contextlib
 import functools
 import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -97,9 +97,30 @@ def iter_arrays(root: Any) -> Iterator[tuple[Path, Any]]:
     nnx.data(jnp.arange(n))``), which ``nnx.state`` lists beside the variables. In an abstract
     model they are ``jax.ShapeDtypeStruct``, like its parameters.
     """
-    for path, leaf in nnx.to_flat_state(nnx.state(root)):
-        if not isinstance(leaf, nnx.Variable):
-            yield tuple(path), leaf
+
+    # The state's mapping walked as it is: `nnx.to_flat_state` sorts the paths, which fails
+    # where one level mixes names and list indices (`nnx.capture`'s `__captures__` tuples).
+    def walk(node: Any, path: Path) -> Iterator[tuple[Path, Any]]:
+        for key, value in node.items():
+            if isinstance(value, nnx.Variable):
+                continue
+            if isinstance(value, Mapping):
+                yield from walk(value, (*path, key))
+            else:
+                yield (*path, key), value
+
+    yield from walk(nnx.state(root), ())
+
+
+def set_arrays(root: Any, values: list[tuple[Path, Any]]) -> None:
+    """Sets plain array attributes of ``root``'s graph (in place), by their state paths."""
+    nested: dict[Any, Any] = {}
+    for path, value in values:
+        node = nested
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    nnx.update(root, nnx.State(nested))
 
 
 def mark_traced_arrays_as_data(root: Any) -> None:
