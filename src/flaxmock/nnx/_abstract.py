@@ -171,10 +171,13 @@ def unguard(model: Any) -> None:
 
 def guard(model: Any) -> None:
     """Guards (in place) every module of ``model`` whose subtree holds abstract values."""
-    for _, module in _nnx_shapes.iter_module_paths(model):
-        if _GUARD_BASE_ATTR in vars(type(module)):
-            continue
-        if abstract_values(module, held=False):
+    # One walk of the model: a module holds abstract values when its path is a prefix of one
+    # of theirs (asking each module in turn walked every subtree again: quadratic).
+    owners = {
+        tuple(path[:k]) for path, _ in abstract_values(model, held=False) for k in range(len(path))
+    }
+    for path, module in _nnx_shapes.iter_module_paths(model):
+        if tuple(path) in owners and _GUARD_BASE_ATTR not in vars(type(module)):
             module.__class__ = _guard_class(type(module))
 
 
