@@ -270,9 +270,9 @@ def _nnx_widths():
 
 
 @pytest.mark.parametrize("make", [_linen_widths, _nnx_widths], ids=["linen", "nnx"])
-def test_key_schedule_is_compiled_once_for_mocks_of_many_output_shapes(make, monkeypatch):
-    # Three mocks with three output shapes: the values compile per shape, the key schedule
-    # (whose hashes cost as much to compile as a draw on CPU) once.
+def test_eager_key_schedule_compiles_nothing_for_mocks_of_many_output_shapes(make, monkeypatch):
+    # Three mocks with three output shapes: the values compile per shape; the key schedule
+    # (whose hashes cost as much to compile as a draw on CPU) is computed on the host.
     traced = {"keys": 0, "values": 0}
 
     def counting(name, fn):
@@ -284,17 +284,18 @@ def test_key_schedule_is_compiled_once_for_mocks_of_many_output_shapes(make, mon
 
     monkeypatch.setattr(mockdraw, "_group_keys", counting("keys", mockdraw._group_keys))
     monkeypatch.setattr(mockdraw, "_fill_groups", counting("values", mockdraw._fill_groups))
-    mockdraw._compiled_keys.cache_clear()
-    mockdraw._compiled_fill.cache_clear()
+    caches = (mockdraw._compiled_keys, mockdraw._compiled_fill, mockdraw._compiled_fill_from_data)
+    for cache in caches:
+        cache.cache_clear()
     try:
         call = make()
         first = call()
-        assert traced == {"keys": 1, "values": 3}
+        assert traced == {"keys": 0, "values": 3}
         second = call()
-        assert traced == {"keys": 1, "values": 3}
+        assert traced == {"keys": 0, "values": 3}
     finally:  # No counting wrapper stays in the caches for other tests.
-        mockdraw._compiled_keys.cache_clear()
-        mockdraw._compiled_fill.cache_clear()
+        for cache in caches:
+            cache.cache_clear()
     assert first.shape == second.shape == (1, 9)
     assert not np.array_equal(first, second)  # each call draws anew
 
@@ -386,3 +387,19 @@ def test_mocks_render_through_treescope_with_their_summary_line():
     assert "layers_0.__call__: f32[2,3] -&gt; f32[2,4]</span>" in html
     label = "  # mock of Dense (mocked, 16 params not allocated)"
     assert f'<span class="color_comment">{label}</span>' in html
+
+
+@pytest.mark.parametrize(
+    ("layout", "fold", "lane"),
+    [((1,), None, None), ((2, None, 1), 3, None), ((1, 3), 7, 2), ((None,), None, 5)],
+)
+def test_host_key_schedule_equals_the_compiled_one(layout, fold, lane):
+    # The same key bits as jax.random computes them (the compiled schedule, under jit too).
+    args = (np.uint32(11), np.uint32(2**31 + 5), np.uint32(77), np.uint32(4), np.uint32(1))
+    args += (fold, lane)
+    compiled = mockdraw._group_keys(layout, None, *args)
+    expected = np.stack([jax.random.key_data(k) for ks in compiled for k in ks])
+    np.testing.assert_array_equal(mockdraw._host_keys(layout, args), expected)
+    # A float32 counter (NNX mocks count in float32) converts as fold_in converts it.
+    float_args = args[:3] + (np.float32(4.0),) + args[4:]
+    np.testing.assert_array_equal(mockdraw._host_keys(layout, float_args), expected)

@@ -33,9 +33,12 @@ stream and counts are arguments): the keys (:func:`_group_keys`), compiled once 
 (how many groups and dtypes) and axis name, whatever the shapes; then the values
 (:func:`_fill_groups`), compiled once per output signature and fill. On CPU the hashes of the
 key schedule take as long to compile as a random draw, so a model whose mocks have many
-distinct output shapes compiles them once, not once per shape. Eager calls lower both with
-threefry unrolled (:mod:`flaxmock._core.prng`: the same bits, compiled in less than half the
-time); under a trace both are part of the caller's computation.
+distinct output shapes compiles them once, not once per shape. An eager call, whose key inputs
+are all known on the host, computes the key schedule there instead (:func:`_host_keys`,
+threefry in Python: the same bits, tested; about 60 us, and nothing to compile) and passes the
+key data to one compiled function of the values (:func:`_fill_groups_from_data`). Eager calls
+lower the values with threefry unrolled (:mod:`flaxmock._core.prng`: the same bits, compiled
+in less than half the time); under a trace both are part of the caller's computation.
 
 Hashes are ``zlib.crc32`` (:func:`stable_hash`), never ``hash()``, so seeds reproduce in every
 process.
@@ -273,6 +276,54 @@ def _compiled_fill(groups: Groups, fill: Any) -> Any:
     return jax.jit(functools.partial(_fill_groups, groups, fill, "a mock"))
 
 
+@functools.lru_cache(maxsize=4096)
+def _host_prefix(seed: int, stream: int, method: int) -> tuple[int, int]:
+    # The part of a mock's key that is the same for each of its calls.
+    return _prng.fold_in(_prng.fold_in(_prng.seed_key(seed), stream), method)
+
+
+def _as_uint32(value: Any) -> int:
+    # As ``jax.random.fold_in`` converts its data (``jnp.uint32(value)``).
+    return int(np.asarray(value).astype(np.uint32))
+
+
+def _host_keys(layout: KeyLayout, args: Sequence[Any]) -> np.ndarray:
+    """The key data of :func:`_group_keys`, computed on the host (every input known there).
+
+    One row per key, in the order :func:`_fill_groups_from_data` reads them. The same bits as
+    the compiled schedule (tested), without compiling it: in a fresh process that compile was
+    the largest part of a mock's first call.
+    """
+    seed, stream, method, count, index, fold, lane = args[:7]
+    key = _host_prefix(int(seed), int(stream), int(method))
+    for part in (count, index, fold, lane):
+        if part is not None:
+            key = _prng.fold_in(key, _as_uint32(part))
+    out_key, sown_key = _prng.fold_in(key, 0), _prng.fold_in(key, 1)  # split(key)
+    keys = [out_key] + [_prng.fold_in(sown_key, j) for j in range(len(layout) - 1)]
+    rows: list[tuple[int, int]] = []
+    for k, n in zip(keys, layout, strict=True):
+        rows += [k] if n is None else [_prng.fold_in(k, d) for d in range(n)]
+    return np.array(rows, np.uint32)
+
+
+def _fill_groups_from_data(
+    groups: Groups, fill: Any, layout: KeyLayout, data: jax.Array
+) -> list[list[jax.Array]]:
+    """:func:`_fill_groups` given the keys as rows of key data (:func:`_host_keys`)."""
+    rows = iter(range(data.shape[0]))
+    keys = [
+        [jax.random.wrap_key_data(data[next(rows)]) for _ in range(1 if n is None else n)]
+        for n in layout
+    ]
+    return _fill_groups(groups, fill, "a mock", keys)
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled_fill_from_data(groups: Groups, fill: Any, layout: KeyLayout) -> Any:
+    return jax.jit(functools.partial(_fill_groups_from_data, groups, fill, layout))
+
+
 def draw(
     info: _mockcore.MockInfo,
     trees: Sequence[Any],
@@ -311,10 +362,11 @@ def draw(
         fill = _leaf_fills(fill, trees, prefixes)
     layout = _key_layout(groups, fill)
     keys_of = _compiled_keys(layout, vmap_axis_name)
+    eager_fill = functools.partial(_fill_groups, groups, fill, f"{info.path}.{method}")
     try:
         fill_of = _compiled_fill(groups, fill)
     except TypeError:  # An unhashable fill callable: fill eagerly.
-        fill_of = functools.partial(_fill_groups, groups, fill, f"{info.path}.{method}")
+        fill_of = None
     # NumPy scalars, not jnp ones: each jnp.uint32(...) is a device computation of its own
     # (about 40 us each on CPU), while the compiled draw takes NumPy scalars as they are.
     args = (
@@ -332,10 +384,16 @@ def draw(
         # unrolled, as JAX lowers it on GPU and TPU (flaxmock._core.prng; the same bits): on
         # CPU JAX lowers it as a loop, which XLA takes more than twice as long to compile.
         # Under a trace the draw is part of the caller's computation, lowered with it.
-        with _prng.unrolled_threefry():
-            filled = fill_of(keys_of(*args))
+        if vmap_axis_name is None and _prng.host_keys_supported() and fill_of is not None:
+            # Every input of the key schedule is known here: computed on the host (no compile,
+            # no dispatch), the values in one compiled function.
+            with _prng.unrolled_threefry():
+                filled = _compiled_fill_from_data(groups, fill, layout)(_host_keys(layout, args))
+        else:
+            with _prng.unrolled_threefry():
+                filled = (fill_of or eager_fill)(keys_of(*args))
     else:
-        filled = fill_of(keys_of(*args))
+        filled = (fill_of or eager_fill)(keys_of(*args))
     if isinstance(fill, _PerLeaf):
         filled = _copy_inputs(filled, groups, fill, inputs, f"{info.path}.{method}")
     return [rebuild(list(arrays)) for (_, rebuild), arrays in zip(parts, filled, strict=True)]

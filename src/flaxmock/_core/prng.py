@@ -64,3 +64,42 @@ def compile_fused(jitted: Any, *args: Any) -> Any:
     with unrolled_threefry():
         lowered = jitted.lower(*args)
     return lowered.compile()
+
+
+# Threefry-2x32 on the host, for key schedules whose every input is known there.
+_MASK = 0xFFFFFFFF
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def threefry2x32(key: tuple[int, int], count: tuple[int, int]) -> tuple[int, int]:
+    """The threefry-2x32 hash of one pair of counts, as JAX computes it (20 rounds)."""
+    k0, k1 = key
+    ks = (k0, k1, k0 ^ k1 ^ 0x1BD11BDA)
+    x0, x1 = (count[0] + ks[0]) & _MASK, (count[1] + ks[1]) & _MASK
+    for i in range(5):
+        for r in _ROTATIONS[i % 2]:
+            x0 = (x0 + x1) & _MASK
+            x1 = (((x1 << r) | (x1 >> (32 - r))) & _MASK) ^ x0
+        x0 = (x0 + ks[(i + 1) % 3]) & _MASK
+        x1 = (x1 + ks[(i + 2) % 3] + i + 1) & _MASK
+    return x0, x1
+
+
+def host_keys_supported() -> bool:
+    """Whether :func:`fold_in` here gives ``jax.random``'s keys: the default threefry, split
+    as ``jax_threefry_partitionable`` does (a split's key ``i`` is the fold-in of ``i``)."""
+    import jax
+
+    config: Any = jax.config
+    impl = str(getattr(config, "jax_default_prng_impl", ""))
+    return impl == "threefry2x32" and bool(getattr(config, "jax_threefry_partitionable", False))
+
+
+def seed_key(seed: int) -> tuple[int, int]:
+    """``jax.random.key(seed)``'s data for a uint32 seed."""
+    return 0, seed & _MASK
+
+
+def fold_in(key: tuple[int, int], data: int) -> tuple[int, int]:
+    """``jax.random.fold_in(key, data)`` for a uint32 ``data``; also ``split(key)[data]``."""
+    return threefry2x32(key, (0, data & _MASK))
