@@ -247,6 +247,7 @@ class Tower(nn.Module):
         self.enc = nn.Dense(8)
         self.heads = [nn.Dense(3), nn.Dense(5)]
         self.table = self.param("table", nn.initializers.normal(), (7, 2))
+        self.bias = self.param("bias", nn.initializers.zeros, (3,))  # needs no key
         self.positions = jnp.arange(6)
         self.label = "tower"
 
@@ -273,6 +274,8 @@ def test_attributes_defined_in_setup_are_mocked_as_a_bound_module_would_have_the
     _specs_equal(self.tower.table, bound.table)
     assert self.tower.table is self.tower.table
     assert not np.array_equal(np.asarray(self.tower.table), np.asarray(bound.table))
+    _specs_equal(self.tower.bias, bound.bias)  # a parameter is drawn even if init needs no key
+    assert not np.array_equal(np.asarray(self.tower.bias), np.zeros(3))
     np.testing.assert_array_equal(self.tower.positions, bound.positions)
     assert self.tower.positions.dtype == bound.positions.dtype
     assert self.tower.label == "tower"

@@ -46,6 +46,7 @@ process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -260,6 +261,14 @@ def _leaf_fills(fill: Any, trees: Sequence[Any], prefixes: Sequence[str]) -> _Pe
     )
 
 
+def _hashable(fill: Any) -> bool:
+    try:
+        hash(fill)
+    except TypeError:
+        return False
+    return True
+
+
 @functools.lru_cache(maxsize=512)
 def _compiled_keys(layout: KeyLayout, vmap_axis_name: str | None) -> Any:
     # The key schedule, compiled once per layout (how many groups and dtypes), whatever the
@@ -361,12 +370,6 @@ def draw(
     if isinstance(fill, Mapping) or isinstance(fill, _fill.copy_input):
         fill = _leaf_fills(fill, trees, prefixes)
     layout = _key_layout(groups, fill)
-    keys_of = _compiled_keys(layout, vmap_axis_name)
-    eager_fill = functools.partial(_fill_groups, groups, fill, f"{info.path}.{method}")
-    try:
-        fill_of = _compiled_fill(groups, fill)
-    except TypeError:  # An unhashable fill callable: fill eagerly.
-        fill_of = None
     # NumPy scalars, not jnp ones: each jnp.uint32(...) is a device computation of its own
     # (about 40 us each on CPU), while the compiled draw takes NumPy scalars as they are.
     args = (
@@ -379,21 +382,23 @@ def draw(
         lane,
         lane_witness(inputs),
     )
-    if args[-1] is None and not any(isinstance(a, jax.core.Tracer) for a in args[3:7]):
-        # An eager call compiles on the first use of a signature, with threefry lowered
-        # unrolled, as JAX lowers it on GPU and TPU (flaxmock._core.prng; the same bits): on
-        # CPU JAX lowers it as a loop, which XLA takes more than twice as long to compile.
-        # Under a trace the draw is part of the caller's computation, lowered with it.
-        if vmap_axis_name is None and _prng.host_keys_supported() and fill_of is not None:
+    # An eager call (no trace, no vmap) compiles on the first use of a signature, with threefry
+    # lowered unrolled, as JAX lowers it on GPU and TPU (flaxmock._core.prng; the same bits): on
+    # CPU JAX lowers it as a loop, which XLA takes more than twice as long to compile. Under a
+    # trace the draw is part of the caller's computation, lowered with it.
+    eager = args[-1] is None and not any(isinstance(a, jax.core.Tracer) for a in args[3:7])
+    with _prng.unrolled_threefry() if eager else contextlib.nullcontext():
+        if not _hashable(fill):  # A fill callable the caches cannot key on: filled eagerly.
+            keys = _compiled_keys(layout, vmap_axis_name)(*args)
+            filled = _fill_groups(groups, fill, f"{info.path}.{method}", keys)
+        elif eager and vmap_axis_name is None and _prng.host_keys_supported():
             # Every input of the key schedule is known here: computed on the host (no compile,
             # no dispatch), the values in one compiled function.
-            with _prng.unrolled_threefry():
-                filled = _compiled_fill_from_data(groups, fill, layout)(_host_keys(layout, args))
+            run = _compiled_fill_from_data(groups, fill, layout)
+            filled = run(_host_keys(layout, args))
         else:
-            with _prng.unrolled_threefry():
-                filled = (fill_of or eager_fill)(keys_of(*args))
-    else:
-        filled = (fill_of or eager_fill)(keys_of(*args))
+            keys = _compiled_keys(layout, vmap_axis_name)(*args)
+            filled = _compiled_fill(groups, fill)(keys)
     if isinstance(fill, _PerLeaf):
         filled = _copy_inputs(filled, groups, fill, inputs, f"{info.path}.{method}")
     return [rebuild(list(arrays)) for (_, rebuild), arrays in zip(parts, filled, strict=True)]

@@ -257,7 +257,10 @@ class BoundMock(_mockcore.CallRecords):
             # (their real values); what depends on a parameter or a key stays abstract.
             with jax.ensure_compile_time_eval():
                 value = getattr(bound, name)
-            found["value"] = _detached(nn.meta.unbox(value))
+            # A variable (a parameter made in setup()) is drawn even when its initializer
+            # needs no key (zeros) and so came out concrete: mocks never show init values.
+            variables = {id(leaf) for leaf in jax.tree.leaves(nn.meta.unbox(bound.variables))}
+            found["value"] = _detached(nn.meta.unbox(value), variables)
 
         try:
             jax.eval_shape(lambda key: self.module.init(key, method=read), jax.random.key(0))
@@ -321,16 +324,19 @@ def _holds_module(value: Any) -> bool:
     return False
 
 
-def _detached(value: Any) -> Any:
-    """``value`` read inside an abstract ``init``: modules unbound, arrays as their specs."""
+def _detached(value: Any, variables: set[int]) -> Any:
+    """``value`` read inside an abstract ``init``: modules unbound, arrays that are variables
+    (ids in ``variables``) or depend on one or on a key (tracers) as their specs."""
     if isinstance(value, nn.Module):
         return value.clone(parent=None)
-    if isinstance(value, jax.core.Tracer):  # depends on a parameter or key of the abstract run
+    if isinstance(value, jax.core.Tracer) or (
+        isinstance(value, jax.Array) and id(value) in variables
+    ):
         return jax.ShapeDtypeStruct(value.shape, value.dtype)
     if isinstance(value, dict):
-        return {k: _detached(v) for k, v in value.items()}
+        return {k: _detached(v, variables) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        items = [_detached(v) for v in value]
+        items = [_detached(v, variables) for v in value]
         return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
     return value
 

@@ -464,9 +464,9 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         ]
         return values, to_draw
 
-    def _set_state(self, entry: dict[str, Any], value: Any) -> None:
-        """Writes one state value the call writes: at its variable, or a new one at its path."""
-        held = dict(self._held())
+    def _set_state(self, entry: dict[str, Any], value: Any, held: dict[Any, nnx.Variable]) -> None:
+        """Writes one state value the call writes: at its variable (``held``, by path), or a
+        new one at its path."""
         path = entry["path"]
         try:
             if path in held:
@@ -475,7 +475,7 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
             if self._hold(path, entry["type"].from_metadata(value, entry["metadata"])):
                 return
         except flax_errors.TraceContextError:
-            return  # A raw JAX transform over a copy: lost with it, as the counter (warned).
+            return  # A raw JAX transform over a copy: lost with the copy, as the real call's.
         info = self.info
         if path in {tuple(p) for p, _ in nnx.to_flat_state(info.state)}:
             # State the replaced module had that the mock cannot hold (documented limit): it
@@ -586,9 +586,10 @@ class MockModule(_mockcore.CallRecords, nnx.Module):
         whole_values, drawn_state = whole_values[: len(whole)], whole_values[len(whole) :]
         for i, value in zip(to_draw, drawn_state, strict=True):
             state_values[i] = value
+        held = dict(self._held()) if written else {}
         for entry, value in zip(written, state_values, strict=True):
             if value is not None:
-                self._set_state(entry, value)
+                self._set_state(entry, value, held)
         values = dict(zip(appended + whole, appended_values + whole_values, strict=True))
         for i, entry in enumerate(sown):
             value = values[i]
